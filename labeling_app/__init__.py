@@ -1,0 +1,1 @@
+"""Gradio app where people compare or rank model outputs and robot clips."""

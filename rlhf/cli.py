@@ -1,0 +1,42 @@
+"""The `rlhf` command: one subcommand per stage, each forwarding its arguments to the
+stage's own `main(argv)` (so `rlhf <stage> --help` is that stage's help)."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+# name -> (module with a main(argv) function, one-line help)
+SUBCOMMANDS = {
+    "demo": ("rlhf.demo", "sample from the embedded model, label with a simulated teacher, print a table"),
+    "convert": ("rlhf.convert", "convert preference data between TRL, HH, ranked and core formats"),
+    "prepare-model": ("rlhf.prepare", "convert the embedded GGUF model into the local cache (done once)"),
+}
+
+
+def usage() -> str:
+    lines = ["usage: rlhf <command> [options]   (rlhf <command> --help for its options)", "", "commands:"]
+    lines += [f"  {name:<15} {help_text}" for name, (_, help_text) in SUBCOMMANDS.items()]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] in ("-h", "--help"):
+        print(usage())
+        return 0
+    if argv[0] in ("-V", "--version"):
+        from rlhf import __version__
+
+        print(__version__)
+        return 0
+    name, rest = argv[0], argv[1:]
+    if name not in SUBCOMMANDS:
+        print(f"rlhf: unknown command {name!r}\n\n{usage()}", file=sys.stderr)
+        return 2
+    module = importlib.import_module(SUBCOMMANDS[name][0])
+    return module.main(rest) or 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,554 @@
+"""The preference data model and its file formats.
+
+A `Comparison` is one question put to a judge: a prompt (text, chat messages, or `None`
+for robot segments) with K >= 2 items, and the judge's answer (`Judgement`):
+
+- ``pair``:       K = 2, ``label`` = P(item 0 preferred) in {1.0, 0.0, 0.5 (tie)}  (eq. 14.4)
+- ``best_of_k``:  ``choice`` = index of the best item                          (eq. 15.5)
+- ``ranking``:    ``ranks[i]`` = rank of item i, 0 is best, equal ranks are ties, ``None``
+                  marks an item left unranked (a partial, top-k ranking: every ranked
+                  item beats every unranked one; unranked items are not compared) (eq. 15.6)
+- ``not_comparable``: the judge could not compare; stored, never trained on.
+
+Formats read and written here (every reader raises `PreferenceDataError` naming the
+source, the line or row, and the field):
+
+- ``trl``:    TRL preference rows ``{"prompt"?, "chosen", "rejected", "margin"?}``, text
+              or conversational (lists of ``{"role", "content"}``); implicit prompt allowed.
+- ``hh``:     Anthropic HH rows ``{"chosen", "rejected"}`` holding whole transcripts
+              (``"\\n\\nHuman: ... \\n\\nAssistant: ..."``); the shared prefix up to the last
+              common ``"\\n\\nAssistant:"`` becomes the prompt.
+- ``ranked``: ``{"prompt", "completions", "ranks" | "scores" | "best"}``; scores (higher is
+              better, e.g. ratings) become a ranking with ties.
+- ``core``:   one `Comparison` per line, every field kept (the labelling app's export).
+
+Columns a format does not know are kept in ``Comparison.meta`` and written back, so
+round trips are lossless.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Literal, Sequence
+
+JudgementKind = Literal["pair", "best_of_k", "ranking", "not_comparable"]
+JUDGEMENT_KINDS = ("pair", "best_of_k", "ranking", "not_comparable")
+FORMATS = ("trl", "hh", "ranked", "core")
+PAIR_LABELS = (0.0, 0.5, 1.0)
+HH_ASSISTANT = "\n\nAssistant:"
+
+
+class PreferenceDataError(ValueError):
+    """Bad preference data; the message names the source, the line and the field."""
+
+    def __init__(self, reason: str, source: str | None = None, line: int | None = None, field: str | None = None):
+        self.reason, self.source, self.line, self.field = reason, source, line, field
+        where = [source or "<data>"]
+        if line is not None:
+            where.append(f"line {line}")
+        if field is not None:
+            where.append(f"field '{field}'")
+        super().__init__(f"{', '.join(where)}: {reason}")
+
+
+def _fail(message: str, source: str | None = None, line: int | None = None, field_name: str | None = None):
+    raise PreferenceDataError(message, source, line, field_name)
+
+
+@dataclass
+class Comparison:
+    """One judged comparison of K >= 2 items (see the module docstring for the kinds)."""
+
+    items: list[Any]
+    kind: JudgementKind
+    prompt: str | list[dict] | None = None
+    label: float | None = None  # pair: P(items[0] preferred)
+    choice: int | None = None  # best_of_k
+    ranks: list[int | None] | None = None  # ranking: 0 best, ties equal, None unranked
+    margin: float | None = None  # pair only, as TRL's margin column (chosen over rejected)
+    annotator: str | None = None
+    weight: float = 1.0
+    id: str | None = None
+    meta: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        self.validate()
+
+    # -- validation -------------------------------------------------------------------
+    def validate(self, source: str | None = None, line: int | None = None) -> "Comparison":
+        """Check invariants; raise `PreferenceDataError` naming the offending field."""
+        if self.kind not in JUDGEMENT_KINDS:
+            _fail(f"unknown judgement kind {self.kind!r}; expected one of {JUDGEMENT_KINDS}", source, line, "kind")
+        if not isinstance(self.items, list) or len(self.items) < 2:
+            n = len(self.items) if isinstance(self.items, list) else "not a list"
+            _fail(f"a comparison needs K >= 2 items, got {n}", source, line, "items")
+        seen: dict[str, int] = {}
+        for i, item in enumerate(self.items):
+            if item is None or (isinstance(item, (str, list, dict)) and len(item) == 0):
+                _fail(f"item {i} is empty", source, line, "items")
+            key = json.dumps(item, sort_keys=True, ensure_ascii=False)
+            if key in seen:
+                _fail(f"items {seen[key]} and {i} are duplicates", source, line, "items")
+            seen[key] = i
+        k = len(self.items)
+        if self.kind == "pair":
+            if k != 2:
+                _fail(f"a pair has exactly 2 items, got {k}", source, line, "items")
+            if self.label is None or not _is_number(self.label) or float(self.label) not in PAIR_LABELS:
+                _fail(f"pair label must be one of {{0, 0.5, 1}} (P(item 0 preferred)), got {self.label!r}", source, line, "label")
+            self.label = float(self.label)
+        elif self.label is not None:
+            _fail(f"'label' belongs to pairs, not to {self.kind}", source, line, "label")
+        if self.kind == "best_of_k":
+            if not isinstance(self.choice, int) or isinstance(self.choice, bool) or not 0 <= self.choice < k:
+                _fail(f"choice must be an item index in [0, {k - 1}], got {self.choice!r}", source, line, "choice")
+        elif self.choice is not None:
+            _fail(f"'choice' belongs to best_of_k, not to {self.kind}", source, line, "choice")
+        if self.kind == "ranking":
+            self.ranks = check_ranks(self.ranks, k, source, line)
+        elif self.ranks is not None:
+            _fail(f"'ranks' belongs to rankings, not to {self.kind}", source, line, "ranks")
+        if self.margin is not None:
+            if self.kind != "pair":
+                _fail("a margin is only defined for pairs", source, line, "margin")
+            if not _is_number(self.margin) or not math.isfinite(self.margin):
+                _fail(f"margin must be a finite number, got {self.margin!r}", source, line, "margin")
+        if not _is_number(self.weight) or not math.isfinite(self.weight) or self.weight < 0:
+            _fail(f"weight must be a finite number >= 0, got {self.weight!r}", source, line, "weight")
+        if self.prompt is not None and (isinstance(self.prompt, (str, list)) and len(self.prompt) == 0):
+            _fail("prompt is empty (omit it for an implicit prompt)", source, line, "prompt")
+        return self
+
+    # -- views ------------------------------------------------------------------------
+    @property
+    def k(self) -> int:
+        return len(self.items)
+
+    @property
+    def trainable(self) -> bool:
+        """`not_comparable` answers are stored but never trained on."""
+        return self.kind != "not_comparable"
+
+    def to_ranks(self) -> list[int | None]:
+        """The judgement as ranks (0 best, ties equal, None unranked)."""
+        if self.kind == "pair":
+            return {1.0: [0, 1], 0.0: [1, 0], 0.5: [0, 0]}[self.label]
+        if self.kind == "best_of_k":
+            return [0 if i == self.choice else None for i in range(self.k)]
+        if self.kind == "ranking":
+            return list(self.ranks)
+        raise PreferenceDataError(f"comparison {self.id or ''} is not comparable: it has no ranks")
+
+    def to_dict(self) -> dict:
+        """The ``core`` JSON form: every field, nothing lost."""
+        row: dict[str, Any] = {"id": self.id, "prompt": self.prompt, "items": self.items, "kind": self.kind}
+        if self.kind == "pair":
+            row["label"] = self.label
+        if self.kind == "best_of_k":
+            row["choice"] = self.choice
+        if self.kind == "ranking":
+            row["ranks"] = self.ranks
+        for name in ("margin", "annotator"):
+            if getattr(self, name) is not None:
+                row[name] = getattr(self, name)
+        if self.weight != 1.0:
+            row["weight"] = self.weight
+        if self.meta:
+            row["meta"] = self.meta
+        return row
+
+
+def _is_number(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+
+def check_ranks(ranks: Any, k: int, source: str | None = None, line: int | None = None) -> list[int | None]:
+    """Validate ranks: integers >= 0 (or None for unranked), dense (0, 1, 2, ... with ties
+    sharing a value), at least one item ranked (with K >= 2 that gives at least one pair:
+    ranked items beat unranked ones)."""
+    if not isinstance(ranks, list) or len(ranks) != k:
+        _fail(f"expected a list of {k} ranks (one per item), got {ranks!r}", source, line, "ranks")
+    for r in ranks:
+        if r is not None and (not isinstance(r, int) or isinstance(r, bool) or r < 0):
+            _fail(f"ranks must be integers >= 0 (0 is best) or null for unranked, got {r!r}", source, line, "ranks")
+    used = sorted({r for r in ranks if r is not None})
+    if not used:
+        _fail("no item is ranked", source, line, "ranks")
+    if used != list(range(len(used))):
+        _fail(f"ranks must be dense (0, 1, 2, ... with ties sharing a rank), got {ranks}", source, line, "ranks")
+    return list(ranks)
+
+
+def scores_to_ranks(scores: Sequence[float], source: str | None = None, line: int | None = None) -> list[int]:
+    """Per-item scores (higher is better) to dense ranks with ties: [3, 5, 5, 1] -> [1, 0, 0, 2]."""
+    for s in scores:
+        if not _is_number(s) or not math.isfinite(s):
+            _fail(f"scores must be finite numbers, got {s!r}", source, line, "scores")
+    distinct = sorted(set(scores), reverse=True)
+    position = {s: i for i, s in enumerate(distinct)}
+    return [position[s] for s in scores]
+
+
+# =====================================================================================
+# Row parsers: one dict in, one Comparison out (or a PreferenceDataError).
+# =====================================================================================
+
+_TRL_KEYS = ("prompt", "chosen", "rejected", "margin")
+_RANKED_KEYS = ("prompt", "completions", "ranks", "scores", "best", "annotator", "weight")
+_CORE_KEYS = ("id", "prompt", "items", "kind", "label", "choice", "ranks", "margin", "annotator", "weight", "meta")
+
+
+def _require(row: dict, name: str, source, line) -> Any:
+    if name not in row or row[name] is None:
+        _fail("missing required field", source, line, name)
+    value = row[name]
+    if isinstance(value, (str, list)) and len(value) == 0:
+        _fail("field is empty", source, line, name)
+    return value
+
+
+def _check_text_or_messages(value: Any, name: str, source, line) -> None:
+    if isinstance(value, str):
+        if not value.strip():
+            _fail("field is empty", source, line, name)
+        return
+    if isinstance(value, list):
+        for j, message in enumerate(value):
+            if not isinstance(message, dict) or "role" not in message or "content" not in message:
+                _fail(f"message {j} must be an object with 'role' and 'content'", source, line, name)
+        return
+    _fail(f"expected text or a list of chat messages, got {type(value).__name__}", source, line, name)
+
+
+def _optional_margin(row: dict, source, line) -> float | None:
+    margin = row.get("margin")
+    if margin is None:
+        return None
+    if not _is_number(margin) or not math.isfinite(margin):
+        _fail(f"margin must be a finite number, got {margin!r}", source, line, "margin")
+    return float(margin)
+
+
+def parse_trl_row(row: dict, source: str | None = None, line: int | None = None) -> Comparison:
+    """TRL's preference schema: chosen is item 0, rejected item 1, label 1."""
+    chosen = _require(row, "chosen", source, line)
+    rejected = _require(row, "rejected", source, line)
+    _check_text_or_messages(chosen, "chosen", source, line)
+    _check_text_or_messages(rejected, "rejected", source, line)
+    prompt = row.get("prompt")
+    if prompt is not None:
+        _check_text_or_messages(prompt, "prompt", source, line)
+    if chosen == rejected:
+        _fail("chosen and rejected are identical (duplicate completions)", source, line, "rejected")
+    extra = {k: v for k, v in row.items() if k not in _TRL_KEYS}
+    return _build(dict(items=[chosen, rejected], kind="pair", label=1.0, prompt=prompt,
+                       margin=_optional_margin(row, source, line), id=_opt_id(extra), meta=extra), source, line)
+
+
+def _opt_id(extra: dict) -> str | None:
+    """Pop an 'id' column into Comparison.id, keeping its type recoverable via meta."""
+    if "id" not in extra:
+        return None
+    value = extra.pop("id")
+    if value is not None and not isinstance(value, str):
+        extra["_id_type"] = type(value).__name__  # ids that were numbers come back as numbers
+    return None if value is None else str(value)
+
+
+def _restore_id(comparison: Comparison, row: dict) -> None:
+    if comparison.id is None:
+        return
+    id_type = comparison.meta.get("_id_type")
+    row["id"] = int(comparison.id) if id_type == "int" else float(comparison.id) if id_type == "float" else comparison.id
+
+
+def _build(kwargs: dict, source, line) -> Comparison:
+    try:
+        return Comparison(**kwargs)
+    except PreferenceDataError as err:  # add the location, which the dataclass does not know
+        raise PreferenceDataError(err.reason, source, line, err.field) from None
+    except TypeError as err:  # a wrong type in a field, e.g. a string where a number belongs
+        raise PreferenceDataError(f"bad field value ({err})", source, line) from None
+
+
+def split_hh_transcript(chosen: str, rejected: str, source=None, line=None) -> tuple[str, str, str]:
+    """Split two HH transcripts into (prompt, chosen completion, rejected completion).
+
+    The prompt is the longest shared prefix that ends with ``"\\n\\nAssistant:"``; each
+    completion is the rest of its transcript (it keeps its leading space)."""
+    for name, text in (("chosen", chosen), ("rejected", rejected)):
+        if not isinstance(text, str) or HH_ASSISTANT not in text:
+            _fail("expected an HH transcript containing '\\n\\nAssistant:'", source, line, name)
+    common = os.path.commonprefix([chosen, rejected])
+    cut = common.rfind(HH_ASSISTANT)
+    if cut < 0:
+        _fail("chosen and rejected share no '\\n\\nAssistant:' turn to split the prompt at", source, line, "chosen")
+    end = cut + len(HH_ASSISTANT)
+    return chosen[:end], chosen[end:], rejected[end:]
+
+
+def parse_hh_row(row: dict, source: str | None = None, line: int | None = None) -> Comparison:
+    chosen = _require(row, "chosen", source, line)
+    rejected = _require(row, "rejected", source, line)
+    prompt, chosen_completion, rejected_completion = split_hh_transcript(chosen, rejected, source, line)
+    if chosen_completion == rejected_completion:
+        _fail("chosen and rejected transcripts are identical (duplicate completions)", source, line, "rejected")
+    for name, completion in (("chosen", chosen_completion), ("rejected", rejected_completion)):
+        if not completion.strip():
+            _fail("the final assistant turn is empty", source, line, name)
+    extra = {k: v for k, v in row.items() if k not in ("chosen", "rejected", "margin")}
+    extra["_format"] = "hh"
+    return _build(dict(items=[chosen_completion, rejected_completion], kind="pair", label=1.0, prompt=prompt,
+                       margin=_optional_margin(row, source, line), id=_opt_id(extra), meta=extra), source, line)
+
+
+def parse_ranked_row(row: dict, source: str | None = None, line: int | None = None) -> Comparison:
+    completions = _require(row, "completions", source, line)
+    if not isinstance(completions, list):
+        _fail("expected a list of completions", source, line, "completions")
+    if len(completions) < 2:
+        _fail(f"a comparison needs K >= 2 completions, got {len(completions)}", source, line, "completions")
+    for completion in completions:
+        _check_text_or_messages(completion, "completions", source, line)
+    prompt = row.get("prompt")
+    if prompt is not None:
+        _check_text_or_messages(prompt, "prompt", source, line)
+    given = [name for name in ("ranks", "scores", "best") if row.get(name) is not None]
+    if len(given) != 1:
+        _fail(f"expected exactly one of 'ranks', 'scores' or 'best', got {given or 'none'}", source, line, "ranks")
+    extra = {k: v for k, v in row.items() if k not in _RANKED_KEYS}
+    common = dict(items=completions, prompt=prompt, annotator=row.get("annotator"),
+                  weight=row.get("weight", 1.0), id=_opt_id(extra), meta=extra)
+    if given[0] == "ranks":
+        return _build(common | dict(kind="ranking", ranks=row["ranks"]), source, line)
+    if given[0] == "scores":
+        scores = row["scores"]
+        if not isinstance(scores, list) or len(scores) != len(completions):
+            _fail(f"expected {len(completions)} scores (one per completion), got {scores!r}", source, line, "scores")
+        extra["_scores"] = scores  # kept so the ranked export writes the ratings back
+        return _build(common | dict(kind="ranking", ranks=scores_to_ranks(scores, source, line)), source, line)
+    return _build(common | dict(kind="best_of_k", choice=row["best"]), source, line)
+
+
+def parse_core_row(row: dict, source: str | None = None, line: int | None = None) -> Comparison:
+    unknown = sorted(set(row) - set(_CORE_KEYS))
+    if unknown:
+        _fail(f"unknown fields {unknown}; expected a subset of {list(_CORE_KEYS)}", source, line, unknown[0])
+    _require(row, "items", source, line)
+    _require(row, "kind", source, line)
+    for name in ("label", "margin", "weight"):
+        value = row.get(name)
+        if value is not None and _is_number(value) and not math.isfinite(value):
+            _fail(f"{name} must be finite, got {value!r}", source, line, name)
+    kwargs = {k: row[k] for k in _CORE_KEYS if k in row and row[k] is not None}
+    kwargs.setdefault("meta", {})
+    return _build(kwargs, source, line)
+
+
+PARSERS = {"trl": parse_trl_row, "hh": parse_hh_row, "ranked": parse_ranked_row, "core": parse_core_row}
+
+
+def detect_format(row: dict, source: str | None = None, line: int | None = None) -> str:
+    """Guess the format of one row from its fields."""
+    if not isinstance(row, dict):
+        _fail(f"expected a JSON object per row, got {type(row).__name__}", source, line)
+    if "items" in row and "kind" in row:
+        return "core"
+    if "completions" in row:
+        return "ranked"
+    if "chosen" in row or "rejected" in row:
+        chosen = row.get("chosen")
+        if "prompt" not in row and isinstance(chosen, str) and chosen.lstrip("\n").startswith("Human:") and HH_ASSISTANT in chosen:
+            return "hh"
+        return "trl"
+    _fail(f"cannot tell the format from fields {sorted(row)}; expected TRL (chosen/rejected), "
+          "HH transcripts, ranked (completions + ranks/scores/best) or core (items + kind)", source, line)
+
+
+# =====================================================================================
+# Readers and writers
+# =====================================================================================
+
+def _iter_rows(data: Any) -> Iterator[tuple[dict, str, int]]:
+    """Yield (row, source name, 1-based line or row number) from a path or a Dataset."""
+    if isinstance(data, (str, os.PathLike)):
+        path = Path(data)
+        if not path.exists():
+            raise PreferenceDataError(f"{path}: file not found")
+        suffix = path.suffix.lower()
+        if suffix in (".jsonl", ".ndjson"):
+            with path.open(encoding="utf-8") as handle:
+                for number, text in enumerate(handle, start=1):
+                    if not text.strip():
+                        continue  # blank lines are layout, not data
+                    try:
+                        row = json.loads(text)
+                    except json.JSONDecodeError as err:
+                        _fail(f"malformed JSON ({err.msg} at column {err.colno})", str(path), number)
+                    yield row, str(path), number
+        elif suffix == ".json":
+            try:
+                rows = json.loads(path.read_text(encoding="utf-8"))
+            except json.JSONDecodeError as err:
+                _fail(f"malformed JSON ({err.msg} at line {err.lineno}, column {err.colno})", str(path), err.lineno)
+            if isinstance(rows, dict) and isinstance(rows.get("data"), list):
+                rows = rows["data"]
+            if not isinstance(rows, list):
+                _fail("expected a JSON array of rows (or {\"data\": [...]})", str(path))
+            for number, row in enumerate(rows, start=1):
+                yield row, f"{path} (row {number})", None
+        elif suffix == ".parquet":
+            import pyarrow.parquet as pq
+
+            for number, row in enumerate(pq.read_table(path).to_pylist(), start=1):
+                yield row, f"{path} (row {number})", None
+        else:
+            raise PreferenceDataError(f"{path}: unsupported file type {suffix!r}; expected .jsonl, .json or .parquet")
+    else:
+        try:
+            iterator = iter(data)
+        except TypeError:
+            raise PreferenceDataError(f"expected a file path or a datasets.Dataset, got {type(data).__name__}") from None
+        name = getattr(data, "info", None) and getattr(data.info, "dataset_name", None) or "dataset"
+        for number, row in enumerate(iterator, start=1):
+            yield row, f"{name} (row {number})", None
+
+
+def load_comparisons(data: Any, format: str = "auto") -> list[Comparison]:
+    """Read comparisons from a JSONL/JSON/parquet file or a `datasets.Dataset`.
+
+    `format` is one of ``auto``, ``trl``, ``hh``, ``ranked``, ``core``; ``auto`` detects it
+    per row. Nothing is skipped: the first bad row raises `PreferenceDataError`."""
+    if format != "auto" and format not in PARSERS:
+        raise PreferenceDataError(f"unknown format {format!r}; expected one of {('auto',) + FORMATS}")
+    comparisons = []
+    for row, source, line in _iter_rows(data):
+        if not isinstance(row, dict):
+            _fail(f"expected a JSON object, got {type(row).__name__}", source, line)
+        row_format = detect_format(row, source, line) if format == "auto" else format
+        comparisons.append(PARSERS[row_format](row, source, line))
+    if not comparisons:
+        raise PreferenceDataError(f"{data if isinstance(data, (str, os.PathLike)) else 'dataset'}: no rows found")
+    return comparisons
+
+
+def _public_meta(meta: dict) -> dict:
+    return {k: v for k, v in meta.items() if not k.startswith("_")}
+
+
+def to_trl_row(comparison: Comparison) -> dict:
+    """A strict pair as a TRL row (chosen first). Ties, rankings and the rest raise: use
+    `to_trl_rows` to expand K-way judgements into pairs."""
+    if comparison.kind != "pair" or comparison.label == 0.5:
+        raise PreferenceDataError(
+            f"comparison {comparison.id!r} is a {comparison.kind}{' tie' if comparison.label == 0.5 else ''}: "
+            "TRL rows hold strict pairs only")
+    chosen, rejected = comparison.items if comparison.label == 1.0 else comparison.items[::-1]
+    row: dict[str, Any] = {}
+    _restore_id(comparison, row)
+    if comparison.prompt is not None and comparison.meta.get("_format") != "hh":
+        row["prompt"] = comparison.prompt
+    if comparison.meta.get("_format") == "hh":
+        row["chosen"], row["rejected"] = comparison.prompt + chosen, comparison.prompt + rejected
+    else:
+        row["chosen"], row["rejected"] = chosen, rejected
+    if comparison.margin is not None:
+        row["margin"] = comparison.margin
+    row.update(_public_meta(comparison.meta))
+    return row
+
+
+def to_trl_rows(comparisons: Iterable[Comparison], ties: Literal["error", "drop"] = "error") -> tuple[list[dict], dict]:
+    """Expand comparisons into TRL pairs: strict pairs as they are, best-of-K as the best
+    against each other item, rankings as every strictly ordered pair. Ties (tied pairs,
+    tied pairs inside rankings) and not-comparable answers have no TRL form: they raise
+    with ``ties="error"``, or are left out and counted with ``ties="drop"``. Returns the
+    rows and those counts."""
+    rows, dropped = [], {"ties": 0, "not_comparable": 0}
+
+    def leave_out(comparison: Comparison, key: str, count: int = 1) -> None:
+        if ties == "error":
+            raise PreferenceDataError(f"comparison {comparison.id!r}: {key.replace('_', ' ')} cannot be written as "
+                                      "TRL rows (pass ties='drop' to leave them out, counted)")
+        dropped[key] += count
+
+    for comparison in comparisons:
+        if comparison.kind == "not_comparable":
+            leave_out(comparison, "not_comparable")
+            continue
+        if comparison.kind == "pair":
+            if comparison.label == 0.5:
+                leave_out(comparison, "ties")
+            else:
+                rows.append(to_trl_row(comparison))
+            continue
+        ranks = comparison.to_ranks()
+        tied = sum(1 for i in range(comparison.k) for j in range(i + 1, comparison.k)
+                   if ranks[i] is not None and ranks[i] == ranks[j])
+        if tied:
+            leave_out(comparison, "ties", tied)
+        for i in range(comparison.k):
+            for j in range(comparison.k):
+                if ranks[i] is None or (ranks[j] is not None and ranks[i] >= ranks[j]):
+                    continue
+                row = {"prompt": comparison.prompt} if comparison.prompt is not None else {}
+                row.update(chosen=comparison.items[i], rejected=comparison.items[j])
+                if comparison.id is not None:
+                    row["id"] = f"{comparison.id}:{i}>{j}"
+                rows.append(row)
+    return rows, dropped
+
+
+def to_ranked_row(comparison: Comparison) -> dict:
+    """A comparison as a ranked-list row (pairs become K = 2 rankings)."""
+    if comparison.kind == "not_comparable":
+        raise PreferenceDataError(f"comparison {comparison.id!r} is not comparable: it has no ranking")
+    row: dict[str, Any] = {}
+    _restore_id(comparison, row)
+    if comparison.prompt is not None:
+        row["prompt"] = comparison.prompt
+    row["completions"] = comparison.items
+    if "_scores" in comparison.meta:
+        row["scores"] = comparison.meta["_scores"]
+    elif comparison.kind == "best_of_k":
+        row["best"] = comparison.choice
+    else:
+        row["ranks"] = comparison.to_ranks()
+    for name in ("annotator",):
+        if getattr(comparison, name) is not None:
+            row[name] = getattr(comparison, name)
+    if comparison.weight != 1.0:
+        row["weight"] = comparison.weight
+    row.update(_public_meta(comparison.meta))
+    return row
+
+
+def write_jsonl(rows: Iterable[dict], path: str | os.PathLike) -> Path:
+    """Write rows as JSONL atomically (a temporary file renamed into place)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with tmp.open("w", encoding="utf-8") as handle:
+        for row in rows:
+            handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+    os.replace(tmp, path)
+    return path
+
+
+def save_comparisons(comparisons: Iterable[Comparison], path: str | os.PathLike,
+                     format: Literal["core", "trl", "ranked"] = "core", ties: Literal["error", "drop"] = "error") -> Path:
+    """Write comparisons as JSONL in the ``core``, ``trl`` or ``ranked`` form."""
+    comparisons = list(comparisons)
+    if format == "core":
+        rows = [c.to_dict() for c in comparisons]
+    elif format == "trl":
+        rows, _ = to_trl_rows(comparisons, ties=ties)
+    elif format == "ranked":
+        rows = [to_ranked_row(c) for c in comparisons if c.trainable or ties == "error"]
+    else:
+        raise PreferenceDataError(f"unknown output format {format!r}; expected core, trl or ranked")
+    return write_jsonl(rows, path)

@@ -1,0 +1,1 @@
+"""Preference-based reward learning for a simulated KUKA iiwa14 arm (MuJoCo)."""

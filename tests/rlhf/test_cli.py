@@ -1,0 +1,47 @@
+"""The `rlhf` command, `rlhf convert` and `rlhf demo` (on the tiny model)."""
+
+import json
+import subprocess
+import sys
+
+from rlhf.cli import SUBCOMMANDS, main
+from rlhf.preferences import load_comparisons
+
+
+def test_help_lists_every_subcommand(capsys):
+    assert main(["--help"]) == 0
+    out = capsys.readouterr().out
+    assert all(name in out for name in SUBCOMMANDS)
+    assert main(["frobnicate"]) == 2
+    assert "unknown command 'frobnicate'" in capsys.readouterr().err
+
+
+def test_every_subcommand_has_help():
+    for name in SUBCOMMANDS:
+        result = subprocess.run([sys.executable, "-m", "rlhf.cli", name, "--help"], capture_output=True, text=True)
+        assert result.returncode == 0, result.stderr
+        assert f"rlhf {name}" in result.stdout
+
+
+def test_convert_ranked_to_trl(tmp_path, capsys):
+    source = tmp_path / "ranked.jsonl"
+    source.write_text(json.dumps({"prompt": "p", "completions": ["a", "b", "c"], "ranks": [0, 1, 1]}) + "\n"  # b = c tied
+                      + json.dumps({"prompt": "q", "completions": ["x", "y"], "ranks": [0, 0]}) + "\n")
+    out = tmp_path / "trl.jsonl"
+    assert main(["convert", str(source), str(out), "--to", "trl"]) == 2  # the tie cannot be a TRL row
+    assert "ties cannot be written" in capsys.readouterr().err
+    assert main(["convert", str(source), str(out), "--to", "trl", "--ties", "drop"]) == 0
+    assert "2 pairs, dropped 2 ties" in capsys.readouterr().out
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [(r["chosen"], r["rejected"]) for r in rows] == [("a", "b"), ("a", "c")]
+
+
+def test_demo_on_tiny_model(tmp_path, capsys):
+    code = main(["demo", "--model", "tiny-random-llama", "--num-prompts", "3", "--k", "3",
+                 "--max-new-tokens", "6", "--out", str(tmp_path)])
+    assert code == 0
+    out = " ".join(capsys.readouterr().out.split())  # rich wraps lines at the terminal width
+    assert "3 prompts x 3 completions" in out and "teacher rankings equal the gold order" in out
+    comparisons = load_comparisons(tmp_path / "comparisons.jsonl")
+    assert len(comparisons) == 3
+    assert all(c.kind == "ranking" and c.k == 3 and c.annotator == "mistake" for c in comparisons)
