@@ -1,0 +1,436 @@
+"""PPO math for RLHF on language models and for continuous control.
+
+Pure tensor functions: no models, no I/O, no global state (except the two small
+KL-coefficient controllers at the bottom). Equation numbers refer to the seed text
+/work/shared/seeds/002_ffde984f27a57f88.txt (ch. 5 GAE, ch. 8 PPO-Clip, ch. 15 RLHF
+for LLMs).
+
+Tensor conventions
+------------------
+* Time is always the LAST dimension. Language models use ``(batch, T_resp)``; the
+  robot stage uses ``(num_envs, T)``; a single trajectory can be a flat ``(T,)``.
+* Response tensors hold only the generated tokens (prompts, which are left-padded,
+  are cut off before these functions see anything). Responses are right-padded:
+  ``mask`` is 1 for every real generated token, including the stop token, and 0 for
+  the padding after it. ``mask=None`` means every position is valid.
+* Masks may be bool, int or float tensors; they are only tested for "non-zero".
+* Log-probs at padded positions should hold the same constant in both policies so
+  the per-token KL there is 0, but every function below also ignores pads itself.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+KL_ESTIMATORS = ("k1", "k2", "k3")
+
+
+# ---------------------------------------------------------------------------
+# Masked statistics
+# ---------------------------------------------------------------------------
+
+
+def _valid(x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """Boolean mask of valid entries, broadcast to ``x``."""
+    if mask is None:
+        return torch.ones_like(x, dtype=torch.bool)
+    return mask.bool().expand_as(x)
+
+
+def masked_mean(x: torch.Tensor, mask: torch.Tensor | None = None, dim: int | None = None) -> torch.Tensor:
+    """Mean of ``x`` over entries where ``mask`` is non-zero (all entries if ``mask`` is None).
+
+    ``dim=None`` reduces over everything. Padded entries are replaced by 0 before
+    summing (not multiplied by 0), so inf/NaN sitting in padding cannot leak in.
+    """
+    valid = _valid(x, mask)
+    total = torch.where(valid, x, torch.zeros_like(x))
+    if dim is None:
+        count = valid.sum()
+        if count == 0:
+            raise ValueError("masked_mean: the mask selects no entries")
+        return total.sum() / count
+    return total.sum(dim) / valid.sum(dim)
+
+
+def masked_var(x: torch.Tensor, mask: torch.Tensor | None = None, unbiased: bool = True) -> torch.Tensor:
+    """Variance of the valid entries of ``x`` (a scalar over all valid entries).
+
+    ``unbiased=True`` applies Bessel's correction n/(n-1), the convention of TRL's
+    former ``masked_var``/``masked_whiten`` (removed from TRL 1.16, hence this copy).
+    """
+    valid = _valid(x, mask)
+    count = valid.sum()
+    if unbiased and count < 2:
+        raise ValueError(f"masked_var: unbiased variance needs at least 2 valid entries, got {int(count)}")
+    mean = masked_mean(x, valid)
+    variance = masked_mean((x - mean) ** 2, valid)
+    if unbiased:
+        variance = variance * count / (count - 1)
+    return variance
+
+
+def whiten(
+    x: torch.Tensor, mask: torch.Tensor | None = None, shift_mean: bool = True, eps: float = 1e-8
+) -> torch.Tensor:
+    """Normalise the valid entries of ``x`` to mean 0 and (unbiased) std 1.
+
+    The batch normalisation of sec. 15.2.9. Statistics are pooled over all valid
+    entries of the whole tensor (batch-level advantage whitening, as in TRL). Variance is unbiased (TRL's ``masked_whiten``
+    convention). With ``shift_mean=False`` the original mean is added back, so only
+    the scale changes (used when the sign of a quantity must survive, e.g. rewards).
+    Padded entries are returned as 0 so they cannot leak into later sums.
+    """
+    valid = _valid(x, mask)
+    mean = masked_mean(x, valid)
+    variance = masked_var(x, valid, unbiased=True)
+    whitened = (x - mean) * torch.rsqrt(variance + eps)
+    if not shift_mean:
+        whitened = whitened + mean
+    return torch.where(valid, whitened, torch.zeros_like(whitened))
+
+
+def explained_variance(values: torch.Tensor, returns: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """1 - Var[returns - values] / Var[returns] over valid entries.
+
+    1 = perfect value function, 0 = no better than predicting the mean return,
+    negative = worse than that. NaN when the returns have zero variance.
+    """
+    valid = _valid(returns, mask)
+    # Same count in numerator and denominator, so the Bessel factor cancels.
+    var_returns = masked_var(returns, valid, unbiased=False)
+    var_residual = masked_var(returns - values, valid, unbiased=False)
+    if var_returns == 0:
+        return torch.tensor(float("nan"), dtype=returns.dtype, device=returns.device)
+    return 1 - var_residual / var_returns
+
+
+# ---------------------------------------------------------------------------
+# KL penalty and per-token rewards (ch. 15)
+# ---------------------------------------------------------------------------
+
+
+def kl_penalty(
+    logprobs: torch.Tensor,
+    ref_logprobs: torch.Tensor,
+    estimator: str = "k1",
+    clamp: float | tuple[float, float] | None = None,
+) -> torch.Tensor:
+    """Per-token estimate of KL(pi || pi_ref) from tokens sampled from pi (eq. 15.7).
+
+    With l = logprobs - ref_logprobs (log pi - log pi_ref of the sampled token):
+
+    * ``"k1"``: l. The log-ratio of eq. 15.7 (the penalty there is its negative).
+      Unbiased, but single tokens can be negative.
+    * ``"k2"``: l**2 / 2. Biased, low variance; meant for loss terms.
+    * ``"k3"``: (r - 1) - log r with r = pi_ref / pi = exp(-l). Unbiased and >= 0.
+
+    (Schulman's estimators, "Approximating KL divergence", 2020.)
+    ``clamp`` bounds the returned estimate: a float c means [-c, c], a pair means
+    (min, max); OpenRLHF and verl clamp to +-10 to stop single outlier tokens from
+    dominating the reward.
+    """
+    log_ratio = logprobs - ref_logprobs
+    if estimator == "k1":
+        kl = log_ratio
+    elif estimator == "k2":
+        kl = 0.5 * log_ratio**2
+    elif estimator == "k3":
+        # (r - 1) - log r with log r = -log_ratio; expm1 keeps precision near r = 1.
+        kl = torch.expm1(-log_ratio) + log_ratio
+    else:
+        raise ValueError(f"unknown KL estimator {estimator!r}; valid: {', '.join(KL_ESTIMATORS)}")
+
+    if clamp is not None:
+        low, high = (-clamp, clamp) if isinstance(clamp, (int, float)) else clamp
+        if low > high:
+            raise ValueError(f"clamp min {low} is above max {high}")
+        kl = kl.clamp(min=low, max=high)
+    return kl
+
+
+def last_token_index(mask: torch.Tensor) -> torch.Tensor:
+    """Index of the last real (non-zero) position of each row, shape ``mask.shape[:-1]``.
+
+    Works for right-padded rows (the usual case) and also for left-padded ones.
+    Raises if a row has no real token, since its score would have nowhere to go.
+    """
+    valid = mask.bool()
+    if not valid.any(dim=-1).all():
+        raise ValueError("every row needs at least one real generated token (mask row is all zero)")
+    positions = torch.arange(mask.shape[-1], device=mask.device).expand_as(valid)
+    return torch.where(valid, positions, torch.full_like(positions, -1)).amax(dim=-1)
+
+
+def token_rewards(
+    scores: torch.Tensor,
+    kl: torch.Tensor,
+    mask: torch.Tensor,
+    kl_coef: float,
+    score_clip: float | None = None,
+    missing_stop_penalty: float | None = None,
+    has_stop: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-token rewards of eq. 15.8: r_k = -kl_coef * KL_k, plus the RM score at k = m-1.
+
+    Args:
+        scores: reward-model score per response, shape ``(batch,)``.
+        kl: per-token KL estimate, ``(batch, T_resp)`` (see ``kl_penalty``).
+        mask: response mask, ``(batch, T_resp)``: 1 for real generated tokens
+            including the stop token, 0 for right padding.
+        kl_coef: beta of eq. 15.8 (``AdaptiveKLController.value``).
+        score_clip: if set, scores are clipped to [-score_clip, score_clip].
+        missing_stop_penalty: if set, the score of every row with ``has_stop`` False
+            is REPLACED by this constant (e.g. -1.0), as in Ziegler et al. and the
+            N+ implementation: the RM never saw truncated text, so its score there
+            is not trusted. Replacement happens after clipping, so the penalty is
+            exactly the configured value.
+        has_stop: bool ``(batch,)``, True where the response ended with the stop
+            token. Required when ``missing_stop_penalty`` is set.
+
+    Returns:
+        ``(rewards, non_score_rewards)``, both ``(batch, T_resp)`` and 0 at padding.
+        The score sits on the LAST REAL token of each row (the stop token, or the
+        final token of a truncated response), not on the first pad after it.
+    """
+    if missing_stop_penalty is not None and has_stop is None:
+        raise ValueError("missing_stop_penalty needs has_stop (which rows produced the stop token)")
+    valid = mask.bool()
+    zeros = torch.zeros_like(kl)
+    non_score_rewards = torch.where(valid, -kl_coef * kl, zeros)
+
+    scores = scores.reshape(-1).to(kl.dtype)
+    if scores.shape[0] != kl.shape[0]:
+        raise ValueError(f"{scores.shape[0]} scores for {kl.shape[0]} responses")
+    if score_clip is not None:
+        scores = scores.clamp(-score_clip, score_clip)
+    if missing_stop_penalty is not None:
+        scores = torch.where(has_stop.bool().reshape(-1), scores, torch.full_like(scores, missing_stop_penalty))
+
+    rows = torch.arange(kl.shape[0], device=kl.device)
+    score_rewards = zeros.index_put((rows, last_token_index(mask)), scores)
+    return non_score_rewards + score_rewards, non_score_rewards
+
+
+# ---------------------------------------------------------------------------
+# Advantages (ch. 5)
+# ---------------------------------------------------------------------------
+
+
+@torch.no_grad()
+def compute_gae(
+    rewards: torch.Tensor,
+    values: torch.Tensor,
+    mask: torch.Tensor | None = None,
+    gamma: float = 1.0,
+    lam: float = 0.95,
+    bootstrap_value: torch.Tensor | float | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Generalised advantage estimation, eq. 5.1 and 5.7, along the last dimension.
+
+    delta_t = r_t + gamma * V_{t+1} - V_t,   A_t = delta_t + gamma * lam * A_{t+1},
+    returns R_t = A_t + V_t (computed before any advantage whitening). With lam = 1
+    the returns are the reward-to-go sum_k gamma^(k-t) r_k of eq. 15.10 (the seed
+    prints gamma^k there, and delta_t for delta_l in the last line of eq. 5.7).
+
+    Masked positions are skipped: they get A = R = 0 and the recursion passes over
+    them unchanged. The value after the last real step is ``bootstrap_value``
+    (shape ``rewards.shape[:-1]`` or a scalar); None means 0, i.e. the episode ended
+    there, which is the case for every LM response. The robot stage passes the
+    critic's value of the next observation when a rollout is cut by a time limit.
+    Works on ``(T,)``, ``(batch, T)`` or ``(num_envs, T)``. Results carry no grad:
+    they are regression/policy targets.
+    """
+    valid = _valid(rewards, mask)
+    next_value = torch.zeros_like(rewards[..., 0])
+    if bootstrap_value is not None:
+        next_value = next_value + bootstrap_value
+    next_advantage = torch.zeros_like(next_value)
+    advantages = torch.zeros_like(rewards)
+
+    for t in reversed(range(rewards.shape[-1])):
+        step_is_real = valid[..., t]
+        delta = rewards[..., t] + gamma * next_value - values[..., t]
+        advantage = delta + gamma * lam * next_advantage
+        advantages[..., t] = torch.where(step_is_real, advantage, torch.zeros_like(advantage))
+        # Carry only through real steps, so padding is invisible to the recursion.
+        next_value = torch.where(step_is_real, values[..., t], next_value)
+        next_advantage = torch.where(step_is_real, advantage, next_advantage)
+
+    returns = torch.where(valid, advantages + values, torch.zeros_like(values))
+    return advantages, returns
+
+
+# ---------------------------------------------------------------------------
+# PPO-Clip losses (ch. 8)
+# ---------------------------------------------------------------------------
+
+
+def policy_loss(
+    logprobs: torch.Tensor,
+    old_logprobs: torch.Tensor,
+    advantages: torch.Tensor,
+    mask: torch.Tensor | None = None,
+    clip_range: float = 0.2,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """PPO-Clip surrogate, eq. 8.1/8.2, as a loss to minimise.
+
+    loss = masked mean over tokens of -min(ratio * A, clip(ratio, 1-eps, 1+eps) * A),
+    ratio = exp(logprobs - old_logprobs). ``old_logprobs`` and ``advantages`` are
+    constants (detached here, as eq. 8.2's text requires).
+
+    Stats (detached): ``clip_fraction``, the share of tokens where the clipped term
+    is the active one (its gradient is 0); ``approx_kl``, the k3 estimate of
+    KL(pi_old || pi_new) on the sampled tokens, the quantity of eq. 8.3 used for
+    early stopping, but non-negative and lower-variance than eq. 8.3's k1 form.
+    """
+    old_logprobs = old_logprobs.detach()
+    advantages = advantages.detach()
+    ratio = torch.exp(logprobs - old_logprobs)
+    unclipped = -advantages * ratio
+    clipped = -advantages * ratio.clamp(1.0 - clip_range, 1.0 + clip_range)
+    loss = masked_mean(torch.maximum(unclipped, clipped), mask)
+
+    with torch.no_grad():
+        stats = {
+            "clip_fraction": masked_mean((clipped > unclipped).to(ratio.dtype), mask),
+            # Tokens were sampled from pi_old: kl_penalty(p=old, q=new) has r = ratio.
+            "approx_kl": masked_mean(kl_penalty(old_logprobs, logprobs, "k3"), mask),
+            "ratio_mean": masked_mean(ratio, mask),
+        }
+    return loss, stats
+
+
+def value_loss(
+    values: torch.Tensor,
+    old_values: torch.Tensor,
+    returns: torch.Tensor,
+    mask: torch.Tensor | None = None,
+    clip_range_value: float | None = 0.2,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Clipped value loss: 0.5 * masked mean of max((V - R)^2, (clip(V, V_old +- eps) - R)^2).
+
+    The least-squares regression of the value function on the returns (Algorithm
+    8.1, sec. 15.2.4), with the value clipping used by PPO implementations so the
+    critic also moves at most ``eps`` per update. ``clip_range_value=None`` gives
+    the plain 0.5 * (V - R)^2 loss.
+
+    Stats (detached): ``value_clip_fraction`` (share of tokens where the clipped
+    error is the larger one) and ``value_error`` (masked mean of (V - R)^2).
+    """
+    old_values = old_values.detach()
+    returns = returns.detach()
+    unclipped_error = (values - returns) ** 2
+    if clip_range_value is None:
+        worst_error = clipped_error = unclipped_error
+    else:
+        clipped_values = old_values + (values - old_values).clamp(-clip_range_value, clip_range_value)
+        clipped_error = (clipped_values - returns) ** 2
+        worst_error = torch.maximum(unclipped_error, clipped_error)
+    loss = 0.5 * masked_mean(worst_error, mask)
+
+    with torch.no_grad():
+        stats = {
+            "value_clip_fraction": masked_mean((clipped_error > unclipped_error).to(values.dtype), mask),
+            "value_error": masked_mean(unclipped_error, mask),
+        }
+    return loss, stats
+
+
+# ---------------------------------------------------------------------------
+# Entropy and Gaussian policies
+# ---------------------------------------------------------------------------
+
+
+def entropy_from_logits(logits: torch.Tensor) -> torch.Tensor:
+    """Per-position entropy (nats) of softmax(logits) over the last dim, eq. 11.1.
+
+    Delegates to TRL's chunked ``trl.trainer.utils.entropy_from_logits``. Imported
+    lazily because importing TRL costs seconds and the robot stage never needs it.
+    """
+    from trl.trainer.utils import entropy_from_logits as trl_entropy_from_logits
+
+    return trl_entropy_from_logits(logits)
+
+
+def masked_entropy(logits: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean per-token entropy over valid positions (for logging or an entropy bonus)."""
+    return masked_mean(entropy_from_logits(logits), mask)
+
+
+def gaussian_log_prob(mean: torch.Tensor, log_std: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+    """Log-density of ``actions`` under a diagonal Gaussian policy, summed over the action dim.
+
+    log N(a; mu, sigma^2) = -(a - mu)^2 / (2 sigma^2) - log sigma - log(2 pi) / 2 per
+    dimension (the density of appendix A.9; eq. 13.3 misprints 2 pi sigma^2 in
+    the exponent). ``log_std`` broadcasts, so
+    a state-independent ``(action_dim,)`` parameter works. Output shape:
+    ``actions.shape[:-1]``, ready for ``policy_loss``.
+    """
+    per_dim = -0.5 * ((actions - mean) * torch.exp(-log_std)) ** 2 - log_std - 0.5 * math.log(2 * math.pi)
+    return per_dim.sum(dim=-1)
+
+
+def gaussian_entropy(log_std: torch.Tensor) -> torch.Tensor:
+    """Differential entropy of a diagonal Gaussian, summed over the last dim, eq. a.43:
+    sum_i 0.5 * log(2 pi e sigma_i^2)."""
+    return (log_std + 0.5 * math.log(2 * math.pi * math.e)).sum(dim=-1)
+
+
+# ---------------------------------------------------------------------------
+# KL coefficient controllers (beta of eq. 15.8)
+# ---------------------------------------------------------------------------
+
+
+class AdaptiveKLController:
+    """Adaptive KL coefficient of Ziegler et al. 2019 (lm-human-preferences).
+
+    After each batch: e = clip(current_kl / target - 1, -0.2, 0.2) and
+    value *= 1 + e * n_steps / horizon.
+
+    Units: ``current_kl`` is the batch mean of the per-SEQUENCE KL, i.e. the sum of
+    the k1 estimate over each response's real tokens (nats per response), and
+    ``n_steps`` is the number of responses (episodes) in the batch; ``horizon`` is
+    in episodes too (Ziegler: 10,000). A target of 6.0 thus means 6 nats per
+    response; feeding a per-token mean instead needs a much smaller target.
+    """
+
+    def __init__(self, init_kl_coef: float, target: float, horizon: float):
+        if target <= 0 or horizon <= 0:
+            raise ValueError("target and horizon must be positive")
+        self.value = float(init_kl_coef)
+        self.target = float(target)
+        self.horizon = float(horizon)
+
+    def update(self, current_kl: float | torch.Tensor, n_steps: int) -> float:
+        """Adapt ``value`` to the measured per-sequence KL; returns the new value."""
+        proportional_error = min(max(float(current_kl) / self.target - 1.0, -0.2), 0.2)
+        self.value *= 1.0 + proportional_error * n_steps / self.horizon
+        return self.value
+
+    def state_dict(self) -> dict[str, float]:
+        return {"value": self.value, "target": self.target, "horizon": self.horizon}
+
+    def load_state_dict(self, state: dict[str, float]) -> None:
+        self.value = float(state["value"])
+        self.target = float(state["target"])
+        self.horizon = float(state["horizon"])
+
+
+class FixedKLController:
+    """Constant KL coefficient with the same interface as ``AdaptiveKLController``."""
+
+    def __init__(self, kl_coef: float):
+        self.value = float(kl_coef)
+
+    def update(self, current_kl: float | torch.Tensor, n_steps: int) -> float:
+        """No-op: the coefficient stays fixed."""
+        return self.value
+
+    def state_dict(self) -> dict[str, float]:
+        return {"value": self.value}
+
+    def load_state_dict(self, state: dict[str, float]) -> None:
+        self.value = float(state["value"])
