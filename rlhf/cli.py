@@ -11,6 +11,7 @@ SUBCOMMANDS = {
     "demo": ("rlhf.demo", "sample from the embedded model, label with a simulated teacher, print a table"),
     "convert": ("rlhf.convert", "convert preference data between TRL, HH, ranked and core formats"),
     "prepare-model": ("rlhf.prepare", "convert the embedded GGUF model into the local cache (done once)"),
+    "train-rm": ("reward_model.train", "fit a reward model (accelerate launch -m reward_model.train works too)"),
 }
 
 

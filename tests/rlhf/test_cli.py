@@ -20,7 +20,7 @@ def test_every_subcommand_has_help():
     for name in SUBCOMMANDS:
         result = subprocess.run([sys.executable, "-m", "rlhf.cli", name, "--help"], capture_output=True, text=True)
         assert result.returncode == 0, result.stderr
-        assert f"rlhf {name}" in result.stdout
+        assert "usage:" in result.stdout
 
 
 def test_convert_ranked_to_trl(tmp_path, capsys):

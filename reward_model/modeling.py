@@ -1,0 +1,111 @@
+"""Scoring sequences with a scalar-head LM, and loading a trained reward model.
+
+The reward is read at the last real token, found from the attention mask rather than
+from the pad token: transformers' sequence-classification models take the rightmost token
+that is not the pad token, which, when pad and EOS are the same token (SmolLM2's
+``<|im_end|>``), skips the EOS and scores the token before it. Position ids are computed
+from the mask as well, so left- and right-padded batches give the same scores.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+STATS_FILE = "reward_stats.json"
+ENSEMBLE_FILE = "ensemble.json"
+
+
+def last_token_index(attention_mask: torch.Tensor) -> torch.Tensor:
+    """Index of the rightmost position with attention_mask == 1 (left or right padding)."""
+    positions = torch.arange(attention_mask.shape[1], device=attention_mask.device)
+    return (positions * attention_mask).argmax(dim=1)
+
+
+def _hf_model(model):
+    """The transformers model under an optional peft wrapper."""
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
+def sequence_scores(model, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """Scalar score per sequence from a `*ForSequenceClassification` model (num_labels=1)."""
+    hf = _hf_model(model)
+    backbone = getattr(hf, hf.base_model_prefix)
+    position_ids = (attention_mask.cumsum(dim=1) - 1).clamp_min(0)
+    hidden = backbone(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                      use_cache=False).last_hidden_state
+    last = last_token_index(attention_mask)
+    pooled = hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
+    return hf.score(pooled).squeeze(-1).float()
+
+
+class NotARewardModelError(ValueError):
+    pass
+
+
+class RewardModel:
+    """A trained reward model (or ensemble) that scores prompt/completion pairs.
+
+    Scores are normalised with the statistics saved at training time (zero mean, unit
+    std on the reference set) unless ``normalize=False``."""
+
+    def __init__(self, members: list, tokenizer, stats: list[dict], path: Path):
+        self.members, self.tokenizer, self.stats, self.path = members, tokenizer, stats, path
+
+    @classmethod
+    def load(cls, path: str | Path, dtype: torch.dtype = torch.float32) -> "RewardModel":
+        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+        path = Path(path)
+        if (path / ENSEMBLE_FILE).exists():
+            folders = [path / name for name in json.loads((path / ENSEMBLE_FILE).read_text())["members"]]
+        else:
+            folders = [path]
+        members, stats = [], []
+        for folder in folders:
+            config_file = folder / "config.json"
+            if not config_file.exists():
+                raise NotARewardModelError(f"{folder} is not a reward model: no config.json (expected the output "
+                                           "folder of `python -m reward_model.train`)")
+            config = json.loads(config_file.read_text())
+            if not any(a.endswith("ForSequenceClassification") for a in config.get("architectures", [])) \
+                    or config.get("num_labels", len(config.get("id2label", {0: 0}))) != 1:
+                raise NotARewardModelError(f"{folder} is not a reward model: expected a *ForSequenceClassification "
+                                           f"architecture with num_labels=1, got {config.get('architectures')}")
+            if not (folder / STATS_FILE).exists():
+                raise NotARewardModelError(f"{folder} has no {STATS_FILE}: train it with `reward_model.train`, "
+                                           "which saves the normalisation statistics")
+            members.append(AutoModelForSequenceClassification.from_pretrained(folder, dtype=dtype).eval())
+            stats.append(json.loads((folder / STATS_FILE).read_text()))
+        tokenizer = AutoTokenizer.from_pretrained(folders[0])
+        return cls(members, tokenizer, stats, path)
+
+    @torch.no_grad()
+    def member_scores(self, prompts: list, completions: list, normalize: bool = True, batch_size: int = 16,
+                      bf16: bool = False) -> torch.Tensor:
+        """(members, n) scores of each prompt + completion."""
+        from reward_model.data import ComparisonCollator, format_item
+
+        sequences = [format_item(self.tokenizer, p, c) for p, c in zip(prompts, completions, strict=True)]
+        collate = ComparisonCollator(self.tokenizer.pad_token_id)
+        rows = []
+        for member, stats in zip(self.members, self.stats):
+            scores = []
+            for start in range(0, len(sequences), batch_size):
+                batch = collate([{"input_ids": [s], "ranks": [0], "is_pair": False, "label": 0.0, "margin": 0.0,
+                                  "weight": 1.0, "choice": 0} for s in sequences[start:start + batch_size]])
+                with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                    scores.append(sequence_scores(member, batch["input_ids"], batch["attention_mask"]))
+            scores = torch.cat(scores)
+            if normalize:
+                scores = (scores - stats["mean"]) / stats["std"]
+            rows.append(scores)
+        return torch.stack(rows)
+
+    def score(self, prompts: list, completions: list, normalize: bool = True, **kwargs) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mean and std over ensemble members (std is 0 for a single model)."""
+        from rlhf.ensemble import ensemble_statistics
+
+        return ensemble_statistics(self.member_scores(prompts, completions, normalize, **kwargs))

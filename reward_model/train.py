@@ -1,0 +1,213 @@
+"""Fit a reward model on preference data.
+
+    accelerate launch -m reward_model.train --config configs/reward_model/quickstart.yaml
+    python -m reward_model.train --config configs/reward_model/smoke.yaml --learning_rate 3e-4
+    rlhf train-rm --config ...
+
+Every field of `RewardModelConfig` (ours and transformers' `TrainingArguments`) can be set
+in the YAML file and overridden on the command line (TRL's `TrlParser`).
+
+Output folder: the model (a `*ForSequenceClassification` checkpoint, LoRA merged), its
+tokenizer and `reward_stats.json` (mean/std of scores on the reference set, used to
+normalise rewards downstream); with `ensemble_size: N`, one such folder per member under
+`member_<i>/` and an `ensemble.json` listing them.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from transformers import TrainingArguments
+
+from reward_model.data import ComparisonCollator, tokenize_comparisons
+from reward_model.modeling import ENSEMBLE_FILE, STATS_FILE, sequence_scores
+from reward_model.trainer import LOSSES, PreferenceRewardTrainer
+
+
+@dataclass
+class RewardModelConfig(TrainingArguments):
+    """Reward-model fields; everything else is transformers' `TrainingArguments`."""
+
+    model_name_or_path: str = field(default="tiny-random-llama", metadata={"help": "model name or path (toolkit names: smollm2-135m-instruct, tiny-random-llama)"})
+    train_data: str | None = field(default=None, metadata={"help": "preference file (JSONL/JSON/parquet) in any core format"})
+    eval_data: str | None = field(default=None, metadata={"help": "held-out preference file (optional)"})
+    data_format: str = field(default="auto", metadata={"help": "auto | trl | hh | ranked | core"})
+    eval_fraction: float = field(default=0.0, metadata={"help": "share of prompts held out for evaluation when eval_data is not given"})
+    loss: str = field(default="bradley_terry", metadata={"help": "bradley_terry | best_of_k | pairwise_ranking | plackett_luce"})
+    noise: float = field(default=0.0, metadata={"help": "Christiano's random-answer probability in the pair likelihood"})
+    use_margin: bool = field(default=True, metadata={"help": "use the data's margin column (Llama-2 style)"})
+    center_rewards_coefficient: float | None = field(default=None, metadata={"help": "TRL's reward centering (0.01 recommended)"})
+    max_length: int | None = field(default=1024, metadata={"help": "longest sequence in tokens"})
+    too_long: str = field(default="error", metadata={"help": "error | drop (counted) for comparisons over max_length"})
+    ensemble_size: int = field(default=1, metadata={"help": "members trained on bootstrap resamples"})
+    use_lora: bool = field(default=False, metadata={"help": "train LoRA adapters (merged into the saved model)"})
+    lora_r: int = field(default=16)
+    lora_alpha: int = field(default=32)
+    lora_dropout: float = field(default=0.0)
+    lora_target_modules: str = field(default="all-linear")
+    padding_side: str = field(default="right", metadata={"help": "right | left (scores are identical)"})
+    disable_dropout: bool = field(default=True)
+    # TRL RewardConfig defaults that differ from TrainingArguments'
+    learning_rate: float = field(default=1e-4)
+    logging_steps: float = field(default=10)
+    remove_unused_columns: bool = field(default=False)
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.loss not in LOSSES:
+            raise ValueError(f"loss: expected one of {LOSSES}, got {self.loss!r}")
+        if self.too_long not in ("error", "drop"):
+            raise ValueError(f"too_long: expected 'error' or 'drop', got {self.too_long!r}")
+        if not 0.0 <= self.noise < 1.0:
+            raise ValueError(f"noise: expected a probability in [0, 1), got {self.noise}")
+        if self.ensemble_size < 1:
+            raise ValueError(f"ensemble_size: expected >= 1, got {self.ensemble_size}")
+        if not 0.0 <= self.eval_fraction < 1.0:
+            raise ValueError(f"eval_fraction: expected a share in [0, 1), got {self.eval_fraction}")
+        if self.padding_side not in ("right", "left"):
+            raise ValueError(f"padding_side: expected 'right' or 'left', got {self.padding_side!r}")
+
+
+def split_by_prompt(comparisons: list, eval_fraction: float, seed: int) -> tuple[list, list]:
+    """Hold out whole prompts, so no evaluation prompt is seen in training."""
+    if eval_fraction == 0:
+        return comparisons, []
+    prompts = sorted({json.dumps(c.prompt, sort_keys=True) for c in comparisons})
+    generator = torch.Generator().manual_seed(seed)
+    order = torch.randperm(len(prompts), generator=generator).tolist()
+    held_out = {prompts[i] for i in order[: max(1, round(eval_fraction * len(prompts)))]}
+    train = [c for c in comparisons if json.dumps(c.prompt, sort_keys=True) not in held_out]
+    evaluation = [c for c in comparisons if json.dumps(c.prompt, sort_keys=True) in held_out]
+    return train, evaluation
+
+
+class ListDataset(torch.utils.data.Dataset):
+    def __init__(self, examples: list[dict]):
+        self.examples = examples
+
+    def __len__(self):
+        return len(self.examples)
+
+    def __getitem__(self, index):
+        return self.examples[index]
+
+
+def build_model(config: RewardModelConfig, seed: int):
+    from rlhf.models import load_model
+
+    model = load_model(config.model_name_or_path, kind="seq_cls", seed=seed)
+    if config.disable_dropout:
+        for module in model.modules():
+            if isinstance(module, torch.nn.Dropout):
+                module.p = 0.0
+    if config.use_lora:
+        from peft import LoraConfig, get_peft_model
+
+        lora = LoraConfig(task_type="SEQ_CLS", r=config.lora_r, lora_alpha=config.lora_alpha,
+                          lora_dropout=config.lora_dropout, target_modules=config.lora_target_modules,
+                          modules_to_save=["score"])
+        model = get_peft_model(model, lora)
+    return model
+
+
+@torch.no_grad()
+def reward_statistics(model, sequences: list[list[int]], pad_token_id: int, batch_size: int = 16) -> dict:
+    """Mean and std of the model's scores on reference sequences."""
+    model.eval()
+    collate = ComparisonCollator(pad_token_id)
+    scores = []
+    for start in range(0, len(sequences), batch_size):
+        batch = collate([{"input_ids": [s], "ranks": [0], "is_pair": False, "label": 0.0, "margin": 0.0,
+                          "weight": 1.0, "choice": 0} for s in sequences[start:start + batch_size]])
+        scores.append(sequence_scores(model, batch["input_ids"].to(model.device), batch["attention_mask"].to(model.device)))
+    scores = torch.cat(scores)
+    return {"mean": scores.mean().item(), "std": max(scores.std().item(), 1e-6), "n": len(scores)}
+
+
+def train(config: RewardModelConfig) -> dict:
+    """Train (an ensemble of) reward model(s); returns a summary with the output paths."""
+    from rlhf.ensemble import bootstrap_indices
+    from rlhf.models import load_tokenizer
+    from rlhf.preferences import load_comparisons
+
+    if config.train_data is None:
+        raise ValueError("train_data: a preference file is required (--train_data FILE)")
+    comparisons = load_comparisons(config.train_data, format=config.data_format)
+    if config.eval_data:
+        train_comparisons, eval_comparisons = comparisons, load_comparisons(config.eval_data, format=config.data_format)
+    else:
+        train_comparisons, eval_comparisons = split_by_prompt(comparisons, config.eval_fraction, config.seed)
+    tokenizer = load_tokenizer(config.model_name_or_path, padding_side=config.padding_side)
+    train_examples, left_out = tokenize_comparisons(train_comparisons, tokenizer, config.max_length, config.too_long)
+    eval_examples, eval_left_out = tokenize_comparisons(eval_comparisons, tokenizer, config.max_length, config.too_long)
+    if not train_examples:
+        raise ValueError(f"{config.train_data}: no trainable comparison (left out: {left_out})")
+    reference = [ids for example in train_examples for ids in example["input_ids"]]
+    collator = ComparisonCollator(tokenizer.pad_token_id, padding_side=config.padding_side)
+
+    output_dir = Path(config.output_dir)
+    members = []
+    resamples = (bootstrap_indices(len(train_examples), config.ensemble_size,
+                                   torch.Generator().manual_seed(config.seed))
+                 if config.ensemble_size > 1 else [torch.arange(len(train_examples))])
+    histories = []
+    for member, indices in enumerate(resamples):
+        member_dir = output_dir / f"member_{member}" if config.ensemble_size > 1 else output_dir
+        args = config
+        if config.ensemble_size > 1:
+            from dataclasses import replace
+
+            args = replace(config, output_dir=str(member_dir), seed=config.seed + member)
+        model = build_model(config, seed=config.seed + member)
+        trainer = PreferenceRewardTrainer(
+            model=model, args=args, data_collator=collator, processing_class=tokenizer,
+            train_dataset=ListDataset([train_examples[i] for i in indices.tolist()]),
+            eval_dataset=ListDataset(eval_examples) if eval_examples else None,
+            loss_type=config.loss, noise=config.noise, use_margin=config.use_margin,
+            center_rewards_coefficient=config.center_rewards_coefficient,
+        )
+        trainer.train(resume_from_checkpoint=config.resume_from_checkpoint)
+        histories.append(trainer.state.log_history)
+        final = trainer.model
+        if config.use_lora:
+            final = final.merge_and_unload()
+        if trainer.is_world_process_zero():
+            final.config.pad_token_id = tokenizer.pad_token_id
+            final.save_pretrained(member_dir)
+            tokenizer.save_pretrained(member_dir)
+            stats = reward_statistics(final, reference, tokenizer.pad_token_id)
+            stats["reference"] = f"{len(reference)} training completions"
+            (member_dir / STATS_FILE).write_text(json.dumps(stats, indent=2))
+        members.append(member_dir)
+    if config.ensemble_size > 1 and trainer.is_world_process_zero():
+        (output_dir / ENSEMBLE_FILE).write_text(json.dumps({"members": [m.name for m in members]}, indent=2))
+    return {"output_dir": str(output_dir), "members": [str(m) for m in members], "train_comparisons": len(train_examples),
+            "eval_comparisons": len(eval_examples), "left_out": left_out, "eval_left_out": eval_left_out,
+            "log_history": histories}
+
+
+def parse_config(argv: list[str] | None = None) -> RewardModelConfig:
+    from trl import TrlParser
+
+    parser = TrlParser(RewardModelConfig, prog="python -m reward_model.train")
+    (config,) = parser.parse_args_and_config(argv)
+    return config
+
+
+def main(argv: list[str] | None = None) -> int:
+    config = parse_config(argv)
+    summary = train(config)
+    last = [entry for entry in summary["log_history"][-1] if "eval_accuracy" in entry]
+    print(f"trained {len(summary['members'])} model(s) on {summary['train_comparisons']} comparisons "
+          f"(left out: {summary['left_out']}); saved to {summary['output_dir']}")
+    if last:
+        print(f"held-out accuracy {last[-1]['eval_accuracy']:.3f} on {summary['eval_comparisons']} comparisons")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

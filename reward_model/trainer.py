@@ -1,0 +1,139 @@
+"""The reward-model trainer: transformers' `Trainer` with a per-prompt preference loss.
+
+Accelerate, DeepSpeed/FSDP, mixed precision, gradient accumulation, checkpointing, resume
+and trackers all come from `Trainer`; only `compute_loss` and the metrics are ours.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Literal
+
+import torch
+from transformers import Trainer
+
+from reward_model.modeling import sequence_scores
+from rlhf.losses import (
+    best_of_k_loss,
+    bradley_terry_loss,
+    center_rewards_penalty,
+    pairwise_ranking_loss,
+    plackett_luce_loss,
+)
+
+LOSSES = ("bradley_terry", "best_of_k", "pairwise_ranking", "plackett_luce")
+LossName = Literal["bradley_terry", "best_of_k", "pairwise_ranking", "plackett_luce"]
+
+
+def scatter_scores(flat_scores: torch.Tensor, item_mask: torch.Tensor) -> torch.Tensor:
+    """(sum K,) scores of the collated items -> (batch, K_max), zeros where masked."""
+    scores = flat_scores.new_zeros(item_mask.shape)
+    return scores.masked_scatter(item_mask, flat_scores)
+
+
+def comparison_loss(scores: torch.Tensor, batch: dict, loss: LossName = "bradley_terry", noise: float = 0.0,
+                    use_margin: bool = True, center_rewards_coefficient: float | None = None) -> torch.Tensor:
+    """Per-prompt loss, weighted mean over the batch.
+
+    Pairs use `bradley_terry_loss` (ties as 0.5, margins, Christiano noise) whatever the
+    K-way loss is: with K = 2 the K-way losses equal it (tested in the core), and only it
+    knows margins and noise. Rows with K > 2 use the configured K-way loss; for
+    ``bradley_terry`` that is InstructGPT's all-pairs loss (eq. 15.6), Bradley-Terry on
+    every ranked pair, averaged per prompt."""
+    if loss not in LOSSES:
+        raise ValueError(f"unknown loss {loss!r}; expected one of {LOSSES}")
+    mask, ranks = batch["item_mask"], batch["ranks"]
+    per_row = torch.zeros(scores.shape[0], dtype=scores.dtype, device=scores.device)
+    pairs = batch["is_pair"]
+    if pairs.any():
+        margin = batch["margin"][pairs].to(scores.dtype) if use_margin else None
+        per_row[pairs] = bradley_terry_loss(scores[pairs, 0], scores[pairs, 1], batch["label"][pairs].to(scores.dtype),
+                                            margin=margin, noise=noise, reduction="none")
+    kway = ~pairs
+    if kway.any():
+        if loss == "best_of_k":
+            choice = batch["choice"][kway]
+            if (choice < 0).any():
+                raise ValueError("loss best_of_k needs one best item per comparison; a batch row has a tie at the top")
+            per_row[kway] = best_of_k_loss(scores[kway], choice, mask[kway], reduction="none")
+        elif loss == "plackett_luce":
+            per_row[kway] = plackett_luce_loss(scores[kway], ranks[kway], mask[kway], reduction="none")
+        else:
+            per_row[kway] = pairwise_ranking_loss(scores[kway], ranks[kway], mask[kway], reduction="none")
+    weight = batch["weight"].to(scores.dtype)
+    total = (per_row * weight).sum() / weight.sum()
+    if center_rewards_coefficient:
+        total = total + center_rewards_coefficient * center_rewards_penalty(scores, mask)
+    return total
+
+
+@torch.no_grad()
+def pair_metrics(scores: torch.Tensor, ranks: torch.Tensor, mask: torch.Tensor) -> dict[str, float]:
+    """TRL-named metrics over the ordered pairs each comparison induces.
+
+    accuracy: strictly better-ranked item scored strictly higher (equal scores are wrong);
+    accuracy_ties_half: the same with half credit for equal scores and for labelled ties
+    (full credit impossible, half for any order); margin: mean score gap better - worse."""
+    unranked = ranks < 0
+    effective = torch.where(unranked, ranks.max() + 1, ranks)
+    compared = mask[:, :, None] & mask[:, None, :] & ~(unranked[:, :, None] & unranked[:, None, :])
+    better = (effective[:, :, None] < effective[:, None, :]) & compared
+    tied = (effective[:, :, None] == effective[:, None, :]) & compared
+    tied &= torch.triu(torch.ones_like(tied[0]), 1)
+    diff = scores[:, :, None] - scores[:, None, :]
+    n_strict = better.sum().clamp_min(1)
+    strict_correct = ((diff > 0) & better).sum().float()
+    strict_half = strict_correct + 0.5 * ((diff == 0) & better).sum()
+    n_all = (better.sum() + tied.sum()).clamp_min(1)
+    return {
+        "accuracy": (strict_correct / n_strict).item(),
+        "accuracy_ties_half": ((strict_half + 0.5 * tied.sum()) / n_all).item(),
+        "margin": (diff[better].mean() if better.any() else diff.new_zeros(())).item(),
+    }
+
+
+class PreferenceRewardTrainer(Trainer):
+    """`Trainer` whose batches are comparisons (K items each) and whose loss is per prompt."""
+
+    def __init__(self, *args, loss_type: LossName = "bradley_terry", noise: float = 0.0, use_margin: bool = True,
+                 center_rewards_coefficient: float | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.loss_type, self.noise, self.use_margin = loss_type, noise, use_margin
+        self.center_rewards_coefficient = center_rewards_coefficient
+        self._metrics = {"train": defaultdict(list), "eval": defaultdict(list)}
+        self._total_tokens = 0
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        mode = "train" if model.training else "eval"
+        flat = sequence_scores(model, inputs["input_ids"], inputs["attention_mask"])
+        scores = scatter_scores(flat, inputs["item_mask"])
+        loss = comparison_loss(scores, inputs, self.loss_type, self.noise, self.use_margin,
+                               self.center_rewards_coefficient)
+        if mode == "train":
+            self._total_tokens += self.accelerator.gather_for_metrics(inputs["attention_mask"].sum()).sum().item()
+        metrics = self._metrics[mode]
+        metrics["num_tokens"] = [self._total_tokens]
+        all_scores = self.accelerator.gather_for_metrics(flat.detach())
+        metrics["min_reward"].append(all_scores.min().item())
+        metrics["mean_reward"].append(all_scores.mean().item())
+        metrics["max_reward"].append(all_scores.max().item())
+        for name, value in pair_metrics(scores.detach(), inputs["ranks"], inputs["item_mask"]).items():
+            metrics[name].append(value)
+        if return_outputs:
+            return loss, {"scores": scores}
+        return loss
+
+    def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
+        inputs = self._prepare_inputs(inputs)
+        with torch.no_grad():
+            loss = self.compute_loss(model, inputs)
+        return loss.detach(), None, None
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        mode = "train" if self.model.training else "eval"
+        averaged = {key: sum(values) / len(values) for key, values in self._metrics[mode].items() if values}
+        if mode == "eval":
+            averaged = {f"eval_{key}": value for key, value in averaged.items()}
+        logs.update(averaged)
+        super().log(logs, start_time)
+        self._metrics[mode].clear()

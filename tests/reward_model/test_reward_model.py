@@ -1,0 +1,146 @@
+"""Reward model: last-token scoring, TRL loss equality, planted preferences, normalisation."""
+
+import json
+import random
+
+import pytest
+import torch
+
+from reward_model.data import ComparisonCollator, format_item, tokenize_comparisons
+from reward_model.modeling import RewardModel, last_token_index, sequence_scores
+from reward_model.train import RewardModelConfig, train
+from reward_model.trainer import comparison_loss, pair_metrics, scatter_scores
+from rlhf.models import load_model, load_tokenizer
+from rlhf.preferences import Comparison, save_comparisons
+
+
+def single(ids):
+    return {"input_ids": [ids], "ranks": [0], "is_pair": False, "label": 0.0, "margin": 0.0, "weight": 1.0, "choice": 0}
+
+
+# ------------------------------------------------------------------ last-token scoring
+def test_last_token_index_left_and_right():
+    mask = torch.tensor([[1, 1, 1, 0, 0], [0, 0, 1, 1, 1], [1, 1, 1, 1, 1]])
+    assert last_token_index(mask).tolist() == [2, 4, 4]
+
+
+def test_scores_are_padding_invariant_and_read_at_eos_when_pad_is_eos():
+    tokenizer = load_tokenizer("tiny-random-llama")
+    assert tokenizer.pad_token_id == tokenizer.eos_token_id  # SmolLM2: <|im_end|> is both
+    model = load_model("tiny-random-llama-wide", kind="seq_cls", seed=0).eval()
+    texts = ["Hello there, how are you?", "Fine.", "A much longer answer with many more words in it."]
+    sequences = [format_item(tokenizer, None, t) for t in texts]
+    assert all(s[-1] == tokenizer.eos_token_id for s in sequences)  # EOS appended, as TRL does
+    with torch.no_grad():
+        alone = torch.cat([sequence_scores(model, torch.tensor([s]), torch.ones(1, len(s), dtype=torch.long))
+                           for s in sequences])
+        for side in ("right", "left"):
+            batch = ComparisonCollator(tokenizer.pad_token_id, padding_side=side)([single(s) for s in sequences])
+            padded = sequence_scores(model, batch["input_ids"], batch["attention_mask"])
+            assert torch.allclose(padded, alone, atol=1e-5), side
+        # transformers' own pooling skips the trailing EOS (= pad) and reads the token before it:
+        batch = ComparisonCollator(tokenizer.pad_token_id)([single(s) for s in sequences])
+        hf_scores = model(**{k: batch[k] for k in ("input_ids", "attention_mask")}).logits.squeeze(-1)
+        before_eos = torch.cat([sequence_scores(model, torch.tensor([s[:-1]]), torch.ones(1, len(s) - 1, dtype=torch.long))
+                                for s in sequences])
+        assert torch.allclose(hf_scores, before_eos, atol=1e-5)
+        assert not torch.allclose(hf_scores, alone, atol=1e-3)
+
+
+# ------------------------------------------------------------------ loss equality with TRL
+def test_loss_equals_trl_reward_trainer_on_plain_pairs(tmp_path):
+    from datasets import Dataset
+    from trl import RewardConfig, RewardTrainer
+
+    tokenizer = load_tokenizer("tiny-random-llama")
+    tokenizer.pad_token = "<|endoftext|>"  # a pad distinct from EOS, so TRL's pooling reads the EOS too
+    model = load_model("tiny-random-llama-wide", kind="seq_cls", seed=1)
+    model.config.pad_token_id = tokenizer.pad_token_id
+    rows = [{"prompt": f"Question {i}:", "chosen": f" answer {'yes ' * (i % 3 + 1)}", "rejected": f" no {i}"}
+            for i in range(6)]
+    args = RewardConfig(output_dir=str(tmp_path), report_to="none", per_device_eval_batch_size=6,
+                        use_cpu=True, bf16=False, gradient_checkpointing=False)
+    trl_trainer = RewardTrainer(model=model, args=args, processing_class=tokenizer,
+                                train_dataset=Dataset.from_list(rows), eval_dataset=Dataset.from_list(rows))
+    trl_batch = next(iter(trl_trainer.get_eval_dataloader()))
+    model.eval()
+    with torch.no_grad():
+        trl_loss = trl_trainer.compute_loss(model, dict(trl_batch)).item()
+        comparisons = [Comparison(items=[r["chosen"], r["rejected"]], kind="pair", label=1.0, prompt=r["prompt"])
+                       for r in rows]
+        examples, _ = tokenize_comparisons(comparisons, tokenizer)
+        batch = ComparisonCollator(tokenizer.pad_token_id)(examples)
+        scores = scatter_scores(sequence_scores(model, batch["input_ids"], batch["attention_mask"]), batch["item_mask"])
+        ours = comparison_loss(scores, batch).item()
+    assert ours == pytest.approx(trl_loss, abs=1e-6)
+    assert ours != pytest.approx(0.6931, abs=1e-3)  # a real, non-trivial loss
+
+
+def test_pair_metrics_by_hand():
+    scores = torch.tensor([[2.0, 1.0, 1.0], [0.0, 3.0, 0.0]])
+    ranks = torch.tensor([[0, 1, 2], [0, 0, -1]])  # row 2: items 0 and 1 tied, item 2 unranked
+    mask = torch.tensor([[True, True, True], [True, True, False]])
+    metrics = pair_metrics(scores, ranks, mask)
+    # strict pairs: (0>1) right, (0>2) right, (1>2) equal scores -> wrong  => 2/3
+    assert metrics["accuracy"] == pytest.approx(2 / 3)
+    # half credit: 2 + 0.5 (equal scores) + 0.5 (labelled tie) over 4 pairs
+    assert metrics["accuracy_ties_half"] == pytest.approx(3 / 4)
+    assert metrics["margin"] == pytest.approx((1 + 1 + 0) / 3)
+
+
+# ------------------------------------------------------------------ planted preferences
+WORDS = ["red", "blue", "green", "cat", "dog", "sun", "tree", "rock"]
+
+
+def planted(n, k, seed):
+    """Completions of random words; the gold score is the number of 'apple's (0..k-1)."""
+    rng = random.Random(seed)
+    comparisons = []
+    for i in range(n):
+        items = []
+        for apples in range(k):
+            words = [rng.choice(WORDS) for _ in range(5)] + ["apple"] * apples
+            rng.shuffle(words)
+            items.append(" " + " ".join(words))
+        order = list(range(k))
+        rng.shuffle(order)
+        items = [items[j] for j in order]
+        gold = [order[j] for j in range(k)]  # apples in item j
+        ranks = [k - 1 - g for g in gold]
+        if k == 2:
+            comparisons.append(Comparison(items=items, kind="pair", label=1.0 if gold[0] > gold[1] else 0.0,
+                                          prompt=f"Item {i}:"))
+        else:
+            comparisons.append(Comparison(items=items, kind="ranking", ranks=ranks, prompt=f"Item {i}:"))
+    return comparisons
+
+
+def held_out_accuracy(output_dir, k, loss, n=40, seed=99):
+    """What the loss teaches, on new comparisons: top-1 accuracy for best-of-K (it only
+    learns which item is best), otherwise the share of correctly ordered pairs."""
+    model = RewardModel.load(output_dir)
+    test = planted(n, k, seed)
+    prompts = [c.prompt for c in test for _ in range(k)]
+    items = [item for c in test for item in c.items]
+    scores = model.score(prompts, items)[0].reshape(n, k)
+    ranks = torch.tensor([c.to_ranks() for c in test])
+    if loss == "best_of_k":
+        return (ranks.gather(1, scores.argmax(1, keepdim=True)) == 0).float().mean().item()
+    return pair_metrics(scores, ranks, torch.ones_like(ranks, dtype=torch.bool))["accuracy"]
+
+
+@pytest.mark.parametrize("loss,k", [("bradley_terry", 2), ("best_of_k", 4), ("pairwise_ranking", 4),
+                                    ("plackett_luce", 4)])
+def test_every_loss_learns_a_planted_preference(tmp_path, loss, k):
+    data = save_comparisons(planted(96, k, seed=0), tmp_path / "train.jsonl")
+    config = RewardModelConfig(output_dir=str(tmp_path / "rm"), model_name_or_path="tiny-random-llama-wide",
+                               train_data=str(data), loss=loss, learning_rate=3e-3, num_train_epochs=2 if k == 4 else 5,
+                               per_device_train_batch_size=8, use_cpu=True, save_strategy="no",
+                               disable_tqdm=True, seed=0, logging_steps=20)
+    summary = train(config)
+    accuracy = held_out_accuracy(tmp_path / "rm", k, loss)
+    print(f"{loss}: held-out accuracy {accuracy:.3f}")
+    assert accuracy >= 0.9
+    stats = json.loads((tmp_path / "rm" / "reward_stats.json").read_text())
+    assert stats["n"] == 96 * k and stats["std"] > 0
+    assert summary["log_history"][0][-1]["train_loss"] > 0
