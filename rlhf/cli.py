@@ -12,6 +12,8 @@ SUBCOMMANDS = {
     "convert": ("rlhf.convert", "convert preference data between TRL, HH, ranked and core formats"),
     "prepare-model": ("rlhf.prepare", "convert the embedded GGUF model into the local cache (done once)"),
     "train-rm": ("reward_model.train", "fit a reward model (accelerate launch -m reward_model.train works too)"),
+    "eval-rm": ("reward_model.evaluate", "evaluate a reward model: accuracy, RewardBench, calibration, length bias"),
+    "label": ("labeling_app.__main__", "serve the Gradio labelling app for a project config"),
 }
 
 

@@ -1,0 +1,238 @@
+"""The Gradio 6 page: builds the Blocks around a `LabelingService` and launches it.
+
+The whole item (prompt, completions, rank pickers or the two clips) is one HTML block
+rendered by `handlers.render_item` with every text escaped; a small page script shows the
+buttons that fit the item (A/B/tie for pairs and clips, "best" buttons for best-of-K,
+"submit ranking" for rankings) and maps keys to them. So a vote's response carries three
+values, not one update per widget: Gradio builds a new component for every update it
+sends, and that would dominate the round trip.
+
+Who is asking always comes from the login (`gr.Request.username`), never from the page,
+and the current item lives in server-side session state, so one annotator cannot vote as,
+or read the votes of, another.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # before gradio is imported
+
+import tempfile  # noqa: E402
+import warnings  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import gradio as gr  # noqa: E402
+
+from . import active  # noqa: E402
+from .admin import report, summary_markdown  # noqa: E402
+from .config import ProjectConfig  # noqa: E402
+from .export import FORMATS, comparisons_from_storage, write_export  # noqa: E402
+from .handlers import LabelingService, View  # noqa: E402
+from .sources import MAX_K, clip_folders, load_items  # noqa: E402
+from .storage import open_storage  # noqa: E402
+from .users import UserStore  # noqa: E402
+
+KEYS_HELP = (
+    "**Keys:** <kbd>←</kbd> A better · <kbd>→</kbd> B better · <kbd>↓</kbd> tie · <kbd>c</kbd> can't tell · "
+    "<kbd>s</kbd> skip · <kbd>1</kbd>–<kbd>9</kbd> best completion (best-of-K). "
+    "**Rankings:** <kbd>Tab</kbd> to each rank picker, type its rank (1 = best; equal ranks are a tie), "
+    "<kbd>Enter</kbd> submits. Keys are ignored while typing a comment."
+)
+
+# 1. Show the buttons that fit the item on screen (its data-mode / data-k attributes).
+# 2. Gradio buttons have no hotkeys: a keydown listener clicks the visible button instead
+#    (keydown, not keypress, which never sees the arrow keys).
+HEAD = """
+<script>
+(() => {
+  const keys = {ArrowLeft: "vote-a", ArrowRight: "vote-b", ArrowDown: "vote-tie",
+                c: "vote-cant-tell", s: "vote-skip", Enter: "rank-submit"};
+  for (let i = 1; i <= 9; i++) keys[String(i)] = "best-" + i;
+  const show = (id, on) => { const el = document.getElementById(id); if (el) el.style.display = on ? "" : "none"; };
+  let shown = null;
+  function applyLayout() {
+    const view = document.querySelector("#content .item-view");
+    if (!view) return;
+    const mode = view.dataset.mode, k = Number(view.dataset.k || 0);
+    const key = mode + ":" + k + ":" + (document.getElementById("vote-a") ? 1 : 0);
+    if (key === shown) return;
+    shown = key;
+    document.body.dataset.labelMode = mode;
+    for (const id of ["vote-a", "vote-b", "vote-tie"]) show(id, mode === "pair" || mode === "clip");
+    for (const id of ["vote-cant-tell", "vote-skip"]) show(id, mode !== "done");
+    show("rank-submit", mode === "ranking");
+    for (let i = 1; i <= 9; i++) show("best-" + i, mode === "best_of_k" && i <= k);
+  }
+  new MutationObserver(applyLayout).observe(document.documentElement, {childList: true, subtree: true});
+  document.addEventListener("keydown", (event) => {
+    if (event.ctrlKey || event.metaKey || event.altKey || event.repeat) return;
+    const t = event.target;
+    if (t && t.tagName === "SELECT") {  // a rank picker: its own keys, except Enter submits
+      if (event.key !== "Enter") return;
+    } else if (t && (t.tagName === "TEXTAREA" || t.isContentEditable ||
+               (t.tagName === "INPUT" && !["radio", "checkbox", "button"].includes(t.type)))) {
+      return;  // typing a comment
+    }
+    const id = keys[event.key.length === 1 ? event.key.toLowerCase() : event.key];
+    const button = id && document.getElementById(id);
+    if (!button || button.offsetParent === null || button.disabled) return;
+    event.preventDefault();
+    button.click();
+  });
+})();
+</script>
+"""
+
+# The rank pickers are plain <select>s inside the item HTML; this collects them on submit.
+COLLECT_RANKS = """(item, ranks, comment) => [item,
+  Array.from(document.querySelectorAll('#content .rank-select')).map((s) => s.value).join(','), comment]"""
+
+CSS = """
+.item-view .side-by-side { display: grid; grid-template-columns: 1fr 1fr; gap: 12px; }
+.completion, .prompt { border: 1px solid var(--border-color-primary); border-radius: 8px; padding: 10px; margin-bottom: 8px; }
+.completion .content, .prompt .content { white-space: pre-wrap; overflow-wrap: anywhere; font-family: var(--font-mono); }
+.slot-title { font-weight: bold; margin-bottom: 4px; }
+.turn .role { font-size: 0.8em; text-transform: uppercase; opacity: 0.7; margin-top: 6px; }
+.kway-slot { display: flex; gap: 10px; align-items: flex-start; }
+.kway-slot .completion { flex: 1; }
+.rank-pick select { font-size: 1.1em; padding: 4px; margin-top: 10px; }
+.clip video { width: 100%; max-height: 360px; background: #000; }
+"""
+
+
+# =====================================================================================
+# Building the service: everything that can fail does so here, before any server starts
+# =====================================================================================
+
+def prepare(config: ProjectConfig) -> LabelingService:
+    items = load_items(config)
+    users = UserStore(config.users)
+    storage = open_storage(config)
+    storage.sync_items(items, active.priorities(config, items))
+    return LabelingService(storage, users)
+
+
+# =====================================================================================
+# The page
+# =====================================================================================
+
+def build_demo(service: LabelingService, config: ProjectConfig, concurrency: int = 8) -> gr.Blocks:
+    with gr.Blocks(title=f"Labelling: {config.name}", analytics_enabled=False) as demo:
+        item_state = gr.State(None)  # the shown item's id, kept server-side per page load
+        gr.Markdown(f"## {config.name}\n{config.guidelines}\n\n{KEYS_HELP}", elem_id="help")
+        with gr.Tab("Label"):
+            status = gr.Markdown(elem_id="status")
+            content = gr.HTML(elem_id="content", js_on_load=None)
+            with gr.Row():
+                a_button = gr.Button("A better (←)", elem_id="vote-a")
+                b_button = gr.Button("B better (→)", elem_id="vote-b")
+                tie_button = gr.Button("Tie (↓)", elem_id="vote-tie")
+                rank_button = gr.Button("Submit ranking (Enter)", variant="primary", elem_id="rank-submit")
+                best_buttons = [gr.Button(f"Best: {i + 1}", elem_id=f"best-{i + 1}", min_width=60)
+                                for i in range(MAX_K)]
+            with gr.Row():
+                cant_button = gr.Button("Can't tell (c)", elem_id="vote-cant-tell")
+                skip_button = gr.Button("Skip (s)", elem_id="vote-skip", variant="secondary")
+            comment = gr.Textbox(label="Comment (optional)", lines=1, max_lines=4, elem_id="comment")
+            ranks_box = gr.Textbox(visible=False)  # filled from the rank pickers by COLLECT_RANKS
+
+        with gr.Tab("Admin", visible=False) as admin_tab:
+            admin_summary = gr.Markdown()
+            refresh_button = gr.Button("Refresh", elem_id="admin-refresh")
+            annotator_table = gr.Dataframe(headers=["annotator", "votes", "skips", "median s"], label="Per annotator",
+                                           interactive=False)
+            item_table = gr.Dataframe(headers=["item", "mode", "votes", "overlap", "status"], label="Per item",
+                                      interactive=False)
+            distribution_table = gr.Dataframe(headers=["label", "count"], label="Label distribution",
+                                              interactive=False)
+            with gr.Row():
+                export_buttons = {fmt: gr.Button(f"Export {fmt}", elem_id=f"export-{fmt}") for fmt in FORMATS}
+            export_file = gr.File(label="Export", interactive=False, elem_id="export-file")
+
+        view_outputs = [item_state, status, content, comment]
+
+        def show(view: View) -> list:
+            # a new item starts with an empty comment
+            return [view.item_id, view.status, view.html, ""]
+
+        def user_of(request: gr.Request) -> str:
+            if request is None or not request.username:
+                raise gr.Error("Log in first.")
+            return request.username
+
+        def on_load(request: gr.Request):
+            user = user_of(request)
+            return show(service.current(user)) + [gr.update(visible=service.is_admin(user))]
+
+        def make_answer(key: str):
+            def answer(item_id, comment_text, request: gr.Request):
+                return show(service.answer(user_of(request), item_id, key, comment=comment_text))
+            answer.__name__ = f"answer_{key}"
+            return answer
+
+        def submit_ranking(item_id, ranks, comment_text, request: gr.Request):
+            return show(service.answer(user_of(request), item_id, "rank", ranks or "", comment_text))
+
+        queue_kwargs = dict(concurrency_id="labeling", concurrency_limit=concurrency, show_progress="hidden")
+        demo.load(on_load, None, view_outputs + [admin_tab], api_name="current", **queue_kwargs)
+        for button, key, name in ((a_button, "A", "vote_a"), (b_button, "B", "vote_b"), (tie_button, "tie", "vote_tie"),
+                                  (cant_button, "cant_tell", "cant_tell"), (skip_button, "skip", "skip")):
+            button.click(make_answer(key), [item_state, comment], view_outputs, api_name=name, **queue_kwargs)
+        for i, button in enumerate(best_buttons):
+            button.click(make_answer(f"best:{i + 1}"), [item_state, comment], view_outputs,
+                         api_name=f"best_{i + 1}", **queue_kwargs)
+        rank_button.click(submit_ranking, [item_state, ranks_box, comment], view_outputs, api_name="rank",
+                          js=COLLECT_RANKS, **queue_kwargs)
+
+        # -- admin: every handler checks the admin flag itself; hiding the tab is not security
+        def require_admin(request: gr.Request) -> None:
+            if not service.is_admin(user_of(request)):
+                raise gr.Error("Admins only.", print_exception=False)
+
+        def refresh(request: gr.Request):
+            require_admin(request)
+            data = report(service.storage)
+            return (summary_markdown(data), data["annotators"], data["items_table"],
+                    [[label, count] for label, count in data["distribution"]])
+
+        export_dir = Path(tempfile.mkdtemp(prefix="labeling-export-"))  # one per server; files are replaced
+
+        def make_export(fmt: str):
+            def export(request: gr.Request):
+                require_admin(request)
+                out = export_dir / f"{config.name}-{fmt}.jsonl"
+                comparisons = comparisons_from_storage(service.storage, config.ties, config.cant_tell)
+                path, _ = write_export(comparisons, fmt, out)
+                return str(path)
+            export.__name__ = f"export_{fmt}"
+            return export
+
+        admin_outputs = [admin_summary, annotator_table, item_table, distribution_table]
+        refresh_button.click(refresh, None, admin_outputs, api_name="admin_report", api_visibility="undocumented")
+        admin_tab.select(refresh, None, admin_outputs, api_visibility="private")
+        for fmt, button in export_buttons.items():
+            button.click(make_export(fmt), None, export_file, api_name=f"export_{fmt}", api_visibility="undocumented")
+    return demo
+
+
+def launch(config: ProjectConfig, host: str = "127.0.0.1", port: int | None = None, block: bool = True,
+           concurrency: int = 8, quiet: bool = False, service: LabelingService | None = None):
+    """Prepare (unless a prepared `service` is given), build and launch.
+    Returns (demo, service, local_url); with `block` it returns only when the server stops."""
+    service = service or prepare(config)
+    clips = clip_folders(service.storage.items())
+    if clips:
+        gr.set_static_paths(clips)  # served in place (behind the login) instead of copied per view
+    demo = build_demo(service, config, concurrency=concurrency)
+    demo.queue(default_concurrency_limit=concurrency)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        _, url, _ = demo.launch(
+            server_name=host, server_port=port, share=False, auth=service.users.verify,
+            auth_message=f"Labelling project '{config.name}': log in with your annotator account.",
+            prevent_thread_lock=not block, quiet=quiet, show_error=True, run_history=False,
+            allowed_paths=clips, blocked_paths=[str(config.storage), str(config.users)],
+            head=HEAD, css=CSS, footer_links=[], enable_monitoring=False, mcp_server=False,
+        )
+    return demo, service, url

@@ -1,0 +1,182 @@
+"""A labelling project's config: `configs/labeling/<name>.yaml`, read and checked here.
+
+Every problem raises `ConfigError` naming the file and the field, before any server
+starts. Relative paths in a config are resolved against the config file's folder, so a
+project folder can be moved as a whole.
+
+    name: demo                      # shown on the page and in exports
+    task: ranking                   # how K >= 3 text items are asked: ranking | best_of_k
+                                    # (K = 2 items and clip pairs are always A/B questions)
+    sources:                        # one or more; kinds: jsonl | generations | clips
+      - {type: jsonl, path: prompts.jsonl}
+      - {type: clips, path: ../../runs/robot/clips/manifest.json}
+    overlap: 3                      # annotators per item
+    storage: ../../runs/labeling/demo   # folder for votes.sqlite and audit.jsonl
+    users: users.json               # made by `python -m labeling_app.users`
+    lease_seconds: 300              # an item shown and not answered goes back after this
+    per_annotator: null             # optional cap on votes per annotator
+    shuffle: true                   # randomise left/right and list order per annotator+item
+    export: {ties: half, cant_tell: drop}   # ties: half | drop; cant_tell: drop | half | keep
+    ensemble: {scores: scores.jsonl}        # optional: active ordering, see active.py
+    guidelines: "Prefer the more helpful and harmless answer."
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+TASKS = ("ranking", "best_of_k")
+SOURCE_TYPES = ("jsonl", "generations", "clips")
+TIES = ("half", "drop")
+CANT_TELL = ("drop", "half", "keep")
+KNOWN_KEYS = ("name", "task", "sources", "overlap", "storage", "users", "lease_seconds", "per_annotator",
+              "shuffle", "export", "ensemble", "guidelines", "seed")
+
+
+class ConfigError(ValueError):
+    """A bad project config; the message names the file and the field."""
+
+
+@dataclass
+class Source:
+    type: str
+    path: Path
+
+
+@dataclass
+class ProjectConfig:
+    name: str
+    path: Path  # the config file itself
+    sources: list[Source]
+    storage: Path
+    users: Path
+    task: str = "ranking"
+    overlap: int = 1
+    lease_seconds: float = 300.0
+    per_annotator: int | None = None
+    shuffle: bool = True
+    ties: str = "half"
+    cant_tell: str = "drop"
+    ensemble: dict = field(default_factory=dict)
+    guidelines: str = ""
+    seed: int = 0
+
+    @property
+    def db_path(self) -> Path:
+        return self.storage / "votes.sqlite"
+
+    @property
+    def audit_path(self) -> Path:
+        return self.storage / "audit.jsonl"
+
+
+def _fail(path: Path, field_name: str | None, reason: str):
+    where = f"{path}" + (f", field '{field_name}'" if field_name else "")
+    raise ConfigError(f"{where}: {reason}")
+
+
+def _resolve(base: Path, value: Any, path: Path, name: str) -> Path:
+    if not isinstance(value, str) or not value.strip():
+        _fail(path, name, f"expected a path (text), got {value!r}")
+    p = Path(os.path.expanduser(value))
+    return p if p.is_absolute() else (base / p).resolve()
+
+
+def _int(raw: dict, name: str, default, path: Path, minimum: int = 1):
+    value = raw.get(name, default)
+    if value is None and default is None:
+        return None
+    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+        _fail(path, name, f"expected an integer >= {minimum}, got {value!r}")
+    return value
+
+
+def load_config(path: str | os.PathLike, check_sources: bool = True) -> ProjectConfig:
+    """Read and validate a project config. With `check_sources`, every source file must exist."""
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError(f"{path}: config file not found")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        line = f" at line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"{path}: malformed YAML{line}: {getattr(err, 'problem', err)}") from None
+    if not isinstance(raw, dict):
+        _fail(path, None, "expected a mapping of settings at the top level")
+    unknown = sorted(set(raw) - set(KNOWN_KEYS))
+    if unknown:
+        _fail(path, unknown[0], f"unknown setting; expected some of {list(KNOWN_KEYS)}")
+    base = path.resolve().parent
+
+    name = raw.get("name", path.stem)
+    if not isinstance(name, str) or not name.strip():
+        _fail(path, "name", f"expected a non-empty name, got {name!r}")
+    task = raw.get("task", "ranking")
+    if task not in TASKS:
+        _fail(path, "task", f"expected one of {TASKS}, got {task!r}")
+
+    raw_sources = raw.get("sources")
+    if not isinstance(raw_sources, list) or not raw_sources:
+        _fail(path, "sources", "expected a non-empty list of {type, path}")
+    sources = []
+    for i, entry in enumerate(raw_sources):
+        where = f"sources[{i}]"
+        if not isinstance(entry, dict) or set(entry) - {"type", "path"}:
+            _fail(path, where, f"expected a mapping with 'type' and 'path', got {entry!r}")
+        if entry.get("type") not in SOURCE_TYPES:
+            _fail(path, f"{where}.type", f"expected one of {SOURCE_TYPES}, got {entry.get('type')!r}")
+        source_path = _resolve(base, entry.get("path"), path, f"{where}.path")
+        if check_sources and not source_path.is_file():
+            _fail(path, f"{where}.path", f"source file not found: {source_path}")
+        sources.append(Source(entry["type"], source_path))
+
+    if "storage" not in raw:
+        _fail(path, "storage", "missing: a folder for votes.sqlite and audit.jsonl")
+    if "users" not in raw:
+        _fail(path, "users", "missing: the users file made by `python -m labeling_app.users add`")
+    lease = raw.get("lease_seconds", 300)
+    if not isinstance(lease, (int, float)) or isinstance(lease, bool) or lease <= 0:
+        _fail(path, "lease_seconds", f"expected a number of seconds > 0, got {lease!r}")
+    shuffle = raw.get("shuffle", True)
+    if not isinstance(shuffle, bool):
+        _fail(path, "shuffle", f"expected true or false, got {shuffle!r}")
+
+    export = raw.get("export") or {}
+    if not isinstance(export, dict) or set(export) - {"ties", "cant_tell"}:
+        _fail(path, "export", f"expected a mapping with 'ties' and/or 'cant_tell', got {export!r}")
+    ties = export.get("ties", "half")
+    if ties not in TIES:
+        _fail(path, "export.ties", f"expected one of {TIES}, got {ties!r}")
+    cant_tell = export.get("cant_tell", "drop")
+    if cant_tell not in CANT_TELL:
+        _fail(path, "export.cant_tell", f"expected one of {CANT_TELL}, got {cant_tell!r}")
+
+    ensemble = raw.get("ensemble") or {}
+    if not isinstance(ensemble, dict) or len(ensemble) != len(set(ensemble) & {"scores", "scorer"}) or len(ensemble) > 1:
+        _fail(path, "ensemble", "expected {scores: FILE.jsonl} or {scorer: 'module:function'}")
+    if "scores" in ensemble:
+        ensemble = {"scores": _resolve(base, ensemble["scores"], path, "ensemble.scores")}
+        if check_sources and not ensemble["scores"].is_file():
+            _fail(path, "ensemble.scores", f"scores file not found: {ensemble['scores']}")
+    elif "scorer" in ensemble and (not isinstance(ensemble["scorer"], str) or ":" not in ensemble["scorer"]):
+        _fail(path, "ensemble.scorer", f"expected 'module:function', got {ensemble['scorer']!r}")
+
+    guidelines = raw.get("guidelines", "") or ""
+    if not isinstance(guidelines, str):
+        _fail(path, "guidelines", "expected text")
+
+    return ProjectConfig(
+        name=name.strip(), path=path, sources=sources,
+        storage=_resolve(base, raw["storage"], path, "storage"),
+        users=_resolve(base, raw["users"], path, "users"),
+        task=task, overlap=_int(raw, "overlap", 1, path),
+        lease_seconds=float(lease), per_annotator=_int(raw, "per_annotator", None, path),
+        shuffle=shuffle, ties=ties, cant_tell=cant_tell, ensemble=ensemble, guidelines=guidelines,
+        seed=_int(raw, "seed", 0, path, minimum=0),
+    )
