@@ -49,6 +49,7 @@ class RewardModelConfig(TrainingArguments):
     lora_alpha: int = field(default=32)
     lora_dropout: float = field(default=0.0)
     lora_target_modules: str = field(default="all-linear")
+    backbone_layers: int | None = field(default=None, metadata={"help": "keep only the first N transformer layers: a smaller reward model from the same family (None = all)"})
     padding_side: str = field(default="right", metadata={"help": "right | left (scores are identical)"})
     disable_dropout: bool = field(default=True)
     # TRL RewardConfig defaults that differ from TrainingArguments'
@@ -66,6 +67,8 @@ class RewardModelConfig(TrainingArguments):
             raise ValueError(f"noise: expected a probability in [0, 1), got {self.noise}")
         if self.ensemble_size < 1:
             raise ValueError(f"ensemble_size: expected >= 1, got {self.ensemble_size}")
+        if self.backbone_layers is not None and self.backbone_layers < 1:
+            raise ValueError(f"backbone_layers: expected >= 1 or null, got {self.backbone_layers}")
         if not 0.0 <= self.eval_fraction < 1.0:
             raise ValueError(f"eval_fraction: expected a share in [0, 1), got {self.eval_fraction}")
         if self.padding_side not in ("right", "left"):
@@ -99,7 +102,8 @@ class ListDataset(torch.utils.data.Dataset):
 def build_model(config: RewardModelConfig, seed: int):
     from rlhf.models import load_model
 
-    model = load_model(config.model_name_or_path, kind="seq_cls", seed=seed)
+    overrides = {"num_hidden_layers": config.backbone_layers} if config.backbone_layers else {}
+    model = load_model(config.model_name_or_path, kind="seq_cls", seed=seed, **overrides)
     if config.disable_dropout:
         for module in model.modules():
             if isinstance(module, torch.nn.Dropout):

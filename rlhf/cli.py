@@ -8,7 +8,8 @@ import sys
 
 # name -> (module with a main(argv) function, one-line help)
 SUBCOMMANDS = {
-    "demo": ("rlhf.demo", "sample from the embedded model, label with a simulated teacher, print a table"),
+    "demo": ("reward_model.demo", "the main job: sample, label with a simulated teacher, train and evaluate a reward model"),
+    "sample-demo": ("rlhf.demo", "sample from the embedded model, label with a simulated teacher, print a table"),
     "convert": ("rlhf.convert", "convert preference data between TRL, HH, ranked and core formats"),
     "prepare-model": ("rlhf.prepare", "convert the embedded GGUF model into the local cache (done once)"),
     "train-rm": ("reward_model.train", "fit a reward model (accelerate launch -m reward_model.train works too)"),

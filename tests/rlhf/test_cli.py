@@ -37,7 +37,7 @@ def test_convert_ranked_to_trl(tmp_path, capsys):
 
 
 def test_demo_on_tiny_model(tmp_path, capsys):
-    code = main(["demo", "--model", "tiny-random-llama", "--num-prompts", "3", "--k", "3",
+    code = main(["sample-demo", "--model", "tiny-random-llama", "--num-prompts", "3", "--k", "3",
                  "--max-new-tokens", "6", "--out", str(tmp_path)])
     assert code == 0
     out = " ".join(capsys.readouterr().out.split())  # rich wraps lines at the terminal width
