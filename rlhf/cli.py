@@ -15,6 +15,7 @@ SUBCOMMANDS = {
     "train-rm": ("reward_model.train", "fit a reward model (accelerate launch -m reward_model.train works too)"),
     "eval-rm": ("reward_model.evaluate", "evaluate a reward model: accuracy, RewardBench, calibration, length bias"),
     "label": ("labeling_app.__main__", "serve the Gradio labelling app for a project config"),
+    "robot": ("robot.cli", "robot preference learning: train | evaluate | clips"),
 }
 
 

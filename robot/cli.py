@@ -1,0 +1,26 @@
+"""`rlhf robot <train|evaluate|clips> ...`: the robot stage's commands."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+COMMANDS = {
+    "train": ("robot.train", "the Christiano loop (or a true-reward baseline) on an iiwa14 task"),
+    "evaluate": ("robot.evaluate", "roll out a policy checkpoint: true return and success rate"),
+    "clips": ("robot.clips", "render segment pairs as WebM clips with a manifest for the labelling app"),
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
+        print("usage: rlhf robot <command> [options]   (rlhf robot <command> --help)\n\ncommands:")
+        for name, (_, text) in COMMANDS.items():
+            print(f"  {name:<10} {text}")
+        return 0 if not argv or argv[0] in ("-h", "--help") else 2
+    return importlib.import_module(COMMANDS[argv[0]][0]).main(argv[1:]) or 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

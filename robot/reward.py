@@ -1,0 +1,154 @@
+"""Reward learning from segment comparisons: data set, ensemble fit, queries, metrics.
+
+The reward model is `rlhf.ensemble.SegmentRewardEnsemble` on (obs, action) features:
+3 members (2 x 64 leaky ReLU), bootstrap resamples, Bradley-Terry loss with Christiano's
+10 % random-answer noise, each member normalised to zero mean / unit std per step.
+Comparisons refer to segments by id, so simulated and human labels look the same
+(`rlhf.preferences.Comparison`, core format, items = [segment_a, segment_b]).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+from rlhf.ensemble import EnsembleTrainConfig, SegmentRewardEnsemble, mlp, select_queries
+from rlhf.labelers import make_teacher
+from rlhf.preferences import Comparison
+from robot.segments import Segments, random_pairs
+
+
+class Standardize(nn.Module):
+    """Fixed per-feature affine map to zero mean / unit std, set once from the first segments.
+
+    Raw features mix joint angles (~1 rad) with centimetre-scale position differences; without
+    this the small but decisive flange-target terms are learned slowly."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.register_buffer("mean", torch.zeros(dim))
+        self.register_buffer("std", torch.ones(dim))
+        self.register_buffer("is_set", torch.tensor(False))
+
+    @torch.no_grad()
+    def set(self, features: torch.Tensor) -> None:
+        flat = features.reshape(-1, features.shape[-1])
+        self.mean.copy_(flat.mean(0))
+        self.std.copy_(flat.std(0).clamp_min(1e-3))
+        self.is_set.fill_(True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean) / self.std
+
+
+def make_ensemble(input_dim: int, members: int, hidden: int, seed: int, output: str = "tanh") -> SegmentRewardEnsemble:
+    """Christiano's MuJoCo reward net (2 x hidden, leaky ReLU 0.01) behind a feature standardiser.
+
+    output "tanh" (B-Pref): a bounded per-step reward cannot grow without limit on states far
+    from the labelled ones, which PPO otherwise finds and exploits; "linear": Christiano's."""
+    if output not in ("tanh", "linear"):
+        raise ValueError(f"reward output must be 'tanh' or 'linear', got {output!r}")
+    head = [nn.Tanh()] if output == "tanh" else []
+    return SegmentRewardEnsemble(input_dim, members, seed=seed, make_member=lambda dim: nn.Sequential(
+        Standardize(dim), mlp(dim, (hidden, hidden)), *head))
+
+
+def set_feature_scale(ensemble: SegmentRewardEnsemble, features: torch.Tensor, force: bool = False) -> None:
+    """Fix every member's input standardisation from `features` (once, unless forced)."""
+    for member in ensemble.members:
+        if force or not bool(member[0].is_set):
+            member[0].set(features)
+
+
+def comparison_arrays(comparisons: list[Comparison], segments: Segments) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(index_a, index_b, label) for the trainable pair comparisons; items are segment ids."""
+    pairs = [c for c in comparisons if c.kind == "pair" and c.trainable]
+    if not pairs:
+        raise ValueError("no trainable pair comparisons (kind 'pair' with a label) to learn from")
+    index_a = segments.index_of([str(c.items[0]) for c in pairs])
+    index_b = segments.index_of([str(c.items[1]) for c in pairs])
+    labels = np.array([c.label for c in pairs], dtype=np.float32)
+    return index_a, index_b, labels
+
+
+def fit_reward(ensemble: SegmentRewardEnsemble, segments: Segments, comparisons: list[Comparison],
+               train_config: EnsembleTrainConfig, progress: bool = False) -> dict:
+    """Refit every member on all comparisons so far; returns training stats."""
+    index_a, index_b, labels = comparison_arrays(comparisons, segments)
+    features = segments.features()
+    set_feature_scale(ensemble, features)  # first fit: the random-policy segments set the scale
+    losses = ensemble.fit(features[index_a], features[index_b], torch.from_numpy(labels), train_config, progress=progress)
+    with torch.no_grad():
+        scores = ensemble.member_segment_scores(features[np.concatenate([index_a, index_b])]).mean(0)
+    n = len(labels)
+    predicted_a = (scores[:n] > scores[n:]).numpy()
+    decided = labels != 0.5
+    accuracy = float((predicted_a[decided] == (labels[decided] > 0.5)).mean()) if decided.any() else float("nan")
+    return {"reward_loss": float(np.mean(losses)), "reward_train_accuracy": accuracy, "num_comparisons": n}
+
+
+@torch.no_grad()
+def segment_scores(ensemble: SegmentRewardEnsemble, segments: Segments) -> np.ndarray:
+    """(N,) learned segment returns: ensemble-mean of the normalised per-step rewards, summed."""
+    return ensemble.member_segment_scores(segments.features()).mean(0).numpy()
+
+
+def reward_agreement(ensemble: SegmentRewardEnsemble, segments: Segments, num_pairs: int = 2000,
+                     seed: int = 0, min_gap: float = 0.0) -> dict:
+    """How well learned segment returns track true ones on (held-out) segments.
+
+    Pearson and Spearman correlation of the returns, and the preference accuracy on random
+    pairs whose true returns differ by more than `min_gap` (what a rational teacher answers;
+    a gap excludes near-ties that no teacher could call reliably)."""
+    from scipy.stats import pearsonr, spearmanr
+
+    learned, true = segment_scores(ensemble, segments), segments.true_returns()
+    a, b = random_pairs(len(segments), num_pairs, np.random.default_rng(seed))
+    differ = np.abs(true[a] - true[b]) > min_gap
+    accuracy = float(((learned[a] > learned[b]) == (true[a] > true[b]))[differ].mean())
+    return {"pearson": float(pearsonr(learned, true)[0]), "spearman": float(spearmanr(learned, true)[0]),
+            "pair_accuracy": accuracy, "num_pairs": int(differ.sum()), "num_segments": len(segments)}
+
+
+def choose_queries(ensemble: SegmentRewardEnsemble | None, pool: Segments, num_queries: int, candidate_factor: int,
+                   method: str, rng: np.random.Generator, disagreement_method: str = "probability_std"
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """Sample `candidate_factor * num_queries` candidate pairs from the pool, keep `num_queries`.
+
+    With method "disagreement" the kept pairs are those the ensemble members disagree on most;
+    without a trained ensemble (the first batch) the choice is uniform, as in B-Pref."""
+    a, b = random_pairs(len(pool), num_queries * candidate_factor, rng)
+    if ensemble is None or method == "random":
+        keep = rng.permutation(len(a))[:num_queries]
+        return a[keep], b[keep]
+    features = pool.features()
+    with torch.no_grad():
+        member_scores = ensemble.member_segment_scores(features)  # (members, pool)
+    generator = torch.Generator().manual_seed(int(rng.integers(2**31)))
+    keep = select_queries(member_scores[:, a], member_scores[:, b], num_queries, method=method,
+                          disagreement_method=disagreement_method, generator=generator).numpy()
+    return a[keep], b[keep]
+
+
+def ask_teacher(teacher, pool: Segments, index_a: np.ndarray, index_b: np.ndarray) -> list[Comparison | None]:
+    """Simulated labels from the true per-step rewards; items are the segment ids."""
+    return teacher.label_pairs(pool.true_rewards[index_a], pool.true_rewards[index_b],
+                               pool.ids[index_a].tolist(), pool.ids[index_b].tolist())
+
+
+def build_teacher(name: str, kwargs: dict, seed: int):
+    return make_teacher(name, **{"seed": seed, **kwargs})
+
+
+def label_schedule(budget: int, initial_fraction: float, num_rounds: int, decay: float) -> list[int]:
+    """Labels per round: [initial, round 1, ..., round R], summing to `budget`.
+
+    After the initial share, round r gets a share proportional to 1 / (1 + decay * (r - 1)),
+    a decreasing schedule like Christiano's 2e6 / (T + 2e6) rate."""
+    initial = max(1, round(budget * initial_fraction))
+    weights = np.array([1.0 / (1.0 + decay * r) for r in range(num_rounds)])
+    rest = budget - initial
+    per_round = np.floor(rest * weights / weights.sum()).astype(int)
+    per_round[: rest - per_round.sum()] += 1  # hand out the rounding remainder to the earliest rounds
+    return [initial, *per_round.tolist()]

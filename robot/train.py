@@ -1,0 +1,306 @@
+"""The Christiano et al. (2017) preference loop on the iiwa14 tasks, and a true-reward baseline.
+
+    python -m robot.train --config configs/robot/reach.yaml [--field value ...]
+
+mode = learned:
+  0. segments from the random (untrained) policy; the first 25 % of the label budget is
+     asked on uniformly chosen pairs of them; the reward ensemble is fitted;
+  1. each round: PPO on the current learned reward -> segments of the new policy ->
+     10x candidate pairs -> keep the most disputed (or random) -> teacher labels ->
+     refit the ensemble on all labels; the labels per round decrease.
+  With `labels_file` (e.g. human labels from the labelling app) the labels are read once
+  instead, the ensemble is fitted on them, and PPO trains on that fixed reward.
+mode = true_reward: PPO on the env's reward, same budget and evaluation points.
+
+Writes to out_dir: metrics.jsonl, checkpoint.pt, segments.npz (every segment the run drew,
+so clips and labels can refer to them by id), labels.jsonl, report.md and PNG curves.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from rlhf.ensemble import EnsembleTrainConfig
+from rlhf.preferences import load_comparisons, save_comparisons
+from robot.config import ConfigError, RobotConfig, load_config
+from robot.policy import PPO, LearnedReward, TrueReward, evaluate_policy
+from robot.reward import (ask_teacher, build_teacher, choose_queries, fit_reward, label_schedule, make_ensemble,
+                          reward_agreement)
+from robot.segments import Segments, check_segment_length, sample_segments
+
+EVAL_SEED = 10_000  # evaluation episodes use seeds disjoint from training envs
+
+
+class Run:
+    """State of one training run: PPO, reward model, segments, labels and the metrics log."""
+
+    def __init__(self, config: RobotConfig):
+        self.config = config
+        self.out = Path(config.out_dir)
+        self.out.mkdir(parents=True, exist_ok=True)
+        torch.manual_seed(config.seed)
+        self.rng = np.random.default_rng(config.seed)
+        self.ppo = PPO(config)
+        check_segment_length(config.segment_length, self.ppo.envs.max_episode_steps)
+        self.obs_dim = self.ppo.envs.single_observation_space.shape[0]
+        self.ensemble = None
+        self.segments: list[Segments] = []  # every segment drawn, in order
+        self.comparisons = []  # every answered comparison
+        self.labels_asked = 0  # includes skipped queries: they cost the teacher time
+        self.heldout: Segments | None = None
+        self.round_offset = 0  # imported segments keep their rounds; new ones are numbered after them
+        self.metrics_path = self.out / "metrics.jsonl"
+        self.metrics_path.write_text("")
+        self.history: list[dict] = []
+        self.started = time.time()
+
+    # --- bookkeeping ---------------------------------------------------------------------
+    def log(self, row: dict) -> None:
+        row = {"time": round(time.time() - self.started, 2), **row}
+        self.history.append(row)
+        with self.metrics_path.open("a") as f:
+            f.write(json.dumps(row) + "\n")
+
+    def all_segments(self) -> Segments:
+        return Segments.concat(self.segments)
+
+    def new_segments(self, episodes: dict, count: int, source_round: int) -> Segments:
+        first_id = sum(len(s) for s in self.segments)
+        segments = sample_segments(episodes, self.config.segment_length, count, self.rng, first_id,
+                                   source_round + self.round_offset)
+        self.segments.append(segments)
+        return segments
+
+    def random_policy_episodes(self, num_segments: int) -> dict:
+        """Whole episodes of uniformly random actions, about 2 segments drawn per episode."""
+        cfg = self.config
+        rollouts_needed = max(1, math.ceil(num_segments / (2 * cfg.num_envs * cfg.episodes_per_rollout)))
+        episodes = [self.ppo.rollout(random_policy=self.rng).episodes() for _ in range(rollouts_needed)]
+        return {k: np.concatenate([e[k] for e in episodes]) for k in episodes[0]}
+
+    def train_config(self, round_index: int) -> EnsembleTrainConfig:
+        cfg = self.config
+        return EnsembleTrainConfig(epochs=cfg.reward_epochs, batch_size=cfg.reward_batch_size,
+                                   learning_rate=cfg.reward_learning_rate, weight_decay=cfg.reward_weight_decay,
+                                   noise=cfg.preference_noise, seed=cfg.seed * 1000 + round_index)
+
+    # --- evaluation ----------------------------------------------------------------------
+    def evaluate(self, round_index: int, extra: dict) -> dict:
+        cfg = self.config
+        result = evaluate_policy(self.ppo.agent, cfg.task, cfg.eval_episodes, EVAL_SEED + cfg.seed * 1000)
+        row = {"round": round_index, "timesteps": self.ppo.timesteps, "labels": self.labels_asked,
+               "eval_return": result["return"], "eval_success": result["success"], **extra}
+        if self.ensemble is not None:
+            # Held-out segments: never labelled; random-policy ones plus the evaluation episodes.
+            eval_episodes = {k: np.concatenate([r.episodes()[k] for r in result["rollouts"]])
+                             for k in result["rollouts"][0].episodes()}
+            count = max(2, cfg.heldout_segments // 2)
+            current = sample_segments(eval_episodes, cfg.segment_length, count, self.rng, 0, round_index)
+            heldout = Segments.concat([self.heldout, current])
+            agreement = reward_agreement(self.ensemble, heldout, seed=cfg.seed)
+            row.update({f"heldout_{k}": v for k, v in agreement.items() if k != "num_segments"})
+        self.log(row)
+        return row
+
+    # --- modes -----------------------------------------------------------------------------
+    def run_true_reward(self, bar) -> None:
+        cfg = self.config
+        self.evaluate(0, {})
+        for round_index in range(1, cfg.num_rounds + 1):
+            target = cfg.total_timesteps * round_index // cfg.num_rounds
+            stats = self.ppo.train(target - self.ppo.timesteps, TrueReward(), progress=bar)
+            self.evaluate(round_index, {"train_true_return": stats[-1]["true_return"] if stats else None})
+            self.save_checkpoint()
+
+    def run_learned(self, bar) -> None:
+        cfg = self.config
+        teacher = None if cfg.labels_file else build_teacher(cfg.teacher, cfg.teacher_kwargs, cfg.seed)
+        schedule = label_schedule(cfg.label_budget, cfg.initial_label_fraction, cfg.num_rounds, cfg.schedule_decay)
+        self.ensemble = make_ensemble(self.obs_dim + self.ppo.action_dim, cfg.ensemble_members, cfg.reward_hidden, cfg.seed,
+                                      cfg.reward_output)
+
+        # Held-out random-policy segments for the learned/true correlation (never labelled).
+        self.heldout = sample_segments(self.random_policy_episodes(cfg.heldout_segments), cfg.segment_length,
+                                       max(2, cfg.heldout_segments // 2), self.rng, 0, -1)
+        if cfg.labels_file:
+            self.import_labels()
+        else:
+            pool = self.new_segments(self.random_policy_episodes(cfg.segments_per_round), cfg.segments_per_round, -1)
+            self.query(teacher, None, pool, schedule[0])
+        fit_stats = fit_reward(self.ensemble, self.all_segments(), self.comparisons, self.train_config(0))
+        self.evaluate(0, fit_stats)
+
+        keep = max(1, math.ceil(cfg.segments_per_round / (2 * cfg.num_envs * cfg.episodes_per_rollout)))
+        for round_index in range(1, cfg.num_rounds + 1):
+            target = cfg.total_timesteps * round_index // cfg.num_rounds
+            stats = self.ppo.train(target - self.ppo.timesteps, LearnedReward(self.ensemble), keep_last=keep, progress=bar)
+            extra = {"train_true_return": stats[-1]["true_return"] if stats else None}
+            if self.ppo.recent_rollouts:
+                # New segments every round; with imported labels they are the next clips to label by hand.
+                episodes = {k: np.concatenate([r.episodes()[k] for r in self.ppo.recent_rollouts])
+                            for k in self.ppo.recent_rollouts[0].episodes()}
+                pool = self.new_segments(episodes, cfg.segments_per_round, round_index)
+            if teacher is not None and schedule[round_index] > 0 and self.ppo.recent_rollouts:
+                self.query(teacher, self.ensemble, pool, schedule[round_index])
+                extra.update(fit_reward(self.ensemble, self.all_segments(), self.comparisons,
+                                        self.train_config(round_index)))
+            self.evaluate(round_index, extra)
+            self.save_checkpoint()
+
+    def query(self, teacher, ensemble, pool: Segments, num_queries: int) -> None:
+        cfg = self.config
+        num_queries = min(num_queries, len(pool) * (len(pool) - 1) // 2)
+        method = cfg.query_selection if ensemble is not None else "random"
+        index_a, index_b = choose_queries(ensemble, pool, num_queries, cfg.candidate_factor, method, self.rng,
+                                          cfg.disagreement_method)
+        answers = ask_teacher(teacher, pool, index_a, index_b)
+        self.labels_asked += len(answers)
+        self.comparisons += [c for c in answers if c is not None]
+        if self.comparisons:
+            save_comparisons(self.comparisons, self.out / "labels.jsonl")
+
+    def import_labels(self) -> None:
+        """Human (or any core-format) labels on segments saved by an earlier run."""
+        cfg = self.config
+        segments_file = Path(cfg.segments_file) if cfg.segments_file else self.out / "segments.npz"
+        if not segments_file.is_file():
+            raise ConfigError(f"labels_file needs the segments the labels refer to: {segments_file} not found "
+                              "(set segments_file to the run's segments.npz)")
+        self.segments = [Segments.load(segments_file)]
+        self.round_offset = int(self.segments[0].source_round.max()) + 1
+        self.comparisons = [c for c in load_comparisons(cfg.labels_file, format="core")]
+        self.labels_asked = len(self.comparisons)
+
+    # --- outputs ---------------------------------------------------------------------------
+    def save_checkpoint(self) -> Path:
+        path = self.out / "checkpoint.pt"
+        torch.save({
+            "config": dataclasses.asdict(self.config),
+            "obs_dim": self.obs_dim,
+            "action_dim": self.ppo.action_dim,
+            "agent": self.ppo.agent.state_dict(),
+            "ensemble": None if self.ensemble is None else self.ensemble.state_dict(),
+            "timesteps": self.ppo.timesteps,
+            "labels": self.labels_asked,
+        }, path)
+        if self.segments:  # imported segments included, so later labels can refer to old and new ids
+            self.all_segments().save(self.out / "segments.npz")
+        return path
+
+
+def write_report(run_state: Run) -> Path:
+    """report.md with learning curves, the label-efficiency curve and held-out reward agreement."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cfg, history, out = run_state.config, run_state.history, run_state.out
+    steps = [row["timesteps"] for row in history]
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.5))
+    axes[0].plot(steps, [row["eval_return"] for row in history], marker="o")
+    axes[0].set(xlabel="env steps", ylabel="true return (eval)", title=f"{cfg.task}: {cfg.mode}")
+    axes[1].plot(steps, [row["eval_success"] for row in history], marker="o")
+    axes[1].set(xlabel="env steps", ylabel="success rate", ylim=(-0.05, 1.05))
+    fig.tight_layout()
+    fig.savefig(out / "learning_curves.png", dpi=100)
+    plt.close(fig)
+    images = ["learning_curves.png"]
+
+    lines = [f"# Robot preference run: {cfg.task}, mode {cfg.mode}, seed {cfg.seed}", "",
+             f"- env steps (PPO): {run_state.ppo.timesteps}",
+             f"- final eval: true return {history[-1]['eval_return']:.2f}, success {history[-1]['eval_success']:.0%} "
+             f"over {cfg.eval_episodes} episodes",
+             f"- wall time: {time.time() - run_state.started:.0f} s"]
+    if cfg.mode == "learned":
+        fig, axes = plt.subplots(1, 2, figsize=(10, 3.5))
+        axes[0].plot([row["labels"] for row in history], [row["eval_return"] for row in history], marker="o")
+        axes[0].set(xlabel="labels asked", ylabel="true return (eval)", title="label efficiency")
+        learned = segment_scores_or_none(run_state)
+        if learned is not None:
+            axes[1].scatter(run_state.heldout.true_returns(), learned, s=6)
+            axes[1].set(xlabel="true segment return", ylabel="learned segment return", title="held-out segments")
+        fig.tight_layout()
+        fig.savefig(out / "label_efficiency.png", dpi=100)
+        plt.close(fig)
+        images.append("label_efficiency.png")
+        source = cfg.labels_file or f"teacher {cfg.teacher} {cfg.teacher_kwargs}"
+        lines += [f"- labels asked: {run_state.labels_asked} ({len(run_state.comparisons)} answered), from {source}, "
+                  f"query selection {cfg.query_selection}",
+                  f"- held-out reward agreement (final): Pearson {history[-1].get('heldout_pearson', float('nan')):.3f}, "
+                  f"Spearman {history[-1].get('heldout_spearman', float('nan')):.3f}, "
+                  f"pair accuracy {history[-1].get('heldout_pair_accuracy', float('nan')):.3f}"]
+    lines += ["", "| round | env steps | labels | eval return | success | held-out Pearson |", "|---|---|---|---|---|---|"]
+    for row in history:
+        pearson = row.get("heldout_pearson")
+        lines.append(f"| {row['round']} | {row['timesteps']} | {row['labels']} | {row['eval_return']:.2f} | "
+                     f"{row['eval_success']:.0%} | {'' if pearson is None else f'{pearson:.3f}'} |")
+    lines += [""] + [f"![{name}]({name})" for name in images] + [""]
+    report = out / "report.md"
+    report.write_text("\n".join(lines))
+    return report
+
+
+def segment_scores_or_none(run_state: Run):
+    if run_state.ensemble is None or run_state.heldout is None:
+        return None
+    from robot.reward import segment_scores
+
+    return segment_scores(run_state.ensemble, run_state.heldout)
+
+
+def run(config: RobotConfig) -> dict:
+    """Train per the config; returns a summary dict (also written into report.md)."""
+    torch.set_num_threads(1)
+    run_state = Run(config)
+    with tqdm(total=config.total_timesteps, desc=f"{config.mode} {config.task}", unit="step",
+              disable=not config.progress) as bar:
+        if config.mode == "true_reward":
+            run_state.run_true_reward(bar)
+        else:
+            run_state.run_learned(bar)
+    report = write_report(run_state)
+    final = run_state.history[-1]
+    return {"report": str(report), "out_dir": str(run_state.out), "eval_return": final["eval_return"],
+            "eval_success": final["eval_success"], "labels": run_state.labels_asked,
+            "timesteps": run_state.ppo.timesteps, "seconds": round(time.time() - run_state.started, 1)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in ("-h", "--help"):
+        print(__doc__)
+        print("Fields (set in YAML or as --field value):")
+        for f in dataclasses.fields(RobotConfig):
+            print(f"  --{f.name}")
+        return 0
+    config_path = None
+    if "--config" in argv:
+        i = argv.index("--config")
+        if i + 1 >= len(argv):
+            raise ConfigError("--config needs a file")
+        config_path = argv[i + 1]
+        argv = argv[:i] + argv[i + 2:]
+    config = load_config(config_path, argv)
+    summary = run(config)
+    print(f"done: {summary['timesteps']} steps, {summary['labels']} labels, eval return {summary['eval_return']:.2f}, "
+          f"success {summary['eval_success']:.0%} in {summary['seconds']} s")
+    print(f"report: {summary['report']}")
+    return 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
