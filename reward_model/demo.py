@@ -139,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
     heldout_index = sorted(heldout_ids)
     flat_prompts = [prompts[i] for i in heldout_index for _ in range(args.k)]
     flat_items = [text for i in heldout_index for text in completions[i]]
-    scores = model.score(flat_prompts, flat_items, bf16=True)[0].reshape(len(heldout_index), args.k)
+    scores = model.score(flat_prompts, flat_items)[0].reshape(len(heldout_index), args.k)
     noisy_ranks = torch.tensor([[-1 if r is None else r for r in rankings[i].ranks] for i in heldout_index])
     noisy = pair_metrics(scores, noisy_ranks, torch.ones_like(noisy_ranks, dtype=torch.bool))
     gold_accuracy, gold_pairs = gold_pair_accuracy(scores.numpy(), gold[heldout_index])

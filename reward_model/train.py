@@ -203,8 +203,12 @@ def parse_config(argv: list[str] | None = None) -> RewardModelConfig:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from accelerate import PartialState
+
     config = parse_config(argv)
     summary = train(config)
+    if not PartialState().is_main_process:
+        return 0
     last = [entry for entry in summary["log_history"][-1] if "eval_accuracy" in entry]
     print(f"trained {len(summary['members'])} model(s) on {summary['train_comparisons']} comparisons "
           f"(left out: {summary['left_out']}); saved to {summary['output_dir']}")

@@ -16,12 +16,13 @@ def chat_prompt_ids(tokenizer, prompt: str | list[dict]) -> list[int]:
 @torch.no_grad()
 def sample_completions(model, tokenizer, prompts: list, k: int = 4, max_new_tokens: int = 64,
                        temperature: float = 1.0, top_p: float = 1.0, seed: int = 0, batch_size: int = 32,
-                       bf16: bool = True, progress: bool = True) -> list[list[str]]:
+                       bf16: bool = False, progress: bool = True) -> list[list[str]]:
     """K sampled completions for each prompt, as text without special tokens.
 
     Rows are the prompts repeated K times, generated `batch_size` rows at a time with left
-    padding. `bf16` runs the forward passes under bf16 autocast (AMX makes it several
-    times faster on CPU; sampling noise dwarfs the rounding)."""
+    padding. `bf16` runs the forward passes under bf16 autocast: worth it only on CPUs
+    with AMX (or on GPUs); on an AVX2-only CPU bf16 matmuls are several times slower than
+    fp32 (measured: benchmarks/matmul_peak.py), so it is off by default."""
     rows = [prompt for prompt in prompts for _ in range(k)]
     encoded = [chat_prompt_ids(tokenizer, prompt) for prompt in rows]
     pad_side = tokenizer.padding_side
