@@ -1,0 +1,40 @@
+"""PPO-ptx fine-tuning entry point.
+
+    python -m ppo.train --config configs/ppo/smoke.yaml
+    python -m ppo.train --config configs/ppo/quickstart.yaml --num_steps 50 --ptx_coef 0
+    accelerate launch --config_file configs/accelerate/multi_gpu.yaml -m ppo.train --config configs/ppo/quickstart.yaml
+
+Every field of ``ppo.config.PPOConfig`` can be set in the YAML file and overridden on the
+command line; unknown keys are an error. Bad inputs (too-long prompts, empty pretraining
+data, batch sizes that do not divide, ...) fail before any model is loaded.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+from ppo.config import PPOConfigError, parse_config
+
+
+def main(argv: list[str] | None = None) -> int:
+    from ppo.trainer import PPOTrainer
+
+    try:
+        config = parse_config(argv)
+        trainer = PPOTrainer(config)
+    except PPOConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    summary = trainer.train()
+    if trainer.accelerator.is_main_process:
+        first, final = summary["first"], summary["final"]
+        print(json.dumps({"steps": summary["steps"], "score_first": first.get("reward/score"),
+                          "score_final": final.get("reward/score"), "kl_per_sequence_final": final.get("kl/per_sequence"),
+                          "kl_coef": summary["kl_coef"], "policy_dir": summary["policy_dir"],
+                          "seconds": round(summary["seconds"], 1)}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

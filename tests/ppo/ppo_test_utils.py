@@ -1,0 +1,35 @@
+"""Shared PPO test helpers: short prompts, a tiny policy with a planted, learnable reward."""
+
+import torch
+
+from ppo.config import PPOConfig
+
+SHORT_PROMPTS = ["Say hi.", "Name a colour.", "Count to three.", "Pick a fruit.", "Greet me.", "Name a planet.",
+                 "Say yes.", "Name a tree.", "Pick a number.", "Say bye.", "Name a bird.", "Name a river."]
+
+
+def planted_policy(name="tiny-random-llama", seed=0):
+    """A tiny random Llama whose embeddings (initializer_range 0.3) make next-token
+    distributions non-uniform, plus a planted reward: the share of response tokens in a
+    fixed half of the vocabulary (first coordinate of the initial embedding > 0). The
+    set is learnable: moving the last hidden state along that coordinate raises all of
+    its tokens at once (tied embeddings)."""
+    from rlhf.models import load_model
+
+    torch.set_num_threads(1)
+    policy = load_model(name, seed=seed, initializer_range=0.3)
+    good = policy.get_input_embeddings().weight.detach()[:, 0] > 0
+
+    def reward(prompts, completions, responses):
+        return [good[torch.tensor(r)].float().mean().item() for r in responses]
+
+    return policy, reward
+
+
+def tiny_config(tmp_path, prompts_file, **overrides) -> PPOConfig:
+    fields = dict(policy_model="tiny-random-llama", prompts=str(prompts_file), rollout_batch_size=8,
+                  mini_batch_size=4, micro_batch_size=2, ppo_epochs=2, num_steps=4, max_new_tokens=6,
+                  temperature=1.0, learning_rate=1e-2, lr_schedule="constant", output_dir=str(tmp_path / "run"),
+                  progress_bar=False, sample_table_every=0)
+    fields.update(overrides)
+    return PPOConfig(**fields)

@@ -1,0 +1,138 @@
+"""PPOConfig parsing and input validation: every bad input fails with the field named,
+before any model weights are loaded; the accelerate profiles are valid accelerate configs."""
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+import rlhf.models
+from ppo.config import PPOConfig, PPOConfigError, parse_config
+from ppo.trainer import PPOTrainer
+from ppo_test_utils import tiny_config
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def no_model_loading(monkeypatch):
+    """Any attempt to load weights fails the test: validation must come first."""
+    def forbidden(*args, **kwargs):
+        raise AssertionError("a model was loaded before the inputs were validated")
+    monkeypatch.setattr(rlhf.models, "load_model", forbidden)
+    monkeypatch.setattr(rlhf.models, "build_tiny_model", forbidden)
+
+
+def expect(field: str, config_or_thunk):
+    with pytest.raises(PPOConfigError, match=f"^{field}:"):
+        if callable(config_or_thunk):
+            config_or_thunk()
+        else:
+            PPOTrainer(config_or_thunk, reward_fn=lambda p, c, r: [0.0] * len(p))
+
+
+def test_yaml_and_cli_overrides():
+    config = parse_config(["--config", str(ROOT / "configs/ppo/smoke.yaml"), "--learning_rate", "5e-4",
+                           "--reward_models", "a/rm=0.5", "b/rm"])
+    assert config.learning_rate == 5e-4 and config.num_steps == 3  # override wins, YAML kept
+    assert config.reward_models == [{"path": "a/rm", "weight": 0.5}, {"path": "b/rm", "weight": 1.0}]
+    from_yaml = parse_config(["--config", str(ROOT / "configs/ppo/smoke.yaml")])
+    assert from_yaml.reward_models == [{"path": "runs/reward_model/smoke", "weight": 1.0}]
+    quick = parse_config(["--config", str(ROOT / "configs/ppo/quickstart.yaml")])
+    assert quick.policy_model == "smollm2-135m-instruct" and quick.ptx_coef > 0 and quick.target_kl == 6.0
+
+
+def test_unknown_key_is_an_error(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("num_step: 3\n")
+    with pytest.raises((ValueError, SystemExit)):
+        parse_config(["--config", str(bad)])
+
+
+def test_values_wrong_on_their_own():
+    for field, kwargs in [
+        ("micro_batch_size", dict(mini_batch_size=4, micro_batch_size=3)),
+        ("mini_batch_size", dict(rollout_batch_size=8, mini_batch_size=3)),
+        ("mini_batch_size", dict(rollout_batch_size=4, mini_batch_size=8)),
+        ("kl_estimator", dict(kl_estimator="k4")),
+        ("value_init", dict(value_init="zeros")),
+        ("value_init", dict(value_init="reward_model", reward_models=[])),
+        ("pretrain_data", dict(ptx_coef=0.5, pretrain_data=None)),
+        ("temperature", dict(temperature=0.0)),
+        ("target_kl", dict(target_kl=-1.0)),
+        ("reward_models", dict(reward_models=[{"weight": 2.0}])),
+        ("num_steps", dict(num_steps=0)),
+    ]:
+        expect(field, lambda: PPOConfig(**kwargs))
+
+
+def test_bad_inputs_fail_before_any_model_is_loaded(tmp_path, prompts_file, no_model_loading):
+    # a prompt longer than the context minus max_new_tokens (tiny models: 1024 positions)
+    long_prompts = tmp_path / "long.txt"
+    long_prompts.write_text("Say hi.\n" + "word " * 1100 + "\n")
+    expect("prompts", tiny_config(tmp_path, long_prompts))
+    expect("prompts", tiny_config(tmp_path, prompts_file, max_new_tokens=1000))  # 24 tokens left < 33-token prompt
+    expect("max_new_tokens", tiny_config(tmp_path, prompts_file, max_new_tokens=1024))
+    # prompts files
+    expect("prompts", tiny_config(tmp_path, tmp_path / "missing.jsonl"))
+    broken = tmp_path / "broken.jsonl"
+    broken.write_text('{"text": "no prompt key"}\n')
+    expect("prompts", tiny_config(tmp_path, broken))
+    # pretraining data: missing, empty, too short for one block
+    expect("pretrain_data", tiny_config(tmp_path, prompts_file, ptx_coef=0.1, pretrain_data=str(tmp_path / "nope.txt")))
+    empty = tmp_path / "empty.txt"
+    empty.write_text("  \n\n")
+    expect("pretrain_data", tiny_config(tmp_path, prompts_file, ptx_coef=0.1, pretrain_data=str(empty)))
+    short = tmp_path / "short.txt"
+    short.write_text("a few words")
+    expect("pretrain_data", tiny_config(tmp_path, prompts_file, ptx_coef=0.1, pretrain_data=str(short),
+                                        ptx_max_length=64))
+    # stop token that is several tokens
+    expect("stop_token", tiny_config(tmp_path, prompts_file, stop_token="THE END, really"))
+    # a reward-model path that is not a reward model
+    expect("reward_models", tiny_config(tmp_path, prompts_file, reward_models=[str(tmp_path)]))
+    # no reward at all
+    with pytest.raises(PPOConfigError, match="^reward_models:"):
+        PPOTrainer(tiny_config(tmp_path, prompts_file))
+    expect("resume_from", tiny_config(tmp_path, prompts_file, resume_from=str(tmp_path / "no_checkpoint")))
+
+
+def test_critic_from_a_reward_model_with_another_tokenizer_is_refused(tmp_path, prompts_file, no_model_loading):
+    from rlhf.models import load_tokenizer
+
+    rm = tmp_path / "rm"
+    rm.mkdir()
+    (rm / "config.json").write_text(json.dumps({"architectures": ["LlamaForSequenceClassification"], "num_labels": 1}))
+    tokenizer = load_tokenizer("tiny-random-llama")
+    tokenizer.add_tokens(["<extra_token_for_test>"])
+    tokenizer.save_pretrained(rm)
+    expect("value_init", tiny_config(tmp_path, prompts_file, reward_models=[str(rm)], value_init="reward_model"))
+
+
+PROFILES = ["cpu", "multi_gpu", "deepspeed_zero2", "deepspeed_zero3", "fsdp"]
+
+
+@pytest.mark.parametrize("profile", PROFILES)
+def test_accelerate_profiles_are_valid_accelerate_configs(profile):
+    from accelerate.commands.config.config_args import ClusterConfig
+    from accelerate.utils import DistributedType
+
+    path = ROOT / "configs/accelerate" / f"{profile}.yaml"
+    raw = yaml.safe_load(path.read_text())
+    config = ClusterConfig.from_yaml_file(str(path))  # rejects unknown top-level keys, converts enums
+    assert "#" in path.read_text()  # documented
+    assert config.mixed_precision in ("no", "fp16", "bf16")
+    assert config.num_machines == 1 and config.num_processes >= 1
+    expected = {"cpu": DistributedType.NO, "multi_gpu": DistributedType.MULTI_GPU,
+                "deepspeed_zero2": DistributedType.DEEPSPEED, "deepspeed_zero3": DistributedType.DEEPSPEED,
+                "fsdp": DistributedType.FSDP}[profile]
+    assert config.distributed_type == expected
+    if profile.startswith("deepspeed"):
+        assert raw["deepspeed_config"]["zero_stage"] == int(profile[-1])
+        # the trainer accumulates micro-batches itself; DeepSpeed must not accumulate again
+        assert raw["deepspeed_config"]["gradient_accumulation_steps"] == 1
+    if profile == "fsdp":
+        assert raw["fsdp_config"]["fsdp_version"] == 2
+    if profile == "cpu":
+        assert config.use_cpu and config.num_processes == 1

@@ -1,0 +1,104 @@
+"""PPO trainer on a tiny model: a planted reward rises with bounded KL, sampling and
+log-probabilities use the same temperature, the score sits on the last real token, and
+the LoRA reference is the base model."""
+
+import torch
+
+from ppo.trainer import PPOTrainer, collate, response_logprobs
+from rlhf.generation import chat_prompt_ids
+from rlhf.models import load_model
+from ppo_test_utils import planted_policy, tiny_config
+
+
+def test_planted_reward_rises_with_bounded_kl(tmp_path, prompts_file):
+    policy, reward = planted_policy()
+    config = tiny_config(tmp_path, prompts_file, rollout_batch_size=16, mini_batch_size=16, micro_batch_size=8,
+                         num_steps=15, max_new_tokens=8, init_kl_coef=0.05, sample_table_every=5)
+    summary = PPOTrainer(config, reward_fn=reward, policy=policy).train()
+    history = summary["history"]
+    scores = [h["reward/score"] for h in history]
+    first, last = sum(scores[:3]) / 3, sum(scores[-3:]) / 3
+    assert 0.35 < first < 0.6  # about half the vocabulary is rewarded at the start
+    assert last > first + 0.12, scores
+    kls = [h["kl/per_sequence"] for h in history]
+    assert abs(kls[0]) < 1e-5  # the first rollout is sampled from the reference itself
+    assert max(kls) < 15.0, kls  # bounded: under 2 nats per token over 8 tokens
+    assert all(h["policy/approx_kl"] < 0.5 for h in history)
+    # metrics.jsonl holds one line per iteration with every logged key
+    lines = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+    assert len(lines) == 15
+    for key in ("reward/raw", "kl/coef", "policy/entropy", "policy/clip_fraction", "loss/value",
+                "value/explained_variance", "response/length", "response/stop_rate"):
+        assert key in history[-1]
+    assert (tmp_path / "run" / "policy" / "config.json").exists()
+
+
+def test_temperature_is_the_same_for_sampling_and_logprobs(tmp_path, prompts_file):
+    policy, reward = planted_policy()
+    trainer = PPOTrainer(tiny_config(tmp_path, prompts_file, temperature=0.5), reward_fn=reward, policy=policy)
+    prompts = [chat_prompt_ids(trainer.tokenizer, p) for p in ["Say hi.", "Name a planet, please."]]
+    responses, _, scores = trainer._sample(prompts, seed=3, return_scores=True)
+    rows = trainer._forward_rollout(prompts, responses)
+    for i, response in enumerate(responses):
+        # generate's processed scores are logits / T; their log-softmax at the sampled token
+        # must equal the stored log-probs (left padding and KV cache included).
+        from_generate = torch.stack([torch.log_softmax(scores[t][i].float(), -1)[tok]
+                                     for t, tok in enumerate(response)])
+        torch.testing.assert_close(rows[i]["logprobs"], from_generate, atol=1e-4, rtol=0)
+    # and they are really tempered: T = 1 log-probs differ
+    input_ids, mask, _, width = collate(prompts, responses, trainer.tokenizer.pad_token_id)
+    with torch.no_grad():
+        logits, _, _ = trainer.unwrapped(input_ids, mask)
+    untempered = response_logprobs(logits[:, width - 1:-1], input_ids[:, width:], 1.0)
+    tempered = response_logprobs(logits[:, width - 1:-1], input_ids[:, width:], 0.5)
+    n = len(responses[0])
+    torch.testing.assert_close(rows[0]["logprobs"], tempered[0, :n], atol=1e-5, rtol=0)
+    assert (rows[0]["logprobs"] - untempered[0, :n]).abs().max() > 0.1
+
+
+def test_score_on_last_real_token_when_responses_stop_early(tmp_path, prompts_file):
+    policy, _ = planted_policy()
+    config = tiny_config(tmp_path, prompts_file, rollout_batch_size=4, mini_batch_size=4, micro_batch_size=4,
+                         max_new_tokens=6, missing_stop_penalty=-1.0, score_clip=None)
+    trainer = PPOTrainer(config, reward_fn=lambda p, c, r: [0.5 + i for i in range(len(r))], policy=policy)
+    stop = trainer.stop_id
+    planted = [[11, 12, stop], [13, stop], [14, 15, 16, 17, 18, 19], [20, 21, 22, 23, stop]]
+
+    def fake_sample(prompt_ids, seed, max_new_tokens=None, return_scores=False):
+        return [list(r) for r in planted], [r[-1] == stop for r in planted]
+
+    trainer._sample = fake_sample
+    batch = trainer.rollout(step=0)
+    lengths = [3, 2, 6, 5]
+    assert batch["mask"].sum(1).tolist() == lengths
+    assert batch["has_stop"].tolist() == [True, True, False, True]
+    score_part = batch["rewards"] - batch["non_score_rewards"]
+    expected_scores = [0.5, 1.5, -1.0, 3.5]  # row 2 never stopped: missing_stop_penalty replaces its score
+    for row, (length, score) in enumerate(zip(lengths, expected_scores)):
+        assert abs(score_part[row, length - 1].item() - score) < 1e-6  # on the stop token itself
+        others = torch.cat([score_part[row, :length - 1], score_part[row, length:]])
+        assert others.abs().max().item() < 1e-6  # nowhere else, in particular not on the first pad
+    assert batch["rewards"][~batch["mask"]].abs().max() == 0
+    assert "<|im_end|>" not in " ".join(batch["completions"])  # the stop token is not in the scored text
+
+
+def test_lora_reference_is_the_base_model_with_adapters_disabled(tmp_path, prompts_file):
+    policy, reward = planted_policy()
+    base = load_model("tiny-random-llama", seed=0, initializer_range=0.3).eval()
+    config = tiny_config(tmp_path, prompts_file, use_lora=True, lora_r=4, lora_alpha=8, num_steps=2,
+                         learning_rate=5e-2)
+    trainer = PPOTrainer(config, reward_fn=reward, policy=policy)
+    assert trainer.ref_policy is None  # no second copy of the network
+    trainer.train()
+    prompts = [chat_prompt_ids(trainer.tokenizer, p) for p in ["Say hi.", "Name a colour for me."]]
+    responses = [[100, 200, 300], [400, 500]]
+    rows = trainer._forward_rollout(prompts, responses)
+    input_ids, mask, _, width = collate(prompts, responses, trainer.tokenizer.pad_token_id)
+    position_ids = (mask.cumsum(1) - 1).clamp_min(0)
+    with torch.no_grad():
+        base_logits = base(input_ids=input_ids, attention_mask=mask, position_ids=position_ids).logits
+    expected = response_logprobs(base_logits[:, width - 1:-1], input_ids[:, width:], config.temperature)
+    for i, r in enumerate(responses):
+        torch.testing.assert_close(rows[i]["ref_logprobs"], expected[i, :len(r)], atol=1e-5, rtol=0)
+        # the trained policy itself moved away from the base model
+        assert (rows[i]["logprobs"] - expected[i, :len(r)]).abs().max() > 1e-3
