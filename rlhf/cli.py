@@ -14,6 +14,7 @@ SUBCOMMANDS = {
     "prepare-model": ("rlhf.prepare", "convert the embedded GGUF model into the local cache (done once)"),
     "train-rm": ("reward_model.train", "fit a reward model (accelerate launch -m reward_model.train works too)"),
     "eval-rm": ("reward_model.evaluate", "evaluate a reward model: accuracy, RewardBench, calibration, length bias"),
+    "pipeline": ("ppo.pipeline", "the whole loop: comparisons, reward model, PPO-ptx, report"),
     "ppo": ("ppo.train", "PPO-ptx fine-tuning with a per-token KL penalty (accelerate launch -m ppo.train works too)"),
     "label": ("labeling_app.__main__", "serve the Gradio labelling app for a project config"),
     "robot": ("robot.cli", "robot preference learning: train | evaluate | clips"),
