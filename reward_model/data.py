@@ -77,6 +77,21 @@ def _best_index(comparison: Comparison) -> int:
     return best[0] if len(best) == 1 else -1
 
 
+def pad_sequences(sequences: list[list[int]], pad_token_id: int, padding_side: str = "right",
+                  pad_to_multiple_of: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(input_ids, attention_mask) of token-id lists padded to one length."""
+    length = max(len(s) for s in sequences)
+    if pad_to_multiple_of:
+        length = -(-length // pad_to_multiple_of) * pad_to_multiple_of
+    input_ids = torch.full((len(sequences), length), pad_token_id, dtype=torch.long)
+    attention_mask = torch.zeros((len(sequences), length), dtype=torch.long)
+    for row, ids in enumerate(sequences):
+        span = slice(0, len(ids)) if padding_side == "right" else slice(length - len(ids), length)
+        input_ids[row, span] = torch.tensor(ids)
+        attention_mask[row, span] = 1
+    return input_ids, attention_mask
+
+
 @dataclass
 class ComparisonCollator:
     """Pads all items of all comparisons in a batch into one (sum K, L) tensor."""
@@ -87,15 +102,8 @@ class ComparisonCollator:
 
     def __call__(self, examples: list[dict]) -> dict[str, torch.Tensor]:
         sequences = [ids for example in examples for ids in example["input_ids"]]
-        length = max(len(s) for s in sequences)
-        if self.pad_to_multiple_of:
-            length = -(-length // self.pad_to_multiple_of) * self.pad_to_multiple_of
-        input_ids = torch.full((len(sequences), length), self.pad_token_id, dtype=torch.long)
-        attention_mask = torch.zeros((len(sequences), length), dtype=torch.long)
-        for row, ids in enumerate(sequences):
-            span = slice(0, len(ids)) if self.padding_side == "right" else slice(length - len(ids), length)
-            input_ids[row, span] = torch.tensor(ids)
-            attention_mask[row, span] = 1
+        input_ids, attention_mask = pad_sequences(sequences, self.pad_token_id, self.padding_side,
+                                                  self.pad_to_multiple_of)
         k_max = max(len(example["input_ids"]) for example in examples)
         item_mask = torch.zeros((len(examples), k_max), dtype=torch.bool)
         ranks = torch.full((len(examples), k_max), -1, dtype=torch.long)

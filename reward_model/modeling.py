@@ -41,6 +41,19 @@ def sequence_scores(model, input_ids: torch.Tensor, attention_mask: torch.Tensor
     return hf.score(pooled).squeeze(-1).float()
 
 
+@torch.no_grad()
+def score_token_lists(model, sequences: list[list[int]], pad_token_id: int, batch_size: int = 16) -> torch.Tensor:
+    """Scores of token-id sequences, `batch_size` at a time."""
+    from reward_model.data import pad_sequences
+
+    device = next(model.parameters()).device
+    scores = []
+    for start in range(0, len(sequences), batch_size):
+        input_ids, attention_mask = pad_sequences(sequences[start:start + batch_size], pad_token_id)
+        scores.append(sequence_scores(model, input_ids.to(device), attention_mask.to(device)))
+    return torch.cat(scores)
+
+
 class NotARewardModelError(ValueError):
     pass
 
@@ -86,19 +99,13 @@ class RewardModel:
     def member_scores(self, prompts: list, completions: list, normalize: bool = True, batch_size: int = 16,
                       bf16: bool = False) -> torch.Tensor:
         """(members, n) scores of each prompt + completion."""
-        from reward_model.data import ComparisonCollator, format_item
+        from reward_model.data import format_item
 
         sequences = [format_item(self.tokenizer, p, c) for p, c in zip(prompts, completions, strict=True)]
-        collate = ComparisonCollator(self.tokenizer.pad_token_id)
         rows = []
         for member, stats in zip(self.members, self.stats):
-            scores = []
-            for start in range(0, len(sequences), batch_size):
-                batch = collate([{"input_ids": [s], "ranks": [0], "is_pair": False, "label": 0.0, "margin": 0.0,
-                                  "weight": 1.0, "choice": 0} for s in sequences[start:start + batch_size]])
-                with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-                    scores.append(sequence_scores(member, batch["input_ids"], batch["attention_mask"]))
-            scores = torch.cat(scores)
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                scores = score_token_lists(member, sequences, self.tokenizer.pad_token_id, batch_size)
             if normalize:
                 scores = (scores - stats["mean"]) / stats["std"]
             rows.append(scores)

@@ -24,7 +24,7 @@ import torch
 from transformers import TrainingArguments
 
 from reward_model.data import ComparisonCollator, tokenize_comparisons
-from reward_model.modeling import ENSEMBLE_FILE, STATS_FILE, sequence_scores
+from reward_model.modeling import ENSEMBLE_FILE, STATS_FILE, score_token_lists
 from reward_model.trainer import LOSSES, PreferenceRewardTrainer
 
 
@@ -118,17 +118,10 @@ def build_model(config: RewardModelConfig, seed: int):
     return model
 
 
-@torch.no_grad()
 def reward_statistics(model, sequences: list[list[int]], pad_token_id: int, batch_size: int = 16) -> dict:
     """Mean and std of the model's scores on reference sequences."""
     model.eval()
-    collate = ComparisonCollator(pad_token_id)
-    scores = []
-    for start in range(0, len(sequences), batch_size):
-        batch = collate([{"input_ids": [s], "ranks": [0], "is_pair": False, "label": 0.0, "margin": 0.0,
-                          "weight": 1.0, "choice": 0} for s in sequences[start:start + batch_size]])
-        scores.append(sequence_scores(model, batch["input_ids"].to(model.device), batch["attention_mask"].to(model.device)))
-    scores = torch.cat(scores)
+    scores = score_token_lists(model, sequences, pad_token_id, batch_size)
     return {"mean": scores.mean().item(), "std": max(scores.std().item(), 1e-6), "n": len(scores)}
 
 
