@@ -14,7 +14,15 @@ from rlhf.losses import (
     plackett_luce_loss,
 )
 
-torch.set_default_dtype(torch.float64)
+
+
+@pytest.fixture(autouse=True)
+def float64_by_default():
+    """Reference values are compared in float64; restore the default for other test files."""
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(previous)
 
 
 def sigmoid(x):
