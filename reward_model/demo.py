@@ -1,7 +1,10 @@
 """The reward-model demo (`make demo`, `rlhf demo`): the first stage end to end.
 
 1. sample K = 4 completions per built-in prompt from the embedded SmolLM2-135M-Instruct
-   (cached in the output folder, reused when model and sampling settings match);
+   (cached in the output folder, reused when model and sampling settings match). Sampling
+   the 932 completions takes about 20 minutes on a 2-core CPU, so the samples of the
+   default settings ship in `reward_model/data/demo_samples.jsonl` (written by this same
+   code) and are used when the settings match; `--resample` samples afresh;
 2. score them with the transparent gold rubric (`rlhf.rubric`) and rank them with a
    simulated B-Pref mistake teacher (eps = 0.1), which is what a reward model sees;
 3. train a reward model on the training prompts (configs/reward_model/quickstart.yaml);
@@ -34,6 +37,8 @@ def parse_args(argv):
     parser.add_argument("--eps", type=float, default=0.1, help="teacher mistake probability (default: %(default)s)")
     parser.add_argument("--heldout-fraction", type=float, default=0.25, help="share of prompts held out")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--resample", action="store_true",
+                        help="sample afresh instead of using cached or shipped samples")
     parser.add_argument("--out", default="runs/demo", help="output folder (default: %(default)s)")
     parser.add_argument("--rm-override", nargs="*", default=[], metavar="--FIELD VALUE",
                         help="extra reward-model config overrides, e.g. --rm-override --num_train_epochs 2")
@@ -51,10 +56,13 @@ def sample_or_reuse(args, prompts: list[str], out: Path, console) -> list[list[s
                 "temperature": args.temperature, "seed": args.seed,
                 "prompts": hashlib.sha256("\n".join(prompts).encode()).hexdigest()[:16]}
     cache = out / "samples.jsonl"
-    if cache.exists():
-        lines = cache.read_text().splitlines()
+    shipped = Path(__file__).resolve().parent / "data" / "demo_samples.jsonl"
+    for source in ([] if getattr(args, "resample", False) else [cache, shipped]):
+        if not source.exists():
+            continue
+        lines = source.read_text().splitlines()
         if lines and json.loads(lines[0]) == {"settings": settings}:
-            console.print(f"   reusing {len(lines) - 1} cached prompts x {args.k} completions from {cache}")
+            console.print(f"   reusing {len(lines) - 1} cached prompts x {args.k} completions from {source}")
             return [json.loads(line)["completions"] for line in lines[1:]]
     from rlhf.generation import sample_completions
     from rlhf.models import load_model, load_tokenizer
