@@ -15,12 +15,11 @@ Scores come from either
 from __future__ import annotations
 
 import importlib
-import json
 import math
 from itertools import combinations
 from pathlib import Path
 
-from .sources import Item, SourceError
+from .sources import Item, SourceError, read_jsonl
 
 
 def disagreement(member_scores: list[list[float]]) -> float:
@@ -51,18 +50,11 @@ def priorities(config, items: list[Item]) -> dict[str, float]:
     out: dict[str, float] = {}
     if "scores" in ensemble:
         path = Path(ensemble["scores"])
-        with path.open(encoding="utf-8") as handle:
-            for number, text in enumerate(handle, start=1):
-                if not text.strip():
-                    continue
-                try:
-                    row = json.loads(text)
-                except json.JSONDecodeError as err:
-                    raise SourceError(f"malformed JSON ({err.msg})", path, number) from None
-                item = by_id.get(str(row.get("id")))
-                if item is None:
-                    raise SourceError(f"no item with id {row.get('id')!r} in the sources", path, number, "id")
-                out[item.id] = disagreement(_check_scores(row.get("scores"), item.k, path, number))
+        for number, row in read_jsonl(path):
+            item = by_id.get(str(row.get("id")))
+            if item is None:
+                raise SourceError(f"no item with id {row.get('id')!r} in the sources", path, number, "id")
+            out[item.id] = disagreement(_check_scores(row.get("scores"), item.k, path, number))
     elif "scorer" in ensemble:
         module_name, _, function_name = ensemble["scorer"].partition(":")
         scorer = getattr(importlib.import_module(module_name), function_name)

@@ -77,7 +77,7 @@ def _check_text(value: Any, source, line, name) -> None:
                       source, line, name)
 
 
-def _read_jsonl(path: Path):
+def read_jsonl(path: Path):
     with path.open(encoding="utf-8") as handle:
         for number, text in enumerate(handle, start=1):
             if not text.strip():
@@ -122,7 +122,7 @@ def _text_item(row: dict, completions: Any, name: str, path: Path, number: int, 
 
 def load_jsonl(path: Path, task: str) -> list[Item]:
     items = []
-    for number, row in _read_jsonl(path):
+    for number, row in read_jsonl(path):
         if "completions" not in row:
             raise SourceError("missing required field", path, number, "completions")
         items.append(_text_item(row, row["completions"], "completions", path, number, task))
@@ -131,7 +131,7 @@ def load_jsonl(path: Path, task: str) -> list[Item]:
 
 def load_generations(path: Path, task: str) -> list[Item]:
     items = []
-    for number, row in _read_jsonl(path):
+    for number, row in read_jsonl(path):
         name = next((n for n in ("generations", "completions", "responses", "items") if n in row), None)
         if name is None:
             raise SourceError("missing field: expected one of 'generations', 'completions', 'responses', "
