@@ -30,14 +30,19 @@ def _hf_model(model):
 
 
 def sequence_scores(model, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-    """Scalar score per sequence from a `*ForSequenceClassification` model (num_labels=1)."""
-    hf = _hf_model(model)
-    backbone = getattr(hf, hf.base_model_prefix)
+    """Scalar score per sequence from a `*ForSequenceClassification` model (num_labels=1).
+
+    A bare (or peft) model runs only its backbone. A model wrapped by DistributedDataParallel
+    must run through the wrapper's forward, which sets up the gradient all-reduce; its last
+    hidden state (after the final norm) then comes from ``output_hidden_states``."""
     position_ids = (attention_mask.cumsum(dim=1) - 1).clamp_min(0)
-    hidden = backbone(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
-                      use_cache=False).last_hidden_state
-    last = last_token_index(attention_mask)
-    pooled = hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
+    inputs = dict(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=False)
+    hf = _hf_model(getattr(model, "module", model))
+    if hasattr(model, "module"):
+        hidden = model(**inputs, output_hidden_states=True).hidden_states[-1]
+    else:
+        hidden = getattr(hf, hf.base_model_prefix)(**inputs).last_hidden_state
+    pooled = hidden[torch.arange(hidden.shape[0], device=hidden.device), last_token_index(attention_mask)]
     return hf.score(pooled).squeeze(-1).float()
 
 

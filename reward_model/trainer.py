@@ -12,7 +12,7 @@ from typing import Literal
 import torch
 from transformers import Trainer
 
-from reward_model.modeling import _hf_model, last_token_index, sequence_scores
+from reward_model.modeling import sequence_scores
 from rlhf.losses import (
     best_of_k_loss,
     bradley_terry_loss,
@@ -105,7 +105,7 @@ class PreferenceRewardTrainer(Trainer):
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         mode = "train" if model.training else "eval"
-        flat = self._sequence_scores(model, inputs["input_ids"], inputs["attention_mask"])
+        flat = sequence_scores(model, inputs["input_ids"], inputs["attention_mask"])
         scores = scatter_scores(flat, inputs["item_mask"])
         loss = comparison_loss(scores, inputs, self.loss_type, self.noise, self.use_margin,
                                self.center_rewards_coefficient)
@@ -122,23 +122,6 @@ class PreferenceRewardTrainer(Trainer):
         if return_outputs:
             return loss, {"scores": scores}
         return loss
-
-    def _sequence_scores(self, model, input_ids, attention_mask):
-        """`sequence_scores` through the wrapper's forward when `Trainer` has wrapped the model
-        (DistributedDataParallel under torchrun): DDP prepares its gradient all-reduce in its
-        forward, so calling the backbone directly would fail on the wrapper (no
-        `base_model_prefix`) or, once unwrapped, train each rank on its own gradients. The
-        last hidden state (after the final norm) comes from ``output_hidden_states``; pooling
-        and the score head are the same as in `sequence_scores`."""
-        unwrapped = self.accelerator.unwrap_model(model)
-        if unwrapped is model:
-            return sequence_scores(model, input_ids, attention_mask)
-        position_ids = (attention_mask.cumsum(dim=1) - 1).clamp_min(0)
-        outputs = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
-                        use_cache=False, output_hidden_states=True)
-        hidden = outputs.hidden_states[-1]
-        pooled = hidden[torch.arange(hidden.shape[0], device=hidden.device), last_token_index(attention_mask)]
-        return _hf_model(unwrapped).score(pooled).squeeze(-1).float()
 
     def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
         inputs = self._prepare_inputs(inputs)
