@@ -100,9 +100,8 @@ def text_nll(model, tokenizer, text: str, block: int = 128) -> float:
 
 def build_comparisons(config: PipelineConfig, out: Path, console):
     """Rankings of the policy's completions by the simulated teacher, or imported labels."""
-    from reward_model.demo import sample_or_reuse
+    from reward_model.demo import rubric_rankings, sample_or_reuse
     from rlhf.generation import builtin_prompts
-    from rlhf.labelers import mistake
     from rlhf.preferences import load_comparisons
 
     if config.labels is not None:
@@ -113,13 +112,7 @@ def build_comparisons(config: PipelineConfig, out: Path, console):
     sampling = SimpleNamespace(model=config.policy_model, k=config.k, max_new_tokens=config.max_new_tokens,
                                temperature=config.temperature, seed=config.seed, sample_batch_size=64)
     completions = sample_or_reuse(sampling, prompts, out, console)
-    from rlhf.rubric import gold_score
-
-    gold = np.array([[gold_score(text) for text in row] for row in completions])
-    comparisons = mistake(eps=config.eps, seed=config.seed).label_rankings(gold, items=completions, prompts=prompts)
-    for index, comparison in enumerate(comparisons):
-        comparison.id = f"prompt-{index}"
-    return comparisons
+    return rubric_rankings(completions, prompts, config.eps, config.seed)[1]
 
 
 def split_prompts(comparisons, fraction: float, seed: int):

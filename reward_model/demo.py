@@ -80,6 +80,19 @@ def sample_or_reuse(args, prompts: list[str], out: Path, console) -> list[list[s
     return completions
 
 
+def rubric_rankings(completions: list[list[str]], prompts: list[str], eps: float, seed: int):
+    """Gold rubric scores (prompts x K) and the mistake teacher's rankings of them, with
+    ids ``prompt-<index>``; the demo and `rlhf pipeline` label their samples this way."""
+    from rlhf.labelers import mistake
+    from rlhf.rubric import gold_score
+
+    gold = np.array([[gold_score(text) for text in row] for row in completions])
+    rankings = mistake(eps=eps, seed=seed).label_rankings(gold, items=completions, prompts=prompts)
+    for index, comparison in enumerate(rankings):
+        comparison.id = f"prompt-{index}"
+    return gold, rankings
+
+
 def gold_pair_accuracy(scores: np.ndarray, gold: np.ndarray) -> tuple[float, int]:
     """Share of within-prompt pairs with different gold scores that the model orders like gold."""
     correct = total = 0
@@ -101,9 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     from reward_model.train import parse_config, train
     from reward_model.trainer import pair_metrics
     from rlhf.generation import builtin_prompts
-    from rlhf.labelers import mistake
     from rlhf.preferences import save_comparisons
-    from rlhf.rubric import gold_score
 
     import torch
 
@@ -118,11 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     timings["sampling_s"] = time.time() - started
 
     console.print(f"[bold]2.[/] gold rubric scores; rankings from a mistake teacher (eps={args.eps})")
-    gold = np.array([[gold_score(text) for text in row] for row in completions])
-    teacher = mistake(eps=args.eps, seed=args.seed)
-    rankings = teacher.label_rankings(gold, items=completions, prompts=prompts)
-    for index, comparison in enumerate(rankings):
-        comparison.id = f"prompt-{index}"
+    gold, rankings = rubric_rankings(completions, prompts, args.eps, args.seed)
     order = np.random.default_rng(args.seed).permutation(len(prompts))
     n_heldout = max(1, round(args.heldout_fraction * len(prompts)))
     heldout_ids = set(order[:n_heldout].tolist())
