@@ -8,6 +8,10 @@ sequences, never 12 expanded pairs. The collator also returns the judgement as t
 Formatting follows TRL: conversational data (lists of messages) goes through the chat
 template; plain text is prompt + completion with EOS appended when missing. A text prompt
 with conversational items, or the reverse, is wrapped as a user/assistant turn.
+
+With ``padding_free=True`` the collator packs the sequences into rows no longer than the
+longest one instead of padding each to that length (see `pack_sequences`): fewer tokens
+go through the model and the scores are the same.
 """
 
 from __future__ import annotations
@@ -92,18 +96,60 @@ def pad_sequences(sequences: list[list[int]], pad_token_id: int, padding_side: s
     return input_ids, attention_mask
 
 
+def pack_sequences(sequences: list[list[int]], pad_token_id: int) -> dict[str, torch.Tensor]:
+    """Padding-free layout: sequences placed first-fit-decreasing into rows as long as the
+    longest sequence, so short ones share a row instead of each being padded.
+
+    Returns ``input_ids`` and ``position_ids`` (rows, length), the positions restarting at 0
+    for every sequence (transformers reads that as separate sequences and masks attention
+    between them; the unused tail of a row is one more such segment), and
+    ``score_positions`` (n, 2): row and column of each sequence's last token, in input order.
+    (First-fit-decreasing is a few lines and no library offers it for token lists.)"""
+    capacity = max(len(ids) for ids in sequences)
+    rows: list[list[int]] = []
+    used: list[int] = []
+    for index in sorted(range(len(sequences)), key=lambda i: -len(sequences[i])):
+        length = len(sequences[index])
+        row = next((r for r, filled in enumerate(used) if filled + length <= capacity), None)
+        if row is None:
+            rows.append([])
+            used.append(0)
+            row = len(rows) - 1
+        rows[row].append(index)
+        used[row] += length
+    input_ids = torch.full((len(rows), capacity), pad_token_id, dtype=torch.long)
+    position_ids = torch.zeros((len(rows), capacity), dtype=torch.long)
+    score_positions = torch.zeros((len(sequences), 2), dtype=torch.long)
+    for row, members in enumerate(rows):
+        start = 0
+        for index in members:
+            length = len(sequences[index])
+            input_ids[row, start:start + length] = torch.tensor(sequences[index])
+            position_ids[row, start:start + length] = torch.arange(length)
+            score_positions[index] = torch.tensor([row, start + length - 1])
+            start += length
+        position_ids[row, start:] = torch.arange(capacity - start)
+    return {"input_ids": input_ids, "position_ids": position_ids, "score_positions": score_positions}
+
+
 @dataclass
 class ComparisonCollator:
-    """Pads all items of all comparisons in a batch into one (sum K, L) tensor."""
+    """Pads (or, with ``padding_free``, packs) all items of all comparisons in a batch into
+    one tensor of token rows."""
 
     pad_token_id: int
     padding_side: Literal["right", "left"] = "right"
     pad_to_multiple_of: int | None = None
+    padding_free: bool = False
 
     def __call__(self, examples: list[dict]) -> dict[str, torch.Tensor]:
         sequences = [ids for example in examples for ids in example["input_ids"]]
-        input_ids, attention_mask = pad_sequences(sequences, self.pad_token_id, self.padding_side,
-                                                  self.pad_to_multiple_of)
+        if self.padding_free:
+            tokens = pack_sequences(sequences, self.pad_token_id)
+        else:
+            input_ids, attention_mask = pad_sequences(sequences, self.pad_token_id, self.padding_side,
+                                                      self.pad_to_multiple_of)
+            tokens = {"input_ids": input_ids, "attention_mask": attention_mask}
         k_max = max(len(example["input_ids"]) for example in examples)
         item_mask = torch.zeros((len(examples), k_max), dtype=torch.bool)
         ranks = torch.full((len(examples), k_max), -1, dtype=torch.long)
@@ -112,8 +158,8 @@ class ComparisonCollator:
             item_mask[row, :k] = True
             ranks[row, :k] = torch.tensor(example["ranks"])
         return {
-            "input_ids": input_ids,
-            "attention_mask": attention_mask,
+            **tokens,
+            "num_tokens": torch.tensor(sum(len(ids) for ids in sequences)),
             "item_mask": item_mask,
             "ranks": ranks,
             "is_pair": torch.tensor([example["is_pair"] for example in examples]),

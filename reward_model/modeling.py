@@ -5,6 +5,10 @@ from the pad token: transformers' sequence-classification models take the rightm
 that is not the pad token, which, when pad and EOS are the same token (SmolLM2's
 ``<|im_end|>``), skips the EOS and scores the token before it. Position ids are computed
 from the mask as well, so left- and right-padded batches give the same scores.
+
+Batches come padded (``attention_mask``) or packed without padding (``position_ids`` that
+restart at 0 for every sequence, no mask: transformers then builds the block-diagonal
+causal mask itself) with ``score_positions`` saying where each sequence ends.
 """
 
 from __future__ import annotations
@@ -29,21 +33,64 @@ def _hf_model(model):
     return model.get_base_model() if hasattr(model, "get_base_model") else model
 
 
-def sequence_scores(model, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+def sequence_scores(model, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, *,
+                    position_ids: torch.Tensor | None = None,
+                    score_positions: torch.Tensor | None = None) -> torch.Tensor:
     """Scalar score per sequence from a `*ForSequenceClassification` model (num_labels=1).
 
-    A bare (or peft) model runs only its backbone. A model wrapped by DistributedDataParallel
-    must run through the wrapper's forward, which sets up the gradient all-reduce; its last
-    hidden state (after the final norm) then comes from ``output_hidden_states``."""
-    position_ids = (attention_mask.cumsum(dim=1) - 1).clamp_min(0)
-    inputs = dict(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=False)
-    hf = _hf_model(getattr(model, "module", model))
-    if hasattr(model, "module"):
-        hidden = model(**inputs, output_hidden_states=True).hidden_states[-1]
-    else:
-        hidden = getattr(hf, hf.base_model_prefix)(**inputs).last_hidden_state
-    pooled = hidden[torch.arange(hidden.shape[0], device=hidden.device), last_token_index(attention_mask)]
-    return hf.score(pooled).squeeze(-1).float()
+    Padded batch: ``attention_mask`` given, one sequence per row, scored at its last real
+    token. Packed batch (see `reward_model.data.pack_sequences`): no mask; ``position_ids``
+    restart for every sequence and ``score_positions`` (n, 2) holds the (row, column) of
+    each sequence's last token, in the original order.
+
+    The model runs through its own (possibly DDP/FSDP/DeepSpeed-wrapped) forward, so sharded
+    parameters are gathered and gradients synchronised as the wrapper expects; the score
+    head's per-position output is captured with a forward hook and read at our positions
+    (the model's own pooling, by pad token, is ignored)."""
+    if attention_mask is not None:
+        position_ids = (attention_mask.cumsum(dim=1) - 1).clamp_min(0)
+        rows = torch.arange(input_ids.shape[0], device=input_ids.device)
+        score_positions = torch.stack([rows, last_token_index(attention_mask)], dim=1)
+    elif position_ids is None or score_positions is None:
+        raise ValueError("sequence_scores: give attention_mask (padded batch) or position_ids and score_positions "
+                         "(packed batch)")
+    head = _hf_model(getattr(model, "module", model)).score
+    captured = []
+    handle = head.register_forward_hook(lambda module, args, output: captured.append(output))
+    try:
+        model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=False)
+    finally:
+        handle.remove()
+    per_position = captured[-1].squeeze(-1)  # (rows, length)
+    return per_position[score_positions[:, 0], score_positions[:, 1]].float()
+
+
+def check_padding_free(model, pad_token_id: int, atol: float = 1e-4) -> None:
+    """Raise unless packed scoring equals one-sequence-at-a-time scoring for this model.
+
+    Packing relies on the model honouring restarting ``position_ids`` (transformers'
+    packed-sequence masks); an architecture that does not would let sequences attend to
+    each other and train on wrong scores without any error, so this is checked once."""
+    from reward_model.data import pack_sequences
+
+    vocab = model.config.vocab_size
+    sequences = [[(7 * i + 3) % vocab for i in range(5)], [(11 * i + 1) % vocab for i in range(3)],
+                 [(13 * i + 5) % vocab for i in range(2)]]
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        alone = torch.cat([sequence_scores(model, torch.tensor([s], device=device),
+                                           torch.ones(1, len(s), dtype=torch.long, device=device)) for s in sequences])
+        packed = pack_sequences(sequences, pad_token_id)
+        together = sequence_scores(model, packed["input_ids"].to(device), position_ids=packed["position_ids"].to(device),
+                                   score_positions=packed["score_positions"].to(device))
+    model.train(was_training)
+    gap = (alone - together).abs().max().item()
+    if gap > atol:
+        raise ValueError(f"padding_free: this model ({type(model).__name__}) scores packed sequences differently "
+                         f"from single ones (max difference {gap:.2e}); its attention does not support packing, "
+                         "set padding_free: false")
 
 
 @torch.no_grad()

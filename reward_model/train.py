@@ -24,7 +24,7 @@ import torch
 from transformers import TrainingArguments
 
 from reward_model.data import ComparisonCollator, tokenize_comparisons
-from reward_model.modeling import ENSEMBLE_FILE, STATS_FILE, score_token_lists
+from reward_model.modeling import ENSEMBLE_FILE, STATS_FILE, check_padding_free, score_token_lists
 from reward_model.trainer import LOSSES, PreferenceRewardTrainer
 
 
@@ -50,7 +50,8 @@ class RewardModelConfig(TrainingArguments):
     lora_dropout: float = field(default=0.0)
     lora_target_modules: str = field(default="all-linear")
     backbone_layers: int | None = field(default=None, metadata={"help": "keep only the first N transformer layers: a smaller reward model from the same family (None = all)"})
-    padding_side: str = field(default="right", metadata={"help": "right | left (scores are identical)"})
+    padding_side: str = field(default="right", metadata={"help": "right | left (scores are identical); unused with padding_free"})
+    padding_free: bool = field(default=True, metadata={"help": "pack the sequences of a batch into rows instead of padding each (same scores, fewer tokens; checked once per model)"})
     disable_dropout: bool = field(default=True)
     # TRL RewardConfig defaults that differ from TrainingArguments'
     learning_rate: float = field(default=1e-4)
@@ -144,7 +145,8 @@ def train(config: RewardModelConfig) -> dict:
     if not train_examples:
         raise ValueError(f"{config.train_data}: no trainable comparison (left out: {left_out})")
     reference = [ids for example in train_examples for ids in example["input_ids"]]
-    collator = ComparisonCollator(tokenizer.pad_token_id, padding_side=config.padding_side)
+    collator = ComparisonCollator(tokenizer.pad_token_id, padding_side=config.padding_side,
+                                  padding_free=config.padding_free)
 
     output_dir = Path(config.output_dir)
     members = []
@@ -160,6 +162,8 @@ def train(config: RewardModelConfig) -> dict:
 
             args = replace(config, output_dir=str(member_dir), seed=config.seed + member)
         model = build_model(config, seed=config.seed + member)
+        if config.padding_free:
+            check_padding_free(model, tokenizer.pad_token_id)
         trainer = PreferenceRewardTrainer(
             model=model, args=args, data_collator=collator, processing_class=tokenizer,
             train_dataset=ListDataset([train_examples[i] for i in indices.tolist()]),

@@ -101,18 +101,19 @@ class PreferenceRewardTrainer(Trainer):
         self.loss_type, self.noise, self.use_margin = loss_type, noise, use_margin
         self.center_rewards_coefficient = center_rewards_coefficient
         self._metrics = {"train": defaultdict(list), "eval": defaultdict(list)}
-        self._total_tokens = 0
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         mode = "train" if model.training else "eval"
-        flat = sequence_scores(model, inputs["input_ids"], inputs["attention_mask"])
+        flat = sequence_scores(model, inputs["input_ids"], inputs.get("attention_mask"),
+                               position_ids=inputs.get("position_ids"), score_positions=inputs.get("score_positions"))
         scores = scatter_scores(flat, inputs["item_mask"])
         loss = comparison_loss(scores, inputs, self.loss_type, self.noise, self.use_margin,
                                self.center_rewards_coefficient)
         if mode == "train":
-            self._total_tokens += self.accelerator.gather_for_metrics(inputs["attention_mask"].sum()).sum().item()
+            # Counted in the TrainerState, which checkpoints save and resume restores.
+            self.state.num_input_tokens_seen += self.accelerator.gather_for_metrics(inputs["num_tokens"]).sum().item()
         metrics = self._metrics[mode]
-        metrics["num_tokens"] = [self._total_tokens]
+        metrics["num_tokens"] = [self.state.num_input_tokens_seen]
         all_scores = self.accelerator.gather_for_metrics(flat.detach())
         metrics["min_reward"].append(all_scores.min().item())
         metrics["mean_reward"].append(all_scores.mean().item())

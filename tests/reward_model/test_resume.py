@@ -46,6 +46,11 @@ def test_resume_from_mid_checkpoint_matches_uninterrupted_run(tmp_path):
     second_half = range(5, 9)
     for step in second_half:
         assert abs(resumed_losses[step] - losses[step]) <= 1e-6, (step, resumed_losses[step], losses[step])
+    # the token count goes on from the checkpoint's count, not from zero
+    tokens = {entry["step"]: entry["num_tokens"] for entry in full["log_history"][0] if "num_tokens" in entry}
+    resumed_tokens = {entry["step"]: entry["num_tokens"] for entry in resumed["log_history"][0] if "num_tokens" in entry}
+    assert tokens[8] > tokens[4] > 0
+    assert resumed_tokens[8] == tokens[8]
     # not a trivially flat curve: the second half really trained
     assert losses[8] < losses[5] < losses[1]
 

@@ -6,8 +6,8 @@ import random
 import pytest
 import torch
 
-from reward_model.data import ComparisonCollator, format_item, tokenize_comparisons
-from reward_model.modeling import RewardModel, last_token_index, sequence_scores
+from reward_model.data import ComparisonCollator, format_item, pack_sequences, tokenize_comparisons
+from reward_model.modeling import RewardModel, check_padding_free, last_token_index, sequence_scores
 from reward_model.train import RewardModelConfig, train
 from reward_model.trainer import comparison_loss, pair_metrics, scatter_scores
 from rlhf.models import load_model, load_tokenizer
@@ -45,6 +45,79 @@ def test_scores_are_padding_invariant_and_read_at_eos_when_pad_is_eos():
                                 for s in sequences])
         assert torch.allclose(hf_scores, before_eos, atol=1e-5)
         assert not torch.allclose(hf_scores, alone, atol=1e-3)
+
+
+def test_pack_sequences_layout_by_hand():
+    # lengths 2, 5, 3, 1 -> rows of capacity 5, longest first: [5] | [3, then 2 fits] | [1 fits nowhere]
+    packed = pack_sequences([[21, 22], [11, 12, 13, 14, 15], [31, 32, 33], [41]], pad_token_id=0)
+    assert packed["input_ids"].tolist() == [[11, 12, 13, 14, 15], [31, 32, 33, 21, 22], [41, 0, 0, 0, 0]]
+    assert packed["position_ids"].tolist() == [[0, 1, 2, 3, 4], [0, 1, 2, 0, 1], [0, 0, 1, 2, 3]]
+    assert packed["score_positions"].tolist() == [[1, 4], [0, 4], [1, 2], [2, 0]]
+
+
+def test_packed_scores_equal_padded_scores_and_gradients():
+    tokenizer = load_tokenizer("tiny-random-llama")
+    model = load_model("tiny-random-llama-wide", kind="seq_cls", seed=0)
+    texts = ["Hello there, how are you?", "Fine.", "Yes", "A much longer answer with many more words in it.", "No."]
+    examples = [single(format_item(tokenizer, None, t)) for t in texts]
+    results = {}
+    for padding_free in (False, True):
+        batch = ComparisonCollator(tokenizer.pad_token_id, padding_free=padding_free)(examples)
+        model.zero_grad()
+        scores = sequence_scores(model, batch["input_ids"], batch.get("attention_mask"),
+                                 position_ids=batch.get("position_ids"), score_positions=batch.get("score_positions"))
+        (scores * torch.arange(1.0, 6.0)).sum().backward()
+        results[padding_free] = scores.detach(), [p.grad.clone() for p in model.parameters()], batch["input_ids"].numel()
+        assert batch["num_tokens"].item() == sum(len(e["input_ids"][0]) for e in examples)
+    (padded, padded_grads, padded_size), (packed, packed_grads, packed_size) = results[False], results[True]
+    assert packed_size < padded_size  # 3 rows of 12 instead of 5
+    assert torch.allclose(packed, padded, atol=1e-5)
+    for a, b in zip(packed_grads, padded_grads):
+        assert torch.allclose(a, b, atol=1e-5)
+    check_padding_free(model, tokenizer.pad_token_id)  # passes for Llama
+
+
+def test_check_padding_free_catches_a_model_that_leaks_across_packed_sequences(monkeypatch):
+    import transformers.masking_utils as masking
+
+    monkeypatch.setattr(masking, "find_packed_sequence_indices", lambda position_ids: None)  # plain causal mask
+    model = load_model("tiny-random-llama-wide", kind="seq_cls", seed=0)
+    with pytest.raises(ValueError, match="padding_free: false"):
+        check_padding_free(model, pad_token_id=0)
+
+
+class GatheredOnlyInForward(torch.nn.Module):
+    """Mimics ZeRO-3 / FSDP: outside its forward the wrapped model's parameters are empty
+    shards; they hold their values only while the wrapper's forward runs."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.module = model
+        self.full = {name: p.data for name, p in model.named_parameters()}
+        self._release()
+
+    def _release(self):
+        for p in self.module.parameters():
+            p.data = torch.empty(0)
+
+    def forward(self, **inputs):
+        for name, p in self.module.named_parameters():
+            p.data = self.full[name]
+        try:
+            return self.module(**inputs)
+        finally:
+            self._release()
+
+
+def test_scores_through_a_sharding_wrapper_match_the_bare_model():
+    tokenizer = load_tokenizer("tiny-random-llama")
+    model = load_model("tiny-random-llama-wide", kind="seq_cls", seed=0).eval()
+    sequences = [format_item(tokenizer, None, t) for t in ["One two three.", "Four."]]
+    batch = ComparisonCollator(tokenizer.pad_token_id)([single(s) for s in sequences])
+    with torch.no_grad():
+        bare = sequence_scores(model, batch["input_ids"], batch["attention_mask"])
+        wrapped = sequence_scores(GatheredOnlyInForward(model), batch["input_ids"], batch["attention_mask"])
+    assert torch.allclose(wrapped, bare, atol=1e-6)
 
 
 # ------------------------------------------------------------------ loss equality with TRL
