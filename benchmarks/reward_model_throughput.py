@@ -1,42 +1,53 @@
 """Training pairs per second: our PreferenceRewardTrainer vs TRL's RewardTrainer.
 
-Both trainers get the same model (same name and init seed), the same planted preference
-data, the same optimiser settings, precision, number of prompts per step and number of
-optimizer steps. A callback stamps the end of every optimizer step; the first `--warmup`
-steps are left out and the speed is taken from the median step duration. By default the
-clock is the process CPU time with one torch thread, so other processes on a shared CPU
-do not count (`--clock wall --threads 2` for wall-clock time); each trainer runs
-`--repeats` times, alternating with the other, and the median run is kept.
+Both trainers get the same model (same name, layers and init seed), the same data, the
+same optimiser settings, precision, number of prompts per step and number of optimizer
+steps. A callback stamps the end of every optimizer step; the first `--warmup` steps are
+left out and the speed is taken from the median step duration. By default the clock is
+the process CPU time with one torch thread, so other processes on a shared CPU do not
+count (`--clock wall --threads 2` for wall-clock time); each trainer runs `--repeats`
+times, alternating with the other, and the median run is kept.
 
-  pairwise   K = 2: each prompt is one pair; both trainers take `--batch` pairs per step.
+Data (`--data`):
+  demo     (default) the shipped K = 4 samples of SmolLM2-135M-Instruct for the built-in
+           prompts (`reward_model/data/demo_samples.jsonl`, real lengths from 13 to 113
+           tokens), ordered by the gold rubric (ties broken by position).
+  planted  random words where more 'apple's is better (all sequences about equally long).
+
+  pairwise   K = 2 (the first two completions of each prompt): one pair per prompt; both
+             trainers take `--batch` pairs per step.
   K = 4      rankings of 4 completions. Ours is given the rankings (4 sequences per
              prompt, InstructGPT's all-pairs loss `pairwise_ranking`); TRL is given the
              6 induced (better, worse) pairs per prompt (12 sequences), `6 x --batch`
              pairs per step, so both cover the same prompts per step. "pairs/s" counts
-             the 6 induced pairs per prompt for both.
+             the 6 induced pairs per prompt for both. For full rankings the all-pairs loss
+             is the mean of TRL's pair losses, so both optimise the same objective.
 
-After the K = 4 runs both trained models score a held-out planted set (new prompts, same
-rule: more 'apple's is better) and the share of correctly ordered pairs is printed, so
+Ours runs with its defaults, padding-free packing included (`--no-padding-free` to turn
+it off and see what the packing alone is worth). After the K = 4 runs both trained
+models score held-out prompts and the share of correctly ordered pairs is printed, so
 the speed comparison is at (about) equal accuracy.
 
 The tokenizer's pad token is set to <|endoftext|> (distinct from SmolLM2's EOS) for both,
 so TRL's pooling (rightmost non-pad token) reads the EOS as ours does.
 
 Usage:
-  .venv/bin/python benchmarks/reward_model_throughput.py
-  .venv/bin/python benchmarks/reward_model_throughput.py --model smollm2-135m-instruct [--bf16] \
-      --prompts 32 --batch 2 --words 8 --steps 6 --warmup 2 --repeats 1 --lr 2e-5   # minutes on 1 core
+  .venv/bin/python benchmarks/reward_model_throughput.py            # the demo's reward model (SmolLM2, 4 layers)
+  .venv/bin/python benchmarks/reward_model_throughput.py --data planted --model tiny-random-llama-wide --layers 0 \
+      --batch 8 --steps 40 --warmup 4 --repeats 3 --lr 3e-3            # per-step overhead on a near-empty model
 """
 
 from __future__ import annotations
 
 import argparse
 import itertools
+import json
 import os
 import random
 import statistics
 import tempfile
 import time
+from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -46,9 +57,9 @@ from transformers import PrinterCallback, TrainerCallback  # noqa: E402
 from transformers.utils import logging as hf_logging  # noqa: E402
 
 from reward_model.data import ComparisonCollator, tokenize_comparisons  # noqa: E402
-from reward_model.modeling import sequence_scores  # noqa: E402
+from reward_model.modeling import check_padding_free, sequence_scores  # noqa: E402
 from reward_model.train import ListDataset, RewardModelConfig  # noqa: E402
-from reward_model.trainer import PreferenceRewardTrainer, pair_metrics  # noqa: E402
+from reward_model.trainer import PreferenceRewardTrainer, pair_metrics, scatter_scores  # noqa: E402
 from rlhf.models import load_model, load_tokenizer  # noqa: E402
 from rlhf.preferences import Comparison  # noqa: E402
 
@@ -78,6 +89,30 @@ def planted(n: int, k: int, words: int, seed: int) -> list[Comparison]:
     return comparisons
 
 
+def demo(k: int, n_train: int, n_held_out: int) -> tuple[list[Comparison], list[Comparison]]:
+    """The shipped demo samples as rankings by gold rubric score (first `k` completions of
+    each prompt; train prompts first, then held-out ones)."""
+    import reward_model
+    from rlhf.rubric import gold_score
+
+    path = Path(reward_model.__file__).parent / "data" / "demo_samples.jsonl"
+    rows = [json.loads(line) for line in path.read_text().splitlines()[1:]]  # line 1: sampling settings
+    if n_train + n_held_out > len(rows):
+        raise SystemExit(f"--prompts {n_train} + --held-out {n_held_out} > {len(rows)} demo prompts")
+    comparisons = []
+    for row in rows[:n_train + n_held_out]:
+        items = row["completions"][:k]
+        order = sorted(range(k), key=lambda j: (-gold_score(items[j]), j))
+        ranks = [order.index(j) for j in range(k)]
+        prompt = row["prompt"] + "\n"
+        if k == 2:
+            comparisons.append(Comparison(items=items, kind="pair", label=1.0 if ranks[0] < ranks[1] else 0.0,
+                                          prompt=prompt))
+        else:
+            comparisons.append(Comparison(items=items, kind="ranking", ranks=ranks, prompt=prompt))
+    return comparisons[:n_train], comparisons[n_train:]
+
+
 def induced_pairs(comparison: Comparison) -> list[dict]:
     """TRL rows (prompt, chosen, rejected): every strictly ordered pair of a comparison."""
     ranks = comparison.to_ranks()
@@ -97,6 +132,11 @@ class StepClock(TrainerCallback):
         self.stamps.append(self.now())
 
 
+def build_model(opts):
+    overrides = {"num_hidden_layers": opts.layers} if opts.layers else {}
+    return load_model(opts.model, kind="seq_cls", seed=opts.seed, **overrides)
+
+
 def common_args(opts, output_dir: str, batch: int) -> dict:
     return dict(output_dir=output_dir, per_device_train_batch_size=batch, max_steps=opts.steps,
                 learning_rate=opts.lr, bf16=opts.bf16, use_cpu=True, gradient_checkpointing=False,
@@ -113,14 +153,16 @@ def timed_pairs_per_second(clock: StepClock, warmup: int, pairs_per_step: int) -
 
 def run_ours(opts, tokenizer, comparisons, k: int):
     examples, _ = tokenize_comparisons(comparisons, tokenizer)
-    model = load_model(opts.model, kind="seq_cls", seed=opts.seed)
+    model = build_model(opts)
     model.config.pad_token_id = tokenizer.pad_token_id
     clock = StepClock(opts.clock)
     with tempfile.TemporaryDirectory() as out:
         args = RewardModelConfig(**common_args(opts, out, opts.batch), model_name_or_path=opts.model,
-                                 loss="bradley_terry" if k == 2 else "pairwise_ranking")
-        trainer = PreferenceRewardTrainer(model=model, args=args, processing_class=tokenizer,
-                                          data_collator=ComparisonCollator(tokenizer.pad_token_id),
+                                 loss="bradley_terry" if k == 2 else "pairwise_ranking", padding_free=opts.padding_free)
+        if args.padding_free:
+            check_padding_free(model, tokenizer.pad_token_id)
+        collator = ComparisonCollator(tokenizer.pad_token_id, padding_free=args.padding_free)
+        trainer = PreferenceRewardTrainer(model=model, args=args, processing_class=tokenizer, data_collator=collator,
                                           train_dataset=ListDataset(examples), loss_type=args.loss,
                                           callbacks=[clock])
         trainer.remove_callback(PrinterCallback)
@@ -134,7 +176,7 @@ def run_trl(opts, tokenizer, comparisons, k: int):
     from trl import RewardConfig, RewardTrainer
 
     rows = [row for comparison in comparisons for row in induced_pairs(comparison)]
-    model = load_model(opts.model, kind="seq_cls", seed=opts.seed)
+    model = build_model(opts)
     model.config.pad_token_id = tokenizer.pad_token_id
     pairs_per_step = opts.batch * k * (k - 1) // 2
     clock = StepClock(opts.clock)
@@ -155,22 +197,27 @@ def held_out_accuracy(model, tokenizer, comparisons, bf16: bool) -> float:
     batch = ComparisonCollator(tokenizer.pad_token_id)(examples)
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
         flat = sequence_scores(model, batch["input_ids"], batch["attention_mask"])
-    scores = flat.new_zeros(batch["item_mask"].shape).masked_scatter(batch["item_mask"], flat)
+    scores = scatter_scores(flat, batch["item_mask"])
     return pair_metrics(scores, batch["ranks"], batch["item_mask"])["accuracy"]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--model", default="tiny-random-llama-wide",
-                        help="tiny-random-llama-wide (default) | smollm2-135m-instruct | tiny-random-llama")
+    parser.add_argument("--model", default="smollm2-135m-instruct",
+                        help="smollm2-135m-instruct (default) | tiny-random-llama-wide | tiny-random-llama | a folder")
+    parser.add_argument("--layers", type=int, default=4,
+                        help="keep the first N transformer layers (4: the demo's reward model; 0: all)")
+    parser.add_argument("--data", choices=["demo", "planted"], default="demo")
     parser.add_argument("--bf16", action="store_true", help="bf16 autocast for both trainers (fp32 otherwise)")
-    parser.add_argument("--prompts", type=int, default=128, help="training prompts per setup")
-    parser.add_argument("--words", type=int, default=24, help="random words per completion (+ 0..K-1 apples)")
-    parser.add_argument("--batch", type=int, default=8, help="prompts per optimizer step")
-    parser.add_argument("--steps", type=int, default=40, help="optimizer steps per run, warmup included")
-    parser.add_argument("--warmup", type=int, default=4, help="first steps left out of the timing")
-    parser.add_argument("--repeats", type=int, default=3, help="alternating runs per trainer; the median is kept")
-    parser.add_argument("--lr", type=float, default=3e-3)
+    parser.add_argument("--no-padding-free", dest="padding_free", action="store_false",
+                        help="ours pads like TRL instead of packing")
+    parser.add_argument("--prompts", type=int, default=160, help="training prompts per setup")
+    parser.add_argument("--words", type=int, default=24, help="planted data: random words per completion (+ 0..K-1 apples)")
+    parser.add_argument("--batch", type=int, default=4, help="prompts per optimizer step")
+    parser.add_argument("--steps", type=int, default=10, help="optimizer steps per run, warmup included")
+    parser.add_argument("--warmup", type=int, default=2, help="first steps left out of the timing")
+    parser.add_argument("--repeats", type=int, default=1, help="alternating runs per trainer; the median is kept")
+    parser.add_argument("--lr", type=float, default=5e-5)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1: CPU time = work done)")
     parser.add_argument("--clock", choices=["cpu", "wall"], default="cpu",
@@ -187,11 +234,17 @@ def main() -> None:
     tokenizer = load_tokenizer(opts.model)
     tokenizer.pad_token = "<|endoftext|>"  # distinct from EOS: TRL then pools at the EOS too
     precision = "bf16" if opts.bf16 else "fp32"
-    print(f"model {opts.model}, {precision}, {opts.threads} threads, {opts.clock} clock, {opts.prompts} prompts x {opts.words}+ words, "
-          f"{opts.batch} prompts/step, {opts.steps} steps ({opts.warmup} warmup), {opts.repeats} repeats")
+    layers = f" ({opts.layers} layers)" if opts.layers else ""
+    print(f"model {opts.model}{layers}, {opts.data} data, {precision}, {opts.threads} threads, {opts.clock} clock, "
+          f"{opts.prompts} prompts, {opts.batch} prompts/step, {opts.steps} steps ({opts.warmup} warmup), "
+          f"{opts.repeats} repeats, ours {'padding-free' if opts.padding_free else 'padded'}")
     results = {}
     for k in (2, 4):
-        comparisons = planted(opts.prompts, k, opts.words, seed=opts.seed)
+        if opts.data == "demo":
+            comparisons, test = demo(k, opts.prompts, opts.held_out)
+        else:
+            comparisons = planted(opts.prompts, k, opts.words, seed=opts.seed)
+            test = planted(opts.held_out, 4, opts.words, seed=opts.seed + 1000)
         ours, trl = [], []
         for _ in range(opts.repeats):
             speed, our_model = run_ours(opts, tokenizer, comparisons, k)
@@ -202,10 +255,9 @@ def main() -> None:
         our_speed, trl_speed = statistics.median(ours), statistics.median(trl)
         results[name] = our_speed / trl_speed
         print(f"{name:8s}  ours {our_speed:8.1f} pairs/s   TRL {trl_speed:8.1f} pairs/s   ratio {our_speed / trl_speed:.2f}x"
-              f"   (runs: ours {', '.join(f'{s:.0f}' for s in ours)}; TRL {', '.join(f'{s:.0f}' for s in trl)})")
+              f"   (runs: ours {', '.join(f'{s:.2f}' for s in ours)}; TRL {', '.join(f'{s:.2f}' for s in trl)})")
         if k == 4:
-            test = planted(opts.held_out, 4, opts.words, seed=opts.seed + 1000)
-            print(f"K = 4 held-out pair accuracy ({opts.held_out} prompts, last run of each): "
+            print(f"K = 4 held-out pair accuracy ({len(test)} prompts, last run of each): "
                   f"ours {held_out_accuracy(our_model, tokenizer, test, opts.bf16):.3f}   "
                   f"TRL {held_out_accuracy(trl_model, tokenizer, test, opts.bf16):.3f}")
     print("ratios (ours / TRL): " + ", ".join(f"{name} {ratio:.2f}x" for name, ratio in results.items()))

@@ -11,7 +11,11 @@
 Config keys (YAML; `--key value` on the command line overrides one):
   policy_model, num_prompts, k, max_new_tokens, temperature, eps, heldout_fraction, labels,
   reward_model_config, reward_model_overrides, ppo_config, ppo_overrides,
-  eval_max_new_tokens, eval_temperature, pretrain_heldout, out, seed
+  eval_max_new_tokens, eval_temperature, pretrain_heldout, ptx_ablation, out, seed
+
+With `ptx_ablation: true` PPO runs twice from the same reward model, prompts and seed:
+as configured, and with `ptx_coef: 0`; the report compares how much each run raised the
+NLL of held-out pretraining text (the point of the ptx term, eq. 15.12).
 """
 
 from __future__ import annotations
@@ -46,6 +50,7 @@ class PipelineConfig:
     eval_max_new_tokens: int = 64  # completions on held-out prompts before/after PPO
     eval_temperature: float = 0.7
     pretrain_heldout: str = "ppo/data/pretrain_heldout.txt"  # NLL drift is measured here
+    ptx_ablation: bool = False  # also run PPO with ptx_coef 0 and compare the NLL rise on held-out pretraining text
     out: str = "runs/pipeline/quickstart"
     seed: int = 0
 
@@ -192,6 +197,14 @@ def write_report(out: Path, config: PipelineConfig, summary: dict, samples: list
     ]
     for prompt, old, new in samples:
         lines += [f"**{prompt}**", "", f"- before: {old}", f"- after: {new}", ""]
+    if "ablation" in summary:
+        rows = summary["ablation"]
+        lines += ["## ptx ablation (same reward model, prompts and seed)", "",
+                  "| ptx_coef | NLL rise on held-out pretraining text | gold after (held-out) | KL per sequence (last) |",
+                  "|---|---|---|---|"]
+        lines += [f"| {row['ptx_coef']} | {row['nll_increase']:+.4f} | {row['gold_after']:.3f} | {row['kl_final']:.2f} |"
+                  for row in rows["runs"]]
+        lines += ["", f"NLL rise with ptx / without: **{rows['nll_rise_ratio']:.2f}** (the target is at most 0.5).", ""]
     lines += ["## Timings (s)", "", "| step | seconds |", "|---|---|"]
     lines += [f"| {k} | {v:.0f} |" for k, v in summary["timings"].items()]
     path = out / "report.md"
@@ -239,52 +252,73 @@ def main(argv: list[str] | None = None) -> int:
 
     console.print("[bold]3.[/] PPO with KL penalty and ptx")
     t0 = time.time()
+    variants = {"ppo": []}
+    if config.ptx_ablation:
+        variants["ppo_no_ptx"] = ["--ptx_coef", "0"]
+    runs = {}
     try:
-        ppo_config = parse_ppo_config(["--config", config.ppo_config, "--policy_model", config.policy_model,
-                                       "--reward_models", str(rm_dir), "--prompts", str(out / "train_prompts.jsonl"),
-                                       "--output_dir", str(out / "ppo"), "--seed", str(config.seed),
-                                       *config.ppo_overrides])
-        trainer = PPOTrainer(ppo_config)
+        for name, extra in variants.items():
+            ppo_config = parse_ppo_config(["--config", config.ppo_config, "--policy_model", config.policy_model,
+                                           "--reward_models", str(rm_dir), "--prompts", str(out / "train_prompts.jsonl"),
+                                           "--output_dir", str(out / name), "--seed", str(config.seed),
+                                           *config.ppo_overrides, *extra])
+            if extra:
+                console.print(f"   ablation run {name}: {' '.join(extra)}")
+            runs[name] = (ppo_config, PPOTrainer(ppo_config).train())
     except PPOConfigError as err:
         console.print(f"[red]error[/]: {err}")
         return 2
-    ppo_summary = trainer.train()
+    ppo_config, ppo_summary = runs["ppo"]
     history = ppo_summary["history"]
     timings["ppo"] = time.time() - t0
 
     console.print(f"[bold]4.[/] evaluation on {len(heldout_prompts)} held-out prompts")
     t0 = time.time()
     tokenizer = load_tokenizer(config.policy_model, padding_side="left")
-    initial = load_model(config.policy_model, seed=config.seed)
-    tuned = load_model(ppo_summary["policy_dir"])
     sample = dict(max_new_tokens=config.eval_max_new_tokens, temperature=config.eval_temperature, seed=config.seed,
                   stop_token=ppo_config.stop_token)
-    before_texts = generate_completions(initial, heldout_prompts, tokenizer=tokenizer, **sample)
-    after_texts = generate_completions(tuned, heldout_prompts, tokenizer=tokenizer, **sample)
-    before, after = gold_summary(before_texts), gold_summary(after_texts)
     pretrain_text = Path(config.pretrain_heldout).read_text(encoding="utf-8")
-    nll_before, nll_after = text_nll(initial, tokenizer, pretrain_text), text_nll(tuned, tokenizer, pretrain_text)
+
+    def evaluate(model) -> tuple[list[str], dict, float]:
+        texts = generate_completions(model, heldout_prompts, tokenizer=tokenizer, **sample)
+        return texts, gold_summary(texts), text_nll(model, tokenizer, pretrain_text)
+
+    before_texts, before, nll_before = evaluate(load_model(config.policy_model, seed=config.seed))
+    after = {name: evaluate(load_model(summary["policy_dir"])) for name, (_, summary) in runs.items()}
+    after_texts, after_gold, nll_after = after["ppo"]
     timings["evaluation"] = time.time() - t0
     timings["total"] = time.time() - started
 
     summary = {
         "comparisons": len(comparisons), "label_source": "people" if config.labels else f"mistake teacher eps={config.eps}",
         "train_prompts": len(train_rows), "heldout_prompts": len(heldout_rows), "ppo_steps": ppo_summary["steps"],
-        "gold_before": before, "gold_after": after,
-        "gold_gain_in_std": (after["mean"] - before["mean"]) / max(before["std"], 1e-9),
+        "gold_before": before, "gold_after": after_gold,
+        "gold_gain_in_std": (after_gold["mean"] - before["mean"]) / max(before["std"], 1e-9),
         "kl_final": history[-1]["kl/per_sequence"], "kl_mean_last5": float(np.mean([h["kl/per_sequence"] for h in history[-5:]])),
         "nll_before": nll_before, "nll_after": nll_after, "nll_increase": nll_after - nll_before,
         "rm_eval_accuracy": rm_accuracy, "policy_dir": ppo_summary["policy_dir"], "timings": timings,
     }
+    if config.ptx_ablation:
+        rows = [{"run": name, "ptx_coef": runs[name][0].ptx_coef, "nll_increase": after[name][2] - nll_before,
+                 "gold_after": after[name][1]["mean"], "kl_final": runs[name][1]["history"][-1]["kl/per_sequence"]}
+                for name in runs]
+        with_ptx, without = rows[0]["nll_increase"], rows[1]["nll_increase"]
+        # a ratio only means something when dropping ptx let the NLL rise
+        ratio = with_ptx / without if without > 0 else math.nan
+        summary["ablation"] = {"runs": rows, "nll_rise_ratio": ratio}
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     plot_curves(history, out / "curves.png")
-    plot_gold_vs_kl(history, before, after, out / "gold_vs_kl.png")
+    plot_gold_vs_kl(history, before, after_gold, out / "gold_vs_kl.png")
     samples = list(zip(heldout_prompts, before_texts, after_texts))[:5]
     report = write_report(out, config, summary, samples)
     console.print(
-        f"\n[bold]held-out gold rubric[/]: {before['mean']:.3f} -> {after['mean']:.3f} "
+        f"\n[bold]held-out gold rubric[/]: {before['mean']:.3f} -> {after_gold['mean']:.3f} "
         f"({summary['gold_gain_in_std']:+.2f} initial std); KL/seq {summary['kl_final']:.2f} nats; "
-        f"pretraining NLL {nll_before:.3f} -> {nll_after:.3f}; {timings['total']:.0f} s\nreport: {report}")
+        f"pretraining NLL {nll_before:.3f} -> {nll_after:.3f}; {timings['total']:.0f} s")
+    if config.ptx_ablation:
+        console.print(f"ptx ablation: NLL rise with ptx / without = {summary['ablation']['nll_rise_ratio']:.2f} "
+                      "(target <= 0.5)")
+    console.print(f"report: {report}")
     return 0
 
 

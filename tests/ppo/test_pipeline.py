@@ -41,3 +41,15 @@ def test_config_errors(tmp_path):
         load_config(["--config", "configs/pipeline/smoke.yaml", "--heldout_fraction", "1.5"])
     config = load_config(["--config", "configs/pipeline/smoke.yaml", "--k", "5"])
     assert config.k == 5 and config.policy_model == "tiny-random-llama"
+
+
+def test_ptx_ablation_runs_both_and_reports_the_nll_rise_ratio(tmp_path):
+    assert main(["--config", "configs/pipeline/smoke.yaml", "--out", str(tmp_path), "--ptx_ablation", "true"]) == 0
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    with_ptx, without = summary["ablation"]["runs"]
+    assert (with_ptx["run"], with_ptx["ptx_coef"], without["run"], without["ptx_coef"]) == ("ppo", 0.1, "ppo_no_ptx", 0.0)
+    assert with_ptx["nll_increase"] == pytest.approx(summary["nll_increase"])
+    if without["nll_increase"] > 0:
+        assert summary["ablation"]["nll_rise_ratio"] == pytest.approx(with_ptx["nll_increase"] / without["nll_increase"])
+    assert (tmp_path / "ppo_no_ptx" / "metrics.jsonl").exists()
+    assert "## ptx ablation" in (tmp_path / "report.md").read_text()
