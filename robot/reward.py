@@ -42,23 +42,97 @@ class Standardize(nn.Module):
         return (x - self.mean) / self.std
 
 
-def make_ensemble(input_dim: int, members: int, hidden: int, seed: int, output: str = "tanh") -> SegmentRewardEnsemble:
+FEATURE_SETS = ("obs_action", "obs", "relative")
+
+
+def feature_columns(task: str, feature_set: str, obs_dim: int, action_dim: int) -> tuple[int, ...]:
+    """Columns of the (obs, action) step features a reward member reads.
+
+    - "obs_action": everything (Christiano et al.'s r(o, a));
+    - "obs": the state only (actions are not visible in a clip);
+    - "relative": the task-space relative positions a person judges a clip by (reach:
+      flange - target). With the 30 (o, a) features and 700 noisy labels the ensemble
+      also keys on joint angles, velocities and actions that merely correlate with good
+      segments in the labelled data, and PPO then exploits those (measured: it rated the
+      true-reward policy's reaching below the learned policy's hovering 10-15 cm away)."""
+    if feature_set == "obs_action":
+        return tuple(range(obs_dim + action_dim))
+    if feature_set == "obs":
+        return tuple(range(obs_dim))
+    if feature_set == "relative":
+        from robot.envs import ENV_IDS, TASKS
+
+        name = {env_id: n for n, env_id in ENV_IDS.items()}.get(task, task)
+        if name not in TASKS:
+            raise ValueError(f"unknown task {task!r}; valid tasks: {', '.join(sorted(TASKS))}")
+        return tuple(TASKS[name].relative_obs)
+    raise ValueError(f"unknown reward feature set {feature_set!r}; expected one of {FEATURE_SETS}")
+
+
+class SelectColumns(nn.Module):
+    """Keep the given feature columns; stored as a buffer, so a checkpoint knows its inputs."""
+
+    def __init__(self, columns):
+        super().__init__()
+        self.register_buffer("columns", torch.as_tensor(list(columns), dtype=torch.long))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.index_select(-1, self.columns)
+
+
+def make_ensemble(input_dim: int, members: int, hidden: int, seed: int, output: str = "tanh",
+                  columns=None) -> SegmentRewardEnsemble:
     """Christiano's MuJoCo reward net (2 x hidden, leaky ReLU 0.01) behind a feature standardiser.
 
+    The ensemble always takes the full (obs, action) step features; each member first keeps
+    `columns` (default: all), so rollouts, segments and clips need not know the feature set.
     output "tanh" (B-Pref): a bounded per-step reward cannot grow without limit on states far
     from the labelled ones, which PPO otherwise finds and exploits; "linear": Christiano's."""
     if output not in ("tanh", "linear"):
         raise ValueError(f"reward output must be 'tanh' or 'linear', got {output!r}")
+    columns = tuple(range(input_dim)) if columns is None else tuple(int(c) for c in columns)
+    if not columns or min(columns) < 0 or max(columns) >= input_dim:
+        raise ValueError(f"reward feature columns must be in [0, {input_dim}), got {columns}")
     head = [nn.Tanh()] if output == "tanh" else []
     return SegmentRewardEnsemble(input_dim, members, seed=seed, make_member=lambda dim: nn.Sequential(
-        Standardize(dim), mlp(dim, (hidden, hidden)), *head))
+        SelectColumns(columns), Standardize(len(columns)), mlp(len(columns), (hidden, hidden)), *head))
 
 
 def set_feature_scale(ensemble: SegmentRewardEnsemble, features: torch.Tensor, force: bool = False) -> None:
     """Fix every member's input standardisation from `features` (once, unless forced)."""
     for member in ensemble.members:
-        if force or not bool(member[0].is_set):
-            member[0].set(features)
+        select, standardize = member[0], member[1]
+        if force or not bool(standardize.is_set):
+            standardize.set(select(features))
+
+
+def ensemble_from_checkpoint(state: dict) -> SegmentRewardEnsemble | None:
+    """The reward ensemble of a `robot.train` checkpoint (None for a true-reward run).
+
+    Checkpoints written before members had a column selector (no `reward_features` in the
+    config) read all (obs, action) features; their layer indices are shifted by one."""
+    if state.get("ensemble") is None:
+        return None
+    config = state["config"]
+    feature_set = config.get("reward_features", "obs_action")
+    columns = feature_columns(config["task"], feature_set, state["obs_dim"], state["action_dim"])
+    ensemble = make_ensemble(state["obs_dim"] + state["action_dim"], config["ensemble_members"], config["reward_hidden"],
+                             config["seed"], config.get("reward_output", "tanh"), columns)
+    weights = dict(state["ensemble"])
+    if "reward_features" not in config:
+        weights = {_shift_layer(key): value for key, value in weights.items()}
+        for i, member in enumerate(ensemble.members):
+            weights[f"members.{i}.0.columns"] = member[0].columns
+    ensemble.load_state_dict(weights)
+    return ensemble
+
+
+def _shift_layer(key: str) -> str:
+    """members.<i>.<k>.rest -> members.<i>.<k + 1>.rest (old layout without SelectColumns)."""
+    parts = key.split(".")
+    if parts[0] == "members" and len(parts) > 2 and parts[2].isdigit():
+        parts[2] = str(int(parts[2]) + 1)
+    return ".".join(parts)
 
 
 def comparison_arrays(comparisons: list[Comparison], segments: Segments) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

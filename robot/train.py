@@ -33,8 +33,8 @@ from rlhf.ensemble import EnsembleTrainConfig
 from rlhf.preferences import load_comparisons, save_comparisons
 from robot.config import ConfigError, RobotConfig, load_config
 from robot.policy import PPO, LearnedReward, TrueReward, evaluate_policy
-from robot.reward import (ask_teacher, build_teacher, choose_queries, fit_reward, label_schedule, make_ensemble,
-                          reward_agreement)
+from robot.reward import (ask_teacher, build_teacher, choose_queries, feature_columns, fit_reward, label_schedule,
+                          make_ensemble, reward_agreement)
 from robot.segments import Segments, check_segment_length, sample_segments
 
 EVAL_SEED = 10_000  # evaluation episodes use seeds disjoint from training envs
@@ -125,8 +125,9 @@ class Run:
         cfg = self.config
         teacher = None if cfg.labels_file else build_teacher(cfg.teacher, cfg.teacher_kwargs, cfg.seed)
         schedule = label_schedule(cfg.label_budget, cfg.initial_label_fraction, cfg.num_rounds, cfg.schedule_decay)
+        columns = feature_columns(cfg.task, cfg.reward_features, self.obs_dim, self.ppo.action_dim)
         self.ensemble = make_ensemble(self.obs_dim + self.ppo.action_dim, cfg.ensemble_members, cfg.reward_hidden, cfg.seed,
-                                      cfg.reward_output)
+                                      cfg.reward_output, columns)
 
         # Held-out random-policy segments for the learned/true correlation (never labelled).
         self.heldout = sample_segments(self.random_policy_episodes(cfg.heldout_segments), cfg.segment_length,
