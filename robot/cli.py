@@ -1,4 +1,4 @@
-"""`rlhf robot <train|evaluate|clips> ...`: the robot stage's commands."""
+"""`rlhf robot <train|evaluate|clips|study> ...`: the robot stage's commands."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ COMMANDS = {
     "train": ("robot.train", "the Christiano loop (or a true-reward baseline) on an iiwa14 task"),
     "evaluate": ("robot.evaluate", "roll out a policy checkpoint: true return and success rate"),
     "clips": ("robot.clips", "render segment pairs as WebM clips with a manifest for the labelling app"),
+    "study": ("robot.study", "true-reward baseline vs learned-reward loop over seeds: report with plots"),
 }
 
 
