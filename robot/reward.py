@@ -1,7 +1,8 @@
 """Reward learning from segment comparisons: data set, ensemble fit, queries, metrics.
 
-The reward model is `rlhf.ensemble.SegmentRewardEnsemble` on (obs, action) features:
-3 members (2 x 64 leaky ReLU), bootstrap resamples, Bradley-Terry loss with Christiano's
+The reward model is `rlhf.ensemble.SegmentRewardEnsemble` on (obs, action) step features,
+each member reading the columns of a feature set (`feature_columns`: all, the state, or the
+task-space relative positions): 3 members (2 x 64 leaky ReLU), bootstrap resamples, Bradley-Terry loss with Christiano's
 10 % random-answer noise, each member normalised to zero mean / unit std per step.
 Comparisons refer to segments by id, so simulated and human labels look the same
 (`rlhf.preferences.Comparison`, core format, items = [segment_a, segment_b]).

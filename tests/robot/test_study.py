@@ -217,3 +217,10 @@ def test_study_report_shows_the_numbers(tiny_study):
         assert f"{entry['normalised_score']:.3f}" in report
     assert f"{summary['normalised_score']:.3f}" in report
     assert "wall time of the whole study" in report and "normalised score = (R - R_untrained)" in report
+
+
+def test_rlhf_robot_study_reports_config_errors_without_traceback(capsys):
+    from robot.cli import main as robot_main
+
+    assert robot_main(["study", "--seeds", "x"]) == 2
+    assert "error: --seeds: 'x' is not an integer" in capsys.readouterr().err
