@@ -43,7 +43,7 @@ class Standardize(nn.Module):
         return (x - self.mean) / self.std
 
 
-FEATURE_SETS = ("obs_action", "obs", "relative")
+FEATURE_SETS = ("obs_action", "obs", "relative", "relative_action")
 
 
 def feature_columns(task: str, feature_set: str, obs_dim: int, action_dim: int) -> tuple[int, ...]:
@@ -55,18 +55,20 @@ def feature_columns(task: str, feature_set: str, obs_dim: int, action_dim: int) 
       flange - target). With the 30 (o, a) features and 700 noisy labels the ensemble
       also keys on joint angles, velocities and actions that merely correlate with good
       segments in the labelled data, and PPO then exploits those (measured: it rated the
-      true-reward policy's reaching below the learned policy's hovering 10-15 cm away)."""
+      true-reward policy's reaching below the learned policy's hovering 10-15 cm away);
+    - "relative_action": the relative positions and the action (r(o, a) without joint state)."""
     if feature_set == "obs_action":
         return tuple(range(obs_dim + action_dim))
     if feature_set == "obs":
         return tuple(range(obs_dim))
-    if feature_set == "relative":
+    if feature_set in ("relative", "relative_action"):
         from robot.envs import ENV_IDS, TASKS
 
         name = {env_id: n for n, env_id in ENV_IDS.items()}.get(task, task)
         if name not in TASKS:
             raise ValueError(f"unknown task {task!r}; valid tasks: {', '.join(sorted(TASKS))}")
-        return tuple(TASKS[name].relative_obs)
+        actions = tuple(range(obs_dim, obs_dim + action_dim)) if feature_set == "relative_action" else ()
+        return tuple(TASKS[name].relative_obs) + actions
     raise ValueError(f"unknown reward feature set {feature_set!r}; expected one of {FEATURE_SETS}")
 
 
@@ -81,12 +83,22 @@ class SelectColumns(nn.Module):
         return x.index_select(-1, self.columns)
 
 
+def member_mlp(input_dim: int, hidden: int, dropout: float = 0.0) -> nn.Module:
+    """2 x hidden leaky-ReLU MLP (`rlhf.ensemble.mlp`), with dropout after each hidden layer
+    when `dropout` > 0 (Christiano et al. regularise the reward net with L2 and dropout)."""
+    if dropout == 0.0:
+        return mlp(input_dim, (hidden, hidden))
+    return nn.Sequential(nn.Linear(input_dim, hidden), nn.LeakyReLU(0.01), nn.Dropout(dropout),
+                         nn.Linear(hidden, hidden), nn.LeakyReLU(0.01), nn.Dropout(dropout), nn.Linear(hidden, 1))
+
+
 def make_ensemble(input_dim: int, members: int, hidden: int, seed: int, output: str = "tanh",
-                  columns=None) -> SegmentRewardEnsemble:
+                  columns=None, dropout: float = 0.0) -> SegmentRewardEnsemble:
     """Christiano's MuJoCo reward net (2 x hidden, leaky ReLU 0.01) behind a feature standardiser.
 
     The ensemble always takes the full (obs, action) step features; each member first keeps
     `columns` (default: all), so rollouts, segments and clips need not know the feature set.
+    The ensemble is returned in eval mode (no dropout); `fit_reward` trains in train mode.
     output "tanh" (B-Pref): a bounded per-step reward cannot grow without limit on states far
     from the labelled ones, which PPO otherwise finds and exploits; "linear": Christiano's."""
     if output not in ("tanh", "linear"):
@@ -94,9 +106,12 @@ def make_ensemble(input_dim: int, members: int, hidden: int, seed: int, output: 
     columns = tuple(range(input_dim)) if columns is None else tuple(int(c) for c in columns)
     if not columns or min(columns) < 0 or max(columns) >= input_dim:
         raise ValueError(f"reward feature columns must be in [0, {input_dim}), got {columns}")
+    if not 0.0 <= dropout < 1.0:
+        raise ValueError(f"reward dropout must be in [0, 1), got {dropout}")
     head = [nn.Tanh()] if output == "tanh" else []
-    return SegmentRewardEnsemble(input_dim, members, seed=seed, make_member=lambda dim: nn.Sequential(
-        SelectColumns(columns), Standardize(len(columns)), mlp(len(columns), (hidden, hidden)), *head))
+    ensemble = SegmentRewardEnsemble(input_dim, members, seed=seed, make_member=lambda dim: nn.Sequential(
+        SelectColumns(columns), Standardize(len(columns)), member_mlp(len(columns), hidden, dropout), *head))
+    return ensemble.eval()
 
 
 def set_feature_scale(ensemble: SegmentRewardEnsemble, features: torch.Tensor, force: bool = False) -> None:
@@ -118,7 +133,8 @@ def ensemble_from_checkpoint(state: dict) -> SegmentRewardEnsemble | None:
     feature_set = config.get("reward_features", "obs_action")
     columns = feature_columns(config["task"], feature_set, state["obs_dim"], state["action_dim"])
     ensemble = make_ensemble(state["obs_dim"] + state["action_dim"], config["ensemble_members"], config["reward_hidden"],
-                             config["seed"], config.get("reward_output", "tanh"), columns)
+                             config["seed"], config.get("reward_output", "tanh"), columns,
+                             config.get("reward_dropout", 0.0))
     weights = dict(state["ensemble"])
     if "reward_features" not in config:
         weights = {_shift_layer(key): value for key, value in weights.items()}
@@ -153,7 +169,15 @@ def fit_reward(ensemble: SegmentRewardEnsemble, segments: Segments, comparisons:
     index_a, index_b, labels = comparison_arrays(comparisons, segments)
     features = segments.features()
     set_feature_scale(ensemble, features)  # first fit: the random-policy segments set the scale
-    losses = ensemble.fit(features[index_a], features[index_b], torch.from_numpy(labels), train_config, progress=progress)
+    ensemble.train()  # dropout (if any) only while fitting
+    try:
+        losses = ensemble.fit(features[index_a], features[index_b], torch.from_numpy(labels), train_config,
+                              progress=progress)
+    finally:
+        ensemble.eval()
+    if any(isinstance(m, nn.Dropout) for m in ensemble.modules()):
+        # fit() normalised the members in train mode; redo it without dropout
+        ensemble.fit_normalization(torch.cat([features[index_a], features[index_b]]))
     with torch.no_grad():
         scores = ensemble.member_segment_scores(features[np.concatenate([index_a, index_b])]).mean(0)
     n = len(labels)

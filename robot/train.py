@@ -129,7 +129,7 @@ class Run:
         schedule = label_schedule(cfg.label_budget, cfg.initial_label_fraction, cfg.num_rounds, cfg.schedule_decay)
         columns = feature_columns(cfg.task, cfg.reward_features, self.obs_dim, self.ppo.action_dim)
         self.ensemble = make_ensemble(self.obs_dim + self.ppo.action_dim, cfg.ensemble_members, cfg.reward_hidden, cfg.seed,
-                                      cfg.reward_output, columns)
+                                      cfg.reward_output, columns, cfg.reward_dropout)
 
         # Held-out random-policy segments for the learned/true correlation (never labelled).
         self.heldout = sample_segments(self.random_policy_episodes(cfg.heldout_segments), cfg.segment_length,

@@ -105,6 +105,9 @@ def test_feature_columns_per_set():
     assert feature_columns("reach", "obs", 23, 7) == tuple(range(23))
     assert feature_columns("reach", "relative", 23, 7) == (20, 21, 22)
     assert feature_columns("robot/Iiwa14Push-v0", "relative", 32, 7) == tuple(range(23, 29))
+    # relative + the 7 action columns, which follow the observation in the step features
+    assert feature_columns("reach", "relative_action", 23, 7) == (20, 21, 22, 23, 24, 25, 26, 27, 28, 29)
+    assert feature_columns("push", "relative_action", 32, 7) == (23, 24, 25, 26, 27, 28, 32, 33, 34, 35, 36, 37, 38)
     with pytest.raises(ValueError, match="unknown reward feature set 'pixels'"):
         feature_columns("reach", "pixels", 23, 7)
     with pytest.raises(ConfigError, match="reward_features must be one of"):
@@ -147,6 +150,46 @@ def test_old_checkpoint_without_feature_set_loads_with_all_features():
     features = torch.randn(4, 30)
     torch.testing.assert_close(loaded.predict(features)[0], new.predict(features)[0])
     assert ensemble_from_checkpoint({**state, "ensemble": None}) is None
+
+
+def test_reward_dropout_only_while_fitting():
+    from rlhf.ensemble import EnsembleTrainConfig
+    from rlhf.labelers import make_teacher
+    from robot.reward import fit_reward
+    from robot.segments import Segments
+
+    ensemble = make_ensemble(30, members=2, hidden=8, seed=0, dropout=0.5)
+    dropouts = [m for m in ensemble.modules() if isinstance(m, torch.nn.Dropout)]
+    assert len(dropouts) == 4 and all(m.p == 0.5 for m in dropouts)  # 2 hidden layers x 2 members
+    assert not ensemble.training  # predictions never drop units
+    assert not any(isinstance(m, torch.nn.Dropout) for m in make_ensemble(30, 2, 8, 0).modules())
+
+    rng = np.random.default_rng(0)
+    n, steps = 12, 5
+    obs = rng.normal(size=(n, steps, 23)).astype(np.float32)
+    segments = Segments(ids=np.array([f"s{i}" for i in range(n)]), obs=obs,
+                        actions=rng.normal(size=(n, steps, 7)).astype(np.float32),
+                        true_rewards=-np.abs(obs[..., 20]).astype(np.float64),
+                        qpos=np.zeros((n, steps, 7)), qvel=np.zeros((n, steps, 7)), mocap_pos=np.zeros((n, steps, 1, 3)),
+                        source_round=np.full(n, -1))
+    a, b = np.arange(0, n, 2), np.arange(1, n, 2)
+    labels = make_teacher("oracle").label_pairs(segments.true_rewards[a], segments.true_rewards[b],
+                                                segments.ids[a].tolist(), segments.ids[b].tolist())
+    fit_reward(ensemble, segments, labels, EnsembleTrainConfig(epochs=3, seed=0))
+    assert not ensemble.training
+    features = segments.features()
+    torch.testing.assert_close(ensemble.predict(features)[0], ensemble.predict(features)[0])  # deterministic
+    # Members are normalised (zero mean, unit std) without dropout, on the labelled segments' steps.
+    steps_seen = ensemble.member_step_rewards(features.reshape(-1, 30))
+    torch.testing.assert_close(steps_seen.mean(1), torch.zeros(2), atol=1e-5, rtol=0)
+    torch.testing.assert_close(steps_seen.std(1), torch.ones(2), atol=1e-4, rtol=0)
+
+    state = {"ensemble": ensemble.state_dict(), "obs_dim": 23, "action_dim": 7,
+             "config": {"task": "reach", "ensemble_members": 2, "reward_hidden": 8, "seed": 0, "reward_output": "tanh",
+                        "reward_features": "obs_action", "reward_dropout": 0.5}}
+    torch.testing.assert_close(ensemble_from_checkpoint(state).predict(features)[0], ensemble.predict(features)[0])
+    with pytest.raises(ConfigError, match="reward_dropout must be in"):
+        load_config(None, {"reward_dropout": 1.0})
 
 
 # --- a tiny study: the report agrees with metrics.jsonl -------------------------------------
