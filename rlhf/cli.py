@@ -17,7 +17,7 @@ SUBCOMMANDS = {
     "pipeline": ("ppo.pipeline", "the whole loop: comparisons, reward model, PPO-ptx, report"),
     "ppo": ("ppo.train", "PPO-ptx fine-tuning with a per-token KL penalty (accelerate launch -m ppo.train works too)"),
     "label": ("labeling_app.__main__", "serve the Gradio labelling app for a project config"),
-    "robot": ("robot.cli", "robot preference learning: train | evaluate | clips"),
+    "robot": ("robot.cli", "robot preference learning: train | evaluate | clips | study"),
 }
 
 

@@ -1,4 +1,4 @@
-"""`rlhf robot <train|evaluate|clips> ...`: the robot stage's commands."""
+"""`rlhf robot <train|evaluate|clips|study> ...`: the robot stage's commands."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ COMMANDS = {
     "train": ("robot.train", "the Christiano loop (or a true-reward baseline) on an iiwa14 task"),
     "evaluate": ("robot.evaluate", "roll out a policy checkpoint: true return and success rate"),
     "clips": ("robot.clips", "render segment pairs as WebM clips with a manifest for the labelling app"),
+    "study": ("robot.study", "true-reward baseline vs learned-reward loop over seeds: report with plots"),
 }
 
 
@@ -19,7 +20,13 @@ def main(argv: list[str] | None = None) -> int:
         for name, (_, text) in COMMANDS.items():
             print(f"  {name:<10} {text}")
         return 0 if not argv or argv[0] in ("-h", "--help") else 2
-    return importlib.import_module(COMMANDS[argv[0]][0]).main(argv[1:]) or 0
+    from robot.config import ConfigError
+
+    try:
+        return importlib.import_module(COMMANDS[argv[0]][0]).main(argv[1:]) or 0
+    except ConfigError as err:  # as `python -m robot.<command>` does: the message, no traceback
+        print(f"error: {err}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

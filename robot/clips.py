@@ -24,7 +24,7 @@ import torch
 from tqdm.auto import tqdm
 
 from robot.render import write_clip
-from robot.reward import choose_queries, make_ensemble
+from robot.reward import choose_queries, ensemble_from_checkpoint
 from robot.segments import Segments
 from robot.vec_env import make_vec_env
 
@@ -36,12 +36,7 @@ def select_pairs(run_dir: Path, num_pairs: int, seed: int, rounds: str) -> tuple
         pool = segments.subset(np.flatnonzero(segments.source_round == segments.source_round.max()))
     else:
         pool = segments
-    ensemble = None
-    if state.get("ensemble") is not None:
-        config = state["config"]
-        ensemble = make_ensemble(state["obs_dim"] + state["action_dim"], config["ensemble_members"],
-                                 config["reward_hidden"], config["seed"], config.get("reward_output", "tanh"))
-        ensemble.load_state_dict(state["ensemble"])
+    ensemble = ensemble_from_checkpoint(state)
     rng = np.random.default_rng(seed)
     num_pairs = min(num_pairs, len(pool) * (len(pool) - 1) // 2)
     method = "disagreement" if ensemble is not None and len(ensemble.members) > 1 else "random"

@@ -70,7 +70,9 @@ class RobotConfig:
     labels_file: str | None = None  # core-format JSONL of human labels (items = segment ids) instead of a teacher
     segments_file: str | None = None  # segments.npz the labels refer to (default: out_dir/segments.npz)
     ensemble_members: int = 3  # reward ensemble size
+    reward_features: str = "relative"  # obs_action (Christiano) | obs | relative (task-space positions) | relative_action (robot.reward.feature_columns)
     reward_hidden: int = 64  # width of the 2 leaky-ReLU hidden layers of each member
+    reward_dropout: float = 0.0  # dropout after each hidden layer of a member while fitting (Christiano: L2 + dropout)
     reward_output: str = "tanh"  # tanh: bounded per-step reward (B-Pref), harder to exploit; linear: Christiano
     reward_epochs: int = 20  # Bradley-Terry epochs per refit (members restart from their last weights)
     reward_batch_size: int = 64  # comparisons per reward minibatch
@@ -106,6 +108,11 @@ class RobotConfig:
             raise ConfigError(f"initial_label_fraction must be in (0, 1), got {self.initial_label_fraction}")
         if self.reward_output not in ("tanh", "linear"):
             raise ConfigError(f"reward_output must be 'tanh' or 'linear', got {self.reward_output!r}")
+        if not 0.0 <= self.reward_dropout < 1.0:
+            raise ConfigError(f"reward_dropout must be in [0, 1), got {self.reward_dropout}")
+        if self.reward_features not in ("obs_action", "obs", "relative", "relative_action"):
+            raise ConfigError("reward_features must be one of obs_action, obs, relative, relative_action, "
+                              f"got {self.reward_features!r}")
         if not isinstance(self.teacher_kwargs, dict):
             raise ConfigError(f"teacher_kwargs must be a mapping, got {self.teacher_kwargs!r}")
         if self.query_selection == "disagreement" and self.ensemble_members < 2:

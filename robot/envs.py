@@ -71,6 +71,7 @@ class Task:
     xml_file: str
     obs_dim: int
     max_episode_steps: int
+    relative_obs: tuple[int, ...]  # observation columns of task-space relative positions
 
     def load_model(self) -> mujoco.MjModel:
         return mujoco.MjModel.from_xml_path(str(ASSETS / self.xml_file))
@@ -118,6 +119,9 @@ class ReachTask(Task):
     name = "reach"
     xml_file = "iiwa14.xml"
     obs_dim = 23
+    # Observation columns a person judging a clip looks at: where the tool is relative to
+    # the target (flange - target). The reward model's `relative` feature set.
+    relative_obs = (20, 21, 22)
 
     def __init__(self, max_episode_steps: int = REACH_EPISODE_STEPS, action_cost: float = 0.0):
         self.max_episode_steps = max_episode_steps
@@ -151,6 +155,7 @@ class PushTask(Task):
     name = "push"
     xml_file = "iiwa14_push.xml"
     obs_dim = 32
+    relative_obs = tuple(range(23, 29))  # flange - block, block - goal
 
     def __init__(self, max_episode_steps: int = PUSH_EPISODE_STEPS):
         self.max_episode_steps = max_episode_steps

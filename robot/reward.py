@@ -1,7 +1,8 @@
 """Reward learning from segment comparisons: data set, ensemble fit, queries, metrics.
 
-The reward model is `rlhf.ensemble.SegmentRewardEnsemble` on (obs, action) features:
-3 members (2 x 64 leaky ReLU), bootstrap resamples, Bradley-Terry loss with Christiano's
+The reward model is `rlhf.ensemble.SegmentRewardEnsemble` on (obs, action) step features,
+each member reading the columns of a feature set (`feature_columns`: all, the state, or the
+task-space relative positions): 3 members (2 x 64 leaky ReLU), bootstrap resamples, Bradley-Terry loss with Christiano's
 10 % random-answer noise, each member normalised to zero mean / unit std per step.
 Comparisons refer to segments by id, so simulated and human labels look the same
 (`rlhf.preferences.Comparison`, core format, items = [segment_a, segment_b]).
@@ -42,23 +43,113 @@ class Standardize(nn.Module):
         return (x - self.mean) / self.std
 
 
-def make_ensemble(input_dim: int, members: int, hidden: int, seed: int, output: str = "tanh") -> SegmentRewardEnsemble:
+FEATURE_SETS = ("obs_action", "obs", "relative", "relative_action")
+
+
+def feature_columns(task: str, feature_set: str, obs_dim: int, action_dim: int) -> tuple[int, ...]:
+    """Columns of the (obs, action) step features a reward member reads.
+
+    - "obs_action": everything (Christiano et al.'s r(o, a));
+    - "obs": the state only (actions are not visible in a clip);
+    - "relative": the task-space relative positions a person judges a clip by (reach:
+      flange - target). With the 30 (o, a) features and 700 noisy labels the ensemble
+      also keys on joint angles, velocities and actions that merely correlate with good
+      segments in the labelled data, and PPO then exploits those (measured: it rated the
+      true-reward policy's reaching below the learned policy's hovering 10-15 cm away);
+    - "relative_action": the relative positions and the action (r(o, a) without joint state)."""
+    if feature_set == "obs_action":
+        return tuple(range(obs_dim + action_dim))
+    if feature_set == "obs":
+        return tuple(range(obs_dim))
+    if feature_set in ("relative", "relative_action"):
+        from robot.envs import ENV_IDS, TASKS
+
+        name = {env_id: n for n, env_id in ENV_IDS.items()}.get(task, task)
+        if name not in TASKS:
+            raise ValueError(f"unknown task {task!r}; valid tasks: {', '.join(sorted(TASKS))}")
+        actions = tuple(range(obs_dim, obs_dim + action_dim)) if feature_set == "relative_action" else ()
+        return tuple(TASKS[name].relative_obs) + actions
+    raise ValueError(f"unknown reward feature set {feature_set!r}; expected one of {FEATURE_SETS}")
+
+
+class SelectColumns(nn.Module):
+    """Keep the given feature columns; stored as a buffer, so a checkpoint knows its inputs."""
+
+    def __init__(self, columns):
+        super().__init__()
+        self.register_buffer("columns", torch.as_tensor(list(columns), dtype=torch.long))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.index_select(-1, self.columns)
+
+
+def member_mlp(input_dim: int, hidden: int, dropout: float = 0.0) -> nn.Module:
+    """2 x hidden leaky-ReLU MLP (`rlhf.ensemble.mlp`), with dropout after each hidden layer
+    when `dropout` > 0 (Christiano et al. regularise the reward net with L2 and dropout)."""
+    if dropout == 0.0:
+        return mlp(input_dim, (hidden, hidden))
+    return nn.Sequential(nn.Linear(input_dim, hidden), nn.LeakyReLU(0.01), nn.Dropout(dropout),
+                         nn.Linear(hidden, hidden), nn.LeakyReLU(0.01), nn.Dropout(dropout), nn.Linear(hidden, 1))
+
+
+def make_ensemble(input_dim: int, members: int, hidden: int, seed: int, output: str = "tanh",
+                  columns=None, dropout: float = 0.0) -> SegmentRewardEnsemble:
     """Christiano's MuJoCo reward net (2 x hidden, leaky ReLU 0.01) behind a feature standardiser.
 
+    The ensemble always takes the full (obs, action) step features; each member first keeps
+    `columns` (default: all), so rollouts, segments and clips need not know the feature set.
+    The ensemble is returned in eval mode (no dropout); `fit_reward` trains in train mode.
     output "tanh" (B-Pref): a bounded per-step reward cannot grow without limit on states far
     from the labelled ones, which PPO otherwise finds and exploits; "linear": Christiano's."""
     if output not in ("tanh", "linear"):
         raise ValueError(f"reward output must be 'tanh' or 'linear', got {output!r}")
+    columns = tuple(range(input_dim)) if columns is None else tuple(int(c) for c in columns)
+    if not columns or min(columns) < 0 or max(columns) >= input_dim:
+        raise ValueError(f"reward feature columns must be in [0, {input_dim}), got {columns}")
+    if not 0.0 <= dropout < 1.0:
+        raise ValueError(f"reward dropout must be in [0, 1), got {dropout}")
     head = [nn.Tanh()] if output == "tanh" else []
-    return SegmentRewardEnsemble(input_dim, members, seed=seed, make_member=lambda dim: nn.Sequential(
-        Standardize(dim), mlp(dim, (hidden, hidden)), *head))
+    ensemble = SegmentRewardEnsemble(input_dim, members, seed=seed, make_member=lambda dim: nn.Sequential(
+        SelectColumns(columns), Standardize(len(columns)), member_mlp(len(columns), hidden, dropout), *head))
+    return ensemble.eval()
 
 
 def set_feature_scale(ensemble: SegmentRewardEnsemble, features: torch.Tensor, force: bool = False) -> None:
     """Fix every member's input standardisation from `features` (once, unless forced)."""
     for member in ensemble.members:
-        if force or not bool(member[0].is_set):
-            member[0].set(features)
+        select, standardize = member[0], member[1]
+        if force or not bool(standardize.is_set):
+            standardize.set(select(features))
+
+
+def ensemble_from_checkpoint(state: dict) -> SegmentRewardEnsemble | None:
+    """The reward ensemble of a `robot.train` checkpoint (None for a true-reward run).
+
+    Checkpoints written before members had a column selector (no `reward_features` in the
+    config) read all (obs, action) features; their layer indices are shifted by one."""
+    if state.get("ensemble") is None:
+        return None
+    config = state["config"]
+    feature_set = config.get("reward_features", "obs_action")
+    columns = feature_columns(config["task"], feature_set, state["obs_dim"], state["action_dim"])
+    ensemble = make_ensemble(state["obs_dim"] + state["action_dim"], config["ensemble_members"], config["reward_hidden"],
+                             config["seed"], config.get("reward_output", "tanh"), columns,
+                             config.get("reward_dropout", 0.0))
+    weights = dict(state["ensemble"])
+    if "reward_features" not in config:
+        weights = {_shift_layer(key): value for key, value in weights.items()}
+        for i, member in enumerate(ensemble.members):
+            weights[f"members.{i}.0.columns"] = member[0].columns
+    ensemble.load_state_dict(weights)
+    return ensemble
+
+
+def _shift_layer(key: str) -> str:
+    """members.<i>.<k>.rest -> members.<i>.<k + 1>.rest (old layout without SelectColumns)."""
+    parts = key.split(".")
+    if parts[0] == "members" and len(parts) > 2 and parts[2].isdigit():
+        parts[2] = str(int(parts[2]) + 1)
+    return ".".join(parts)
 
 
 def comparison_arrays(comparisons: list[Comparison], segments: Segments) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -78,7 +169,15 @@ def fit_reward(ensemble: SegmentRewardEnsemble, segments: Segments, comparisons:
     index_a, index_b, labels = comparison_arrays(comparisons, segments)
     features = segments.features()
     set_feature_scale(ensemble, features)  # first fit: the random-policy segments set the scale
-    losses = ensemble.fit(features[index_a], features[index_b], torch.from_numpy(labels), train_config, progress=progress)
+    ensemble.train()  # dropout (if any) only while fitting
+    try:
+        losses = ensemble.fit(features[index_a], features[index_b], torch.from_numpy(labels), train_config,
+                              progress=progress)
+    finally:
+        ensemble.eval()
+    if any(isinstance(m, nn.Dropout) for m in ensemble.modules()):
+        # fit() normalised the members in train mode; redo it without dropout
+        ensemble.fit_normalization(torch.cat([features[index_a], features[index_b]]))
     with torch.no_grad():
         scores = ensemble.member_segment_scores(features[np.concatenate([index_a, index_b])]).mean(0)
     n = len(labels)

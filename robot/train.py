@@ -33,8 +33,8 @@ from rlhf.ensemble import EnsembleTrainConfig
 from rlhf.preferences import load_comparisons, save_comparisons
 from robot.config import ConfigError, RobotConfig, load_config
 from robot.policy import PPO, LearnedReward, TrueReward, evaluate_policy
-from robot.reward import (ask_teacher, build_teacher, choose_queries, fit_reward, label_schedule, make_ensemble,
-                          reward_agreement)
+from robot.reward import (ask_teacher, build_teacher, choose_queries, feature_columns, fit_reward, label_schedule,
+                          make_ensemble, reward_agreement)
 from robot.segments import Segments, check_segment_length, sample_segments
 
 EVAL_SEED = 10_000  # evaluation episodes use seeds disjoint from training envs
@@ -56,7 +56,8 @@ class Run:
         self.segments: list[Segments] = []  # every segment drawn, in order
         self.comparisons = []  # every answered comparison
         self.labels_asked = 0  # includes skipped queries: they cost the teacher time
-        self.heldout: Segments | None = None
+        self.heldout: Segments | None = None  # random-policy held-out segments (never labelled)
+        self.last_heldout: Segments | None = None  # those plus segments of the latest evaluation
         self.round_offset = 0  # imported segments keep their rounds; new ones are numbered after them
         self.metrics_path = self.out / "metrics.jsonl"
         self.metrics_path.write_text("")
@@ -106,6 +107,7 @@ class Run:
             count = max(2, cfg.heldout_segments // 2)
             current = sample_segments(eval_episodes, cfg.segment_length, count, self.rng, 0, round_index)
             heldout = Segments.concat([self.heldout, current])
+            self.last_heldout = heldout
             agreement = reward_agreement(self.ensemble, heldout, seed=cfg.seed)
             row.update({f"heldout_{k}": v for k, v in agreement.items() if k != "num_segments"})
         self.log(row)
@@ -125,8 +127,9 @@ class Run:
         cfg = self.config
         teacher = None if cfg.labels_file else build_teacher(cfg.teacher, cfg.teacher_kwargs, cfg.seed)
         schedule = label_schedule(cfg.label_budget, cfg.initial_label_fraction, cfg.num_rounds, cfg.schedule_decay)
+        columns = feature_columns(cfg.task, cfg.reward_features, self.obs_dim, self.ppo.action_dim)
         self.ensemble = make_ensemble(self.obs_dim + self.ppo.action_dim, cfg.ensemble_members, cfg.reward_hidden, cfg.seed,
-                                      cfg.reward_output)
+                                      cfg.reward_output, columns, cfg.reward_dropout)
 
         # Held-out random-policy segments for the learned/true correlation (never labelled).
         self.heldout = sample_segments(self.random_policy_episodes(cfg.heldout_segments), cfg.segment_length,
@@ -225,9 +228,11 @@ def write_report(run_state: Run) -> Path:
         fig, axes = plt.subplots(1, 2, figsize=(10, 3.5))
         axes[0].plot([row["labels"] for row in history], [row["eval_return"] for row in history], marker="o")
         axes[0].set(xlabel="labels asked", ylabel="true return (eval)", title="label efficiency")
-        learned = segment_scores_or_none(run_state)
-        if learned is not None:
-            axes[1].scatter(run_state.heldout.true_returns(), learned, s=6)
+        if run_state.last_heldout is not None:
+            from robot.reward import segment_scores
+
+            learned = segment_scores(run_state.ensemble, run_state.last_heldout)
+            axes[1].scatter(run_state.last_heldout.true_returns(), learned, s=6)
             axes[1].set(xlabel="true segment return", ylabel="learned segment return", title="held-out segments")
         fig.tight_layout()
         fig.savefig(out / "label_efficiency.png", dpi=100)
@@ -250,24 +255,39 @@ def write_report(run_state: Run) -> Path:
     return report
 
 
-def segment_scores_or_none(run_state: Run):
-    if run_state.ensemble is None or run_state.heldout is None:
+def save_heldout_returns(run_state: Run) -> Path | None:
+    """heldout.npz: true and learned returns of the last evaluation's held-out segments
+    (the data behind the final heldout_* metrics), for scatter plots and studies."""
+    if run_state.ensemble is None or run_state.last_heldout is None:
         return None
     from robot.reward import segment_scores
 
-    return segment_scores(run_state.ensemble, run_state.heldout)
+    path = run_state.out / "heldout.npz"
+    np.savez(path, true=run_state.last_heldout.true_returns(),
+             learned=segment_scores(run_state.ensemble, run_state.last_heldout))
+    return path
 
 
-def run(config: RobotConfig) -> dict:
-    """Train per the config; returns a summary dict (also written into report.md)."""
+def run(config: RobotConfig, bar=None) -> dict:
+    """Train per the config; returns a summary dict (also written into report.md).
+
+    bar: an outer tqdm bar to advance by env steps (a study runs many configs under one
+    bar); by default the run makes its own."""
     torch.set_num_threads(1)
     run_state = Run(config)
-    with tqdm(total=config.total_timesteps, desc=f"{config.mode} {config.task}", unit="step",
-              disable=not config.progress) as bar:
+    own_bar = bar is None
+    if own_bar:
+        bar = tqdm(total=config.total_timesteps, desc=f"{config.mode} {config.task}", unit="step",
+                   disable=not config.progress)
+    try:
         if config.mode == "true_reward":
             run_state.run_true_reward(bar)
         else:
             run_state.run_learned(bar)
+    finally:
+        if own_bar:
+            bar.close()
+    save_heldout_returns(run_state)
     report = write_report(run_state)
     final = run_state.history[-1]
     return {"report": str(report), "out_dir": str(run_state.out), "eval_return": final["eval_return"],
