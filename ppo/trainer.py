@@ -3,7 +3,7 @@
 One iteration (``PPOTrainer.step``) is the loop of sec. 15.2.7 / eq. 15.7-15.12:
 
 1. **Rollout.** ``rollout_batch_size`` prompts (split over processes) are sampled in
-   chunks of ``micro_batch_size`` with left padding. Sampling uses logits / temperature
+   chunks of ``generation_batch_size`` with left padding. Sampling uses logits / temperature
    with no top-k/top-p; the stored log-probs are recomputed from the same logits /
    temperature, so sampling and the PPO ratio see one distribution. Each response is
    cut after its first stop token (``response_mask`` covers it; ``has_stop`` says
@@ -350,6 +350,11 @@ class PPOTrainer:
 
     # -- rollout ---------------------------------------------------------------------
 
+    @property
+    def generation_chunk(self) -> int:
+        """Prompts per generate() call on this process."""
+        return self.config.generation_batch_size or self.config.micro_batch_size
+
     def _step_prompts(self, step: int) -> list[int]:
         """Indices (into self.prompts) of this process's prompts for iteration ``step``;
         the global stream reshuffles the prompt list on every pass."""
@@ -459,9 +464,10 @@ class PPOTrainer:
         indices = self._step_prompts(step)
         prompt_ids = [self.prompt_ids[i] for i in indices]
         responses, has_stop = [], []
-        chunks_per_process = self.local_rollout_size // cfg.micro_batch_size
+        chunk_size = self.generation_chunk
+        chunks_per_process = self.local_rollout_size // chunk_size
         for c in range(chunks_per_process):
-            chunk = prompt_ids[c * cfg.micro_batch_size:(c + 1) * cfg.micro_batch_size]
+            chunk = prompt_ids[c * chunk_size:(c + 1) * chunk_size]
             global_chunk = acc.process_index * chunks_per_process + c
             r, s = self._sample(chunk, seed=derive_seed(cfg.seed, "sample", step, global_chunk))
             responses += r
@@ -726,8 +732,8 @@ class PPOTrainer:
 
         ids = [chat_prompt_ids(self.tokenizer, p) for p in prompts]
         out = []
-        for start in range(0, len(ids), self.config.micro_batch_size):
-            responses, _ = self._sample(ids[start:start + self.config.micro_batch_size],
+        for start in range(0, len(ids), self.generation_chunk):
+            responses, _ = self._sample(ids[start:start + self.generation_chunk],
                                         seed=derive_seed(seed, "eval", start), max_new_tokens=max_new_tokens)
             out += [t.strip() for t in self.tokenizer.batch_decode(responses, skip_special_tokens=True)]
         return out

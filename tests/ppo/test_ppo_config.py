@@ -63,6 +63,7 @@ def test_values_wrong_on_their_own():
         ("target_kl", dict(target_kl=-1.0)),
         ("reward_models", dict(reward_models=[{"weight": 2.0}])),
         ("num_steps", dict(num_steps=0)),
+        ("generation_batch_size", dict(generation_batch_size=0)),
     ]:
         expect(field, lambda: PPOConfig(**kwargs))
 
@@ -88,6 +89,8 @@ def test_bad_inputs_fail_before_any_model_is_loaded(tmp_path, prompts_file, no_m
     short.write_text("a few words")
     expect("pretrain_data", tiny_config(tmp_path, prompts_file, ptx_coef=0.1, pretrain_data=str(short),
                                         ptx_max_length=64))
+    # generation chunks must tile the per-process rollout (tiny_config: 8 prompts per iteration)
+    expect("generation_batch_size", tiny_config(tmp_path, prompts_file, generation_batch_size=3))
     # stop token that is several tokens
     expect("stop_token", tiny_config(tmp_path, prompts_file, stop_token="THE END, really"))
     # a reward-model path that is not a reward model

@@ -102,3 +102,20 @@ def test_lora_reference_is_the_base_model_with_adapters_disabled(tmp_path, promp
         torch.testing.assert_close(rows[i]["ref_logprobs"], expected[i, :len(r)], atol=1e-5, rtol=0)
         # the trained policy itself moved away from the base model
         assert (rows[i]["logprobs"] - expected[i, :len(r)]).abs().max() > 1e-3
+
+
+def test_generation_batch_size_sets_the_generate_chunks(tmp_path, prompts_file):
+    policy, reward = planted_policy()
+    trainer = PPOTrainer(tiny_config(tmp_path, prompts_file, generation_batch_size=4), reward_fn=reward, policy=policy)
+    calls, sample = [], trainer._sample
+
+    def counting_sample(prompt_ids, seed, **kwargs):
+        calls.append((len(prompt_ids), seed))
+        return sample(prompt_ids, seed, **kwargs)
+
+    trainer._sample = counting_sample
+    batch = trainer.rollout(step=0)
+    # 8 prompts per iteration: 2 generate calls of 4 (not 4 calls of micro_batch_size 2), each with its own seed
+    assert [size for size, _ in calls] == [4, 4] and calls[0][1] != calls[1][1]
+    assert batch["mask"].shape[0] == 8
+    assert len(trainer.generate(["Say hi."] * 5, max_new_tokens=3)) == 5  # a last, shorter chunk is fine
