@@ -65,12 +65,6 @@ def label_efficiency(rows: list[dict], untrained: float, baseline: float) -> tup
     return labels, normalised_score([row["eval_return"] for row in rows], untrained, baseline)
 
 
-def pearson(x, y) -> float:
-    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
-    x, y = x - x.mean(), y - y.mean()
-    return float((x * y).sum() / np.sqrt((x * x).sum() * (y * y).sum()))
-
-
 # --- command line ---------------------------------------------------------------------------
 
 @dataclass
