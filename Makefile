@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.rlhf-installed
 .PHONY: demo test install system-deps model clean-venv
 
 demo: install system-deps model
-	$(VENV)/bin/rlhf demo
+	$(VENV)/bin/rlhf pipeline --config configs/pipeline/quickstart.yaml
 
 test: install system-deps model
 	$(PY) -m pytest -q

@@ -40,7 +40,7 @@ def test_yaml_and_cli_overrides():
     from_yaml = parse_config(["--config", str(ROOT / "configs/ppo/smoke.yaml")])
     assert from_yaml.reward_models == [{"path": "runs/reward_model/smoke", "weight": 1.0}]
     quick = parse_config(["--config", str(ROOT / "configs/ppo/quickstart.yaml")])
-    assert quick.policy_model == "smollm2-135m-instruct" and quick.ptx_coef > 0 and quick.target_kl == 6.0
+    assert quick.policy_model == "smollm2-135m-instruct" and quick.ptx_coef > 0 and quick.generation_batch_size == 32
 
 
 def test_unknown_key_is_an_error(tmp_path):
