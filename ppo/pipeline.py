@@ -173,7 +173,7 @@ def plot_gold_vs_kl(history: list[dict], before: dict, after: dict, path: Path) 
     twin.errorbar([0, kl[-1]], [before["mean"], after["mean"]], yerr=[before["std"], after["std"]],
                   color="crimson", marker="s", capsize=4, label="held-out gold rubric (before, after)")
     twin.set_ylabel("gold rubric score", color="crimson")
-    figure.legend(loc="lower right", fontsize=8)
+    figure.legend(loc="upper left", bbox_to_anchor=(0.12, 0.97), fontsize=8)  # clear of the axis labels
     figure.tight_layout()
     figure.savefig(path, dpi=110)
     plt.close(figure)
