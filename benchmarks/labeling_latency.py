@@ -32,12 +32,13 @@ import sys
 import tempfile
 import threading
 import time
-import uuid
 from pathlib import Path
 
 os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
 os.environ.setdefault("GRADIO_TEMP_DIR", tempfile.mkdtemp(prefix="labeling-bench-gradio-"))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from labeling_app.http_client import HttpSession  # noqa: E402
 
 PASSWORD = "benchmark-password"
 VOTE_ENDPOINTS = ["vote_a", "vote_b", "vote_tie"]
@@ -65,41 +66,14 @@ def make_project(root: Path, annotators: list[str], items: int, overlap: int) ->
     return config
 
 
-class BrowserLikeClient:
-    """One annotator's page: a login cookie, a session hash, one kept-alive connection."""
+class BrowserLikeClient(HttpSession):
+    """One annotator's page (a kept-alive connection); a vote's last input is its comment."""
 
     def __init__(self, url: str, user: str):
-        import httpx
-
-        self.http = httpx.Client(base_url=url, timeout=60)
-        response = self.http.post("/login", data={"username": user, "password": PASSWORD})
-        response.raise_for_status()
-        config = self.http.get("/config").json()
-        self.fn_index = {d.get("api_name"): i for i, d in enumerate(config["dependencies"])}
-        self.inputs = {d.get("api_name"): len(d["inputs"]) for d in config["dependencies"]}
-        self.session = uuid.uuid4().hex
+        super().__init__(url, user, PASSWORD, timeout=60)
 
     def call(self, api_name: str):
-        # State inputs are kept server-side (the page sends null for them, as here); the
-        # last input of a vote is the comment.
-        data = [None] * self.inputs[api_name]
-        if api_name.startswith("vote"):
-            data[-1] = ""
-        joined = self.http.post("/gradio_api/queue/join", json={
-            "data": data, "fn_index": self.fn_index[api_name], "session_hash": self.session,
-            "event_data": None, "trigger_id": None})
-        joined.raise_for_status()
-        event_id = joined.json()["event_id"]
-        with self.http.stream("GET", "/gradio_api/queue/data", params={"session_hash": self.session}) as stream:
-            for line in stream.iter_lines():
-                if not line.startswith("data:"):
-                    continue
-                message = json.loads(line[5:])
-                if message.get("event_id") == event_id and message.get("msg") == "process_completed":
-                    if not message.get("success"):
-                        raise RuntimeError(f"{api_name} failed: {message.get('output')}")
-                    return message["output"]["data"]
-        raise RuntimeError(f"{api_name}: stream ended without a result")
+        return super().call(api_name, "" if api_name.startswith("vote") else None)
 
 
 class GradioClient:

@@ -13,6 +13,7 @@ from pathlib import Path
 os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
 os.environ.setdefault("GRADIO_TEMP_DIR", tempfile.mkdtemp(prefix="gradio-tests-"))
 
+from labeling_app.http_client import HttpSession as BaseHttpSession  # noqa: E402
 from labeling_app.users import add_user  # noqa: E402
 
 PASSWORD = "correct-horse"
@@ -106,41 +107,8 @@ class Server:
         self.service.storage.close()
 
 
-class HttpSession:
-    """One annotator's page over plain HTTP, as a browser tab talks to Gradio: a login
-    cookie, a session hash, POST /gradio_api/queue/join and the event stream. Every call
-    has a timeout, so a dead server fails fast instead of hanging a test."""
+class HttpSession(BaseHttpSession):
+    """`labeling_app.http_client.HttpSession` with the tests' password by default."""
 
     def __init__(self, url: str, user: str, password: str = PASSWORD, timeout: float = 20):
-        import uuid
-
-        import httpx
-
-        self.http = httpx.Client(base_url=url, timeout=timeout)
-        self.http.post("/login", data={"username": user, "password": password}).raise_for_status()
-        dependencies = self.http.get("/config").json()["dependencies"]
-        self.fn_index = {d.get("api_name"): i for i, d in enumerate(dependencies)}
-        self.n_inputs = {d.get("api_name"): len(d["inputs"]) for d in dependencies}
-        self.session = uuid.uuid4().hex
-
-    def call(self, api_name: str, last_input=None) -> list:
-        data = [None] * self.n_inputs[api_name]
-        if data:
-            data[-1] = last_input
-        joined = self.http.post("/gradio_api/queue/join", json={
-            "data": data, "fn_index": self.fn_index[api_name], "session_hash": self.session,
-            "event_data": None, "trigger_id": None})
-        joined.raise_for_status()
-        event_id = joined.json()["event_id"]
-        with self.http.stream("GET", "/gradio_api/queue/data", params={"session_hash": self.session}) as stream:
-            for line in stream.iter_lines():
-                if line.startswith("data:"):
-                    message = json.loads(line[5:])
-                    if message.get("event_id") == event_id and message.get("msg") == "process_completed":
-                        if not message.get("success"):
-                            raise RuntimeError(f"{api_name} failed: {message.get('output')}")
-                        return message["output"]["data"]
-        raise RuntimeError(f"{api_name}: the stream ended without a result")
-
-    def close(self):
-        self.http.close()
+        super().__init__(url, user, password, timeout)
