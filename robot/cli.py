@@ -20,13 +20,9 @@ def main(argv: list[str] | None = None) -> int:
         for name, (_, text) in COMMANDS.items():
             print(f"  {name:<10} {text}")
         return 0 if not argv or argv[0] in ("-h", "--help") else 2
-    from robot.config import ConfigError
+    from robot.config import run_command
 
-    try:
-        return importlib.import_module(COMMANDS[argv[0]][0]).main(argv[1:]) or 0
-    except ConfigError as err:  # as `python -m robot.<command>` does: the message, no traceback
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    return run_command(importlib.import_module(COMMANDS[argv[0]][0]).main, argv[1:])
 
 
 if __name__ == "__main__":

@@ -25,6 +25,18 @@ class ConfigError(ValueError):
     """A malformed config file, an unknown key or an invalid value."""
 
 
+def run_command(main, argv: list[str] | None = None) -> int:
+    """Run a robot command's ``main``; a ConfigError prints as ``error: ...`` (no
+    traceback) and exits 2, from ``python -m robot.<command>`` and ``rlhf robot`` alike."""
+    import sys
+
+    try:
+        return main(argv) or 0
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+
 @dataclass
 class RobotConfig:
     # --- run -------------------------------------------------------------------------

@@ -33,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
-from robot.config import ConfigError, load_config, parse_overrides
+from robot.config import ConfigError, load_config, parse_overrides, run_command
 
 MODES = ("true_reward", "learned")
 TARGET_SCORE = 0.9  # learned-reward PPO must reach this normalised score
@@ -329,8 +329,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except ConfigError as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
+    sys.exit(run_command(main))

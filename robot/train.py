@@ -31,7 +31,7 @@ from tqdm.auto import tqdm
 
 from rlhf.ensemble import EnsembleTrainConfig
 from rlhf.preferences import load_comparisons, save_comparisons
-from robot.config import ConfigError, RobotConfig, load_config
+from robot.config import ConfigError, RobotConfig, load_config, run_command
 from robot.policy import PPO, LearnedReward, TrueReward, evaluate_policy
 from robot.reward import (ask_teacher, build_teacher, choose_queries, feature_columns, fit_reward, label_schedule,
                           make_ensemble, reward_agreement)
@@ -319,8 +319,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except ConfigError as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
+    sys.exit(run_command(main))
