@@ -222,34 +222,21 @@ class TrainerState:
 
 
 class TextRewardModel:
-    """A reward model folder (or ensemble) that scores decoded text on a given device.
+    """A reward model folder (or ensemble), frozen on a given device, that scores decoded text.
 
-    ``score`` returns (normalised, raw): each member's score is normalised with its
-    saved mean/std, members are averaged."""
+    ``score`` returns (normalised, raw), each averaged over members; a member's score is
+    normalised with its saved mean/std (`reward_model.modeling.RewardModel`)."""
 
     def __init__(self, path: str, device, dtype=torch.float32):
         from reward_model.modeling import RewardModel
 
-        loaded = RewardModel.load(path, dtype=dtype)
-        self.members = [m.to(device) for m in loaded.members]
-        self.stats, self.tokenizer, self.device = loaded.stats, loaded.tokenizer, device
-        for member in self.members:
-            member.requires_grad_(False)
+        self.model = RewardModel.load(path, dtype=dtype)
+        self.model.members = [member.to(device).requires_grad_(False) for member in self.model.members]
 
     @torch.no_grad()
     def score(self, prompts: list, completions: list) -> tuple[torch.Tensor, torch.Tensor]:
-        from reward_model.data import ComparisonCollator, format_item
-        from reward_model.modeling import sequence_scores
-
-        sequences = [format_item(self.tokenizer, p, c) for p, c in zip(prompts, completions)]
-        batch = ComparisonCollator(self.tokenizer.pad_token_id)(
-            [{"input_ids": [s], "ranks": [0], "is_pair": False, "label": 0.0, "margin": 0.0, "weight": 1.0,
-              "choice": 0} for s in sequences])
-        ids, mask = batch["input_ids"].to(self.device), batch["attention_mask"].to(self.device)
-        raw = torch.stack([sequence_scores(m, ids, mask) for m in self.members])
-        means = torch.tensor([s["mean"] for s in self.stats], device=raw.device)[:, None]
-        stds = torch.tensor([s["std"] for s in self.stats], device=raw.device)[:, None]
-        return ((raw - means) / stds).mean(0).cpu(), raw.mean(0).cpu()
+        raw = self.model.member_scores(prompts, completions, normalize=False, batch_size=max(len(prompts), 1))
+        return self.model.normalize(raw).mean(0).cpu(), raw.mean(0).cpu()
 
 
 # ---------------------------------------------------------------------------

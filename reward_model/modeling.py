@@ -155,13 +155,17 @@ class RewardModel:
 
         sequences = [format_item(self.tokenizer, p, c) for p, c in zip(prompts, completions, strict=True)]
         rows = []
-        for member, stats in zip(self.members, self.stats):
+        for member in self.members:
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-                scores = score_token_lists(member, sequences, self.tokenizer.pad_token_id, batch_size)
-            if normalize:
-                scores = (scores - stats["mean"]) / stats["std"]
-            rows.append(scores)
-        return torch.stack(rows)
+                rows.append(score_token_lists(member, sequences, self.tokenizer.pad_token_id, batch_size))
+        raw = torch.stack(rows)
+        return self.normalize(raw) if normalize else raw
+
+    def normalize(self, member_scores: torch.Tensor) -> torch.Tensor:
+        """(members, n) raw scores -> each member's scores with its saved mean and std."""
+        means = torch.tensor([s["mean"] for s in self.stats], dtype=member_scores.dtype, device=member_scores.device)
+        stds = torch.tensor([s["std"] for s in self.stats], dtype=member_scores.dtype, device=member_scores.device)
+        return (member_scores - means[:, None]) / stds[:, None]
 
     def score(self, prompts: list, completions: list, normalize: bool = True, **kwargs) -> tuple[torch.Tensor, torch.Tensor]:
         """Mean and std over ensemble members (std is 0 for a single model)."""
