@@ -121,11 +121,12 @@ def build_comparisons(config: PipelineConfig, out: Path, console):
 
 
 def split_prompts(comparisons, fraction: float, seed: int):
-    prompts = sorted({json.dumps(c.prompt) for c in comparisons})
-    order = np.random.default_rng(seed).permutation(len(prompts))
-    heldout = {prompts[i] for i in order[: max(1, round(fraction * len(prompts)))]}
-    train = [c for c in comparisons if json.dumps(c.prompt) not in heldout]
-    return train, [c for c in comparisons if json.dumps(c.prompt) in heldout]
+    """`reward_model.train.split_by_prompt` with numpy's seeded permutation (the order every
+    pipeline number in the README was measured with)."""
+    from reward_model.train import split_by_prompt
+
+    return split_by_prompt(comparisons, fraction, seed,
+                           permutation=lambda n: np.random.default_rng(seed).permutation(n).tolist())
 
 
 def gold_summary(texts: list[str]) -> dict:

@@ -76,13 +76,18 @@ class RewardModelConfig(TrainingArguments):
             raise ValueError(f"padding_side: expected 'right' or 'left', got {self.padding_side!r}")
 
 
-def split_by_prompt(comparisons: list, eval_fraction: float, seed: int) -> tuple[list, list]:
-    """Hold out whole prompts, so no evaluation prompt is seen in training."""
+def split_by_prompt(comparisons: list, eval_fraction: float, seed: int, permutation=None) -> tuple[list, list]:
+    """Hold out whole prompts, so no evaluation prompt is seen in training.
+
+    ``permutation(n)`` orders the sorted distinct prompts (default: torch's seeded
+    randperm); the first ``eval_fraction`` of them are held out."""
     if eval_fraction == 0:
         return comparisons, []
     prompts = sorted({json.dumps(c.prompt, sort_keys=True) for c in comparisons})
-    generator = torch.Generator().manual_seed(seed)
-    order = torch.randperm(len(prompts), generator=generator).tolist()
+    if permutation is None:
+        order = torch.randperm(len(prompts), generator=torch.Generator().manual_seed(seed)).tolist()
+    else:
+        order = permutation(len(prompts))
     held_out = {prompts[i] for i in order[: max(1, round(eval_fraction * len(prompts)))]}
     train = [c for c in comparisons if json.dumps(c.prompt, sort_keys=True) not in held_out]
     evaluation = [c for c in comparisons if json.dumps(c.prompt, sort_keys=True) in held_out]
