@@ -1,0 +1,180 @@
+"""One config system and one error style for every command.
+
+Every command's settings are a dataclass with a comment or help text per field, parsed the
+TRL way (``trl.TrlParser``): ``--config FILE.yaml`` sets fields, ``--field value`` on the
+command line overrides them, unknown keys are refused. A config that nests the configs of
+other stages (the pipeline's ``reward_model:`` and ``ppo:`` sections) is parsed with the
+same rules section by section, and ``--section.field value`` overrides one nested field.
+
+Every problem a user can fix is a ``ConfigError`` whose message says where (file, key,
+line, command-line flag) and what was expected; ``run_main`` prints it as one line
+``error: <where>: <what was expected>`` on stderr and exits 2, without a traceback.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import sys
+from pathlib import Path
+from typing import Any, Callable
+
+import huggingface_hub.constants
+import yaml
+from trl import TrlParser
+
+
+class ConfigError(ValueError):
+    """A bad configuration value, file or input: ``<where>: <what was expected>``."""
+
+    def __init__(self, where: str, expected: str):
+        super().__init__(f"{where}: {expected}")
+        self.where, self.expected = where, expected
+
+
+def offline_by_default() -> None:
+    """Models and data come from local files only unless the user opts in with
+    ``HF_HUB_OFFLINE=0``. Called by every entry point (``rlhf ...`` and each
+    ``python -m ...``); huggingface_hub reads its offline flag at import, so the module
+    constant is set as well as the environment (subprocesses inherit the latter)."""
+    if os.environ.get("HF_HUB_OFFLINE") is None and os.environ.get("TRANSFORMERS_OFFLINE") is None:
+        os.environ["HF_HUB_OFFLINE"] = "1"
+        huggingface_hub.constants.HF_HUB_OFFLINE = True
+    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+
+
+def run_main(main: Callable[[list[str] | None], int | None], argv: list[str] | None = None) -> int:
+    """Run a command's ``main`` offline by default; a ``ConfigError`` becomes
+    ``error: ...`` on stderr and exit code 2 (no traceback)."""
+    offline_by_default()
+    try:
+        return main(argv) or 0
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+
+class _Parser(TrlParser):
+    """TrlParser whose argparse errors raise ConfigError instead of printing usage."""
+
+    def error(self, message: str):
+        raise ConfigError("command line", message)
+
+
+def read_yaml(path: str | Path) -> dict:
+    """A YAML mapping from a file; a missing file, bad YAML or a non-mapping is a ConfigError."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(str(path), "a YAML config file (it does not exist)")
+    try:
+        values = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise ConfigError(str(path), "a UTF-8 text file") from None
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
+        raise ConfigError(where, f"valid YAML ({getattr(err, 'problem', err)})") from None
+    if values is None:
+        return {}
+    if not isinstance(values, dict):
+        raise ConfigError(str(path), f"a mapping of config keys, got {type(values).__name__}")
+    return values
+
+
+def field_names(config_class) -> list[str]:
+    return [f.name for f in dataclasses.fields(config_class) if f.init]
+
+
+def _check_keys(config_class, values: dict, where: str) -> None:
+    known = set(field_names(config_class))
+    unknown = sorted(str(key) for key in values if key not in known)
+    if unknown:
+        raise ConfigError(where, f"unknown key {unknown[0]!r}; expected fields of {config_class.__name__} "
+                                 f"(see docs/config/)")
+
+
+def _build(parser: _Parser, argv: list[str], where: str):
+    known = set(field_names(parser.dataclass_types[0]))
+    for token in argv:
+        name = token[2:].split("=")[0].replace("-", "_") if token.startswith("--") else None
+        if name is not None and name not in known and name not in ("help", "h"):
+            raise ConfigError(token.split("=")[0], f"a field of {parser.dataclass_types[0].__name__} "
+                                                   f"(unknown flag; see docs/config/)")
+    try:
+        (config,) = parser.parse_args_into_dataclasses(args=argv)
+    except ConfigError:
+        raise
+    except (ValueError, TypeError) as err:  # a dataclass's __post_init__ check
+        name = str(err).split(":")[0]
+        raise ConfigError(f"--{name}" if f"--{name}" in argv else where, str(err)) from None
+    return config
+
+
+def parse_config(config_class, argv: list[str] | None = None, prog: str | None = None):
+    """``--config FILE.yaml`` plus ``--field value`` overrides into ``config_class``
+    (TRL's parser and rules; YAML keys that are not fields are refused)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = _Parser(config_class, prog=prog)
+    where = "command line"
+    if "--config" in argv:
+        index = argv.index("--config")
+        if index + 1 >= len(argv):
+            raise ConfigError("--config", "a YAML file path")
+        path = argv[index + 1]
+        del argv[index:index + 2]
+        values = read_yaml(path)
+        _check_keys(config_class, values, path)
+        parser.set_defaults_with_config(**values)
+        where = path
+    return _build(parser, argv, where)
+
+
+def config_from_dict(config_class, values: dict, where: str):
+    """``config_class`` from a mapping (a YAML section) with the same rules as
+    ``parse_config``: unknown keys refused, values checked by the dataclass."""
+    _check_keys(config_class, values, where)
+    parser = _Parser(config_class)
+    parser.set_defaults_with_config(**values)
+    return _build(parser, [], where)
+
+
+def parse_nested_config(config_class, sections: dict[str, type], argv: list[str] | None = None,
+                        prog: str | None = None) -> tuple[Any, dict[str, Any]]:
+    """A config whose YAML nests other configs: ``sections`` maps a key (``ppo``) to its
+    dataclass. A section may name a base file (``config: configs/ppo/quickstart.yaml``)
+    whose values its other keys override; ``--ppo.learning_rate 1e-5`` overrides one field
+    from the command line. Returns the top-level config and one config per section."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if "--config" not in argv or argv.index("--config") + 1 >= len(argv):
+        raise ConfigError("--config", "a YAML file path (e.g. --config configs/pipeline/quickstart.yaml)")
+    index = argv.index("--config")
+    path = argv[index + 1]
+    del argv[index:index + 2]
+    values = read_yaml(path)
+    nested = {name: dict(values.pop(name, None) or {}) for name in sections}
+    for name, section in nested.items():
+        if not isinstance(section, dict):
+            raise ConfigError(f"{path}: {name}", "a mapping of fields")
+    top_argv = []
+    while argv:
+        flag = argv.pop(0)
+        if not flag.startswith("--") or not argv:
+            raise ConfigError("command line", f"'--field value' overrides, got {flag!r}")
+        name, dot, key = flag[2:].partition(".")
+        if dot and name in sections:
+            nested[name][key] = yaml.safe_load(argv.pop(0))
+        else:
+            top_argv += [flag, argv.pop(0)]
+    parser = _Parser(config_class, prog=prog)
+    _check_keys(config_class, values, path)
+    parser.set_defaults_with_config(**values)
+    top = _build(parser, top_argv, path)
+    configs = {}
+    for name, section_class in sections.items():
+        section = nested[name]
+        base = section.pop("config", None)
+        merged = {**(read_yaml(base) if base else {}), **section}
+        if base:
+            _check_keys(section_class, read_yaml(base), base)
+        configs[name] = config_from_dict(section_class, merged, f"{path}: {name}")
+    return top, configs
