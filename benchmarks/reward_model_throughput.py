@@ -10,7 +10,7 @@ times, alternating with the other, and the median run is kept.
 
 Data (`--data`):
   demo     (default) the shipped K = 4 samples of SmolLM2-135M-Instruct for the built-in
-           prompts (`reward_model/data/demo_samples.jsonl`, real lengths from 13 to 113
+           prompts (`pipeline/data/demo_samples.jsonl`, real lengths from 13 to 113
            tokens), ordered by the gold rubric (ties broken by position).
   planted  random words where more 'apple's is better (all sequences about equally long).
 
@@ -56,6 +56,7 @@ import torch  # noqa: E402
 from transformers import PrinterCallback, TrainerCallback  # noqa: E402
 from transformers.utils import logging as hf_logging  # noqa: E402
 
+from pipeline.comparisons import SHIPPED_SAMPLES  # noqa: E402
 from reward_model.data import ComparisonCollator, tokenize_comparisons  # noqa: E402
 from reward_model.modeling import check_padding_free, sequence_scores  # noqa: E402
 from reward_model.train import ListDataset, RewardModelConfig  # noqa: E402
@@ -92,10 +93,9 @@ def planted(n: int, k: int, words: int, seed: int) -> list[Comparison]:
 def demo(k: int, n_train: int, n_held_out: int) -> tuple[list[Comparison], list[Comparison]]:
     """The shipped demo samples as rankings by gold rubric score (first `k` completions of
     each prompt; train prompts first, then held-out ones)."""
-    import reward_model
     from rlhf.rubric import gold_score
 
-    path = Path(reward_model.__file__).parent / "data" / "demo_samples.jsonl"
+    path = SHIPPED_SAMPLES
     rows = [json.loads(line) for line in path.read_text().splitlines()[1:]]  # line 1: sampling settings
     if n_train + n_held_out > len(rows):
         raise SystemExit(f"--prompts {n_train} + --held-out {n_held_out} > {len(rows)} demo prompts")

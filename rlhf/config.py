@@ -94,12 +94,10 @@ def _check_keys(config_class, values: dict, where: str) -> None:
 
 
 def _build(parser: _Parser, argv: list[str], where: str):
-    known = set(field_names(parser.dataclass_types[0]))
     for token in argv:
-        name = token[2:].split("=")[0].replace("-", "_") if token.startswith("--") else None
-        if name is not None and name not in known and name not in ("help", "h"):
-            raise ConfigError(token.split("=")[0], f"a field of {parser.dataclass_types[0].__name__} "
-                                                   f"(unknown flag; see docs/config/)")
+        flag = token.split("=")[0]
+        if token.startswith("--") and flag not in parser._option_string_actions:
+            raise ConfigError(flag, f"a field of {parser.dataclass_types[0].__name__} (unknown flag; see docs/config/)")
     try:
         (config,) = parser.parse_args_into_dataclasses(args=argv)
     except ConfigError:
@@ -139,25 +137,38 @@ def config_from_dict(config_class, values: dict, where: str):
 
 
 def parse_nested_config(config_class, sections: dict[str, type], argv: list[str] | None = None,
-                        prog: str | None = None) -> tuple[Any, dict[str, Any]]:
+                        prog: str | None = None, section_defaults: dict[str, dict] | None = None,
+                        derived: Callable[[Any], dict[str, dict]] | None = None) -> tuple[Any, dict[str, Any]]:
     """A config whose YAML nests other configs: ``sections`` maps a key (``ppo``) to its
     dataclass. A section may name a base file (``config: configs/ppo/quickstart.yaml``)
     whose values its other keys override; ``--ppo.learning_rate 1e-5`` overrides one field
-    from the command line. Returns the top-level config and one config per section."""
+    from the command line. ``section_defaults`` are used for a section the file leaves out
+    (and without ``--config``). ``derived(top)`` returns the fields the composing command
+    sets itself (file paths between stages); a user value for one of them is refused.
+    Returns the top-level config and one config per section."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    if "--config" not in argv or argv.index("--config") + 1 >= len(argv):
-        raise ConfigError("--config", "a YAML file path (e.g. --config configs/pipeline/quickstart.yaml)")
-    index = argv.index("--config")
-    path = argv[index + 1]
-    del argv[index:index + 2]
-    values = read_yaml(path)
-    nested = {name: dict(values.pop(name, None) or {}) for name in sections}
-    for name, section in nested.items():
+    values, path = {}, "command line"
+    if "--config" in argv:
+        index = argv.index("--config")
+        if index + 1 >= len(argv):
+            raise ConfigError("--config", "a YAML file path")
+        path = argv[index + 1]
+        del argv[index:index + 2]
+        values = read_yaml(path)
+    nested = {}
+    for name in sections:
+        section = values.pop(name, None)
+        if section is None:
+            section = (section_defaults or {}).get(name, {})
         if not isinstance(section, dict):
             raise ConfigError(f"{path}: {name}", "a mapping of fields")
+        nested[name] = dict(section)
     top_argv = []
     while argv:
         flag = argv.pop(0)
+        if flag in ("-h", "--help"):
+            top_argv.append(flag)
+            continue
         if not flag.startswith("--") or not argv:
             raise ConfigError("command line", f"'--field value' overrides, got {flag!r}")
         name, dot, key = flag[2:].partition(".")
@@ -169,12 +180,16 @@ def parse_nested_config(config_class, sections: dict[str, type], argv: list[str]
     _check_keys(config_class, values, path)
     parser.set_defaults_with_config(**values)
     top = _build(parser, top_argv, path)
+    fixed = derived(top) if derived else {}
     configs = {}
     for name, section_class in sections.items():
         section = nested[name]
         base = section.pop("config", None)
-        merged = {**(read_yaml(base) if base else {}), **section}
-        if base:
-            _check_keys(section_class, read_yaml(base), base)
+        base_values = read_yaml(base) if base else {}
+        _check_keys(section_class, base_values, str(base))
+        for key in fixed.get(name, {}):
+            if key in section:
+                raise ConfigError(f"{path}: {name}.{key}", f"no value: {prog or 'this command'} sets it itself")
+        merged = {**base_values, **section, **fixed.get(name, {})}
         configs[name] = config_from_dict(section_class, merged, f"{path}: {name}")
     return top, configs

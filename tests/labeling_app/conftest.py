@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))  # importlib mode: make labeling_testkit importable
-
-from labeling_testkit import Server  # noqa: E402
+from labeling_testkit import Server
 
 
 @pytest.fixture

@@ -1,11 +1,6 @@
-import sys
-from pathlib import Path
-
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))  # importlib mode: make ppo_test_utils importable
-
-from ppo_test_utils import SHORT_PROMPTS  # noqa: E402
+from ppo_test_utils import SHORT_PROMPTS
 
 
 @pytest.fixture

@@ -4,7 +4,7 @@ import json
 import subprocess
 import sys
 
-from rlhf.cli import SUBCOMMANDS, main
+from pipeline.cli import SUBCOMMANDS, main
 from rlhf.preferences import load_comparisons
 
 
@@ -18,7 +18,7 @@ def test_help_lists_every_subcommand(capsys):
 
 def test_every_subcommand_has_help():
     for name in SUBCOMMANDS:
-        result = subprocess.run([sys.executable, "-m", "rlhf.cli", name, "--help"], capture_output=True, text=True)
+        result = subprocess.run([sys.executable, "-m", "pipeline.cli", name, "--help"], capture_output=True, text=True)
         assert result.returncode == 0, result.stderr
         assert "usage:" in result.stdout
 
@@ -37,8 +37,8 @@ def test_convert_ranked_to_trl(tmp_path, capsys):
 
 
 def test_demo_on_tiny_model(tmp_path, capsys):
-    code = main(["sample-demo", "--model", "tiny-random-llama", "--num-prompts", "3", "--k", "3",
-                 "--max-new-tokens", "6", "--out", str(tmp_path)])
+    code = main(["sample-demo", "--policy_model", "tiny-random-llama", "--num_prompts", "3", "--k", "3",
+                 "--max_new_tokens", "6", "--out", str(tmp_path)])
     assert code == 0
     out = " ".join(capsys.readouterr().out.split())  # rich wraps lines at the terminal width
     assert "3 prompts x 3 completions" in out and "teacher rankings equal the gold order" in out

@@ -1,20 +1,25 @@
-"""The `rlhf` command: one subcommand per stage, each forwarding its arguments to the
-stage's own `main(argv)` (so `rlhf <stage> --help` is that stage's help)."""
+"""The `rlhf` command: one subcommand per job, each running that module's `main(argv)`
+(so `rlhf <command> --help` is that command's help), offline by default, with config
+errors printed as `error: ...` and exit code 2."""
 
 from __future__ import annotations
 
 import importlib
 import sys
 
-# name -> (module with a main(argv) function, one-line help)
+from rlhf import __version__
+from rlhf.config import run_main
+
+# name -> (module with a main(argv) function, one-line help). Modules are imported on use:
+# the stages pull in heavy optional libraries (gradio, mujoco) that one command never needs.
 SUBCOMMANDS = {
-    "demo": ("reward_model.demo", "the main job: sample, label with a simulated teacher, train and evaluate a reward model"),
-    "sample-demo": ("rlhf.demo", "sample from the embedded model, label with a simulated teacher, print a table"),
-    "convert": ("rlhf.convert", "convert preference data between TRL, HH, ranked and core formats"),
-    "prepare-model": ("rlhf.prepare", "convert the embedded GGUF model into the local cache (done once)"),
+    "pipeline": ("pipeline.end_to_end", "the main job (make demo): comparisons, reward model, PPO-ptx, report"),
+    "demo": ("pipeline.rm_demo", "the reward-model stage on the embedded model: comparisons, training, evaluation"),
+    "sample-demo": ("pipeline.sample_demo", "sample from a model, label with a simulated teacher, print tables"),
+    "convert": ("pipeline.convert", "convert preference data between TRL, HH, ranked and core formats"),
+    "prepare-model": ("pipeline.prepare", "convert the embedded GGUF model into the local cache (done once)"),
     "train-rm": ("reward_model.train", "fit a reward model (accelerate launch -m reward_model.train works too)"),
     "eval-rm": ("reward_model.evaluate", "evaluate a reward model: accuracy, RewardBench, calibration, length bias"),
-    "pipeline": ("ppo.pipeline", "the whole loop: comparisons, reward model, PPO-ptx, report"),
     "ppo": ("ppo.train", "PPO-ptx fine-tuning with a per-token KL penalty (accelerate launch -m ppo.train works too)"),
     "label": ("labeling_app.__main__", "serve the Gradio labelling app for a project config"),
     "robot": ("robot.cli", "robot preference learning: train | evaluate | clips | study"),
@@ -33,16 +38,14 @@ def main(argv: list[str] | None = None) -> int:
         print(usage())
         return 0
     if argv[0] in ("-V", "--version"):
-        from rlhf import __version__
-
         print(__version__)
         return 0
     name, rest = argv[0], argv[1:]
     if name not in SUBCOMMANDS:
-        print(f"rlhf: unknown command {name!r}\n\n{usage()}", file=sys.stderr)
+        print(f"error: rlhf: unknown command {name!r}\n\n{usage()}", file=sys.stderr)
         return 2
     module = importlib.import_module(SUBCOMMANDS[name][0])
-    return module.main(rest) or 0
+    return run_main(module.main, rest)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,79 @@
+"""The pipeline's report: training curves, gold against KL (PNG) and report.md."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only, no display
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+CURVES = [("reward/score", "normalised RM score"), ("kl/per_sequence", "KL per sequence (nats)"),
+          ("loss/ptx_nll", "ptx NLL (pretraining text)"), ("response/length", "response length (tokens)")]
+
+
+def plot_curves(history: list[dict], path: Path) -> None:
+    steps = np.arange(1, len(history) + 1)
+    figure, axes = plt.subplots(1, len(CURVES), figsize=(16, 3.4))
+    for axis, (key, title) in zip(axes, CURVES):
+        axis.plot(steps, [h.get(key, math.nan) for h in history], marker=".")
+        axis.set_title(title)
+        axis.set_xlabel("PPO iteration")
+        axis.grid(alpha=0.3)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
+def plot_gold_vs_kl(history: list[dict], before: dict, after: dict, path: Path) -> None:
+    figure, axis = plt.subplots(figsize=(5.5, 4))
+    kl = [h["kl/per_sequence"] for h in history]
+    score = [h["reward/score"] for h in history]
+    axis.scatter(kl, score, c=np.arange(len(kl)), cmap="viridis", label="training rollouts: RM score")
+    axis.set_xlabel("KL per sequence (nats)")
+    axis.set_ylabel("normalised RM score")
+    twin = axis.twinx()
+    twin.errorbar([0, kl[-1]], [before["mean"], after["mean"]], yerr=[before["std"], after["std"]],
+                  color="crimson", marker="s", capsize=4, label="held-out gold rubric (before, after)")
+    twin.set_ylabel("gold rubric score", color="crimson")
+    figure.legend(loc="upper left", bbox_to_anchor=(0.12, 0.97), fontsize=8)  # clear of the axis labels
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
+def write_report(out: Path, policy_model: str, summary: dict, samples: list[tuple[str, str, str]]) -> Path:
+    before, after = summary["gold_before"], summary["gold_after"]
+    lines = [
+        "# RLHF pipeline report", "",
+        f"Policy `{policy_model}`; {summary['train_prompts']} training and {summary['heldout_prompts']} held-out prompts; "
+        f"{summary['comparisons']} comparisons ({summary['label_source']}); {summary['ppo_steps']} PPO iterations.", "",
+        "| measure | before | after |", "|---|---|---|",
+        f"| gold rubric score on held-out prompts (mean ± std) | {before['mean']:.3f} ± {before['std']:.3f} | "
+        f"{after['mean']:.3f} ± {after['std']:.3f} |",
+        f"| words per held-out answer | {before['words']:.1f} | {after['words']:.1f} |",
+        f"| NLL on held-out pretraining text (nats/token) | {summary['nll_before']:.4f} | {summary['nll_after']:.4f} |",
+        f"| KL per sequence (last training iteration, nats) | 0 | {summary['kl_final']:.3f} |",
+        f"| KL per sequence (mean of the last 5 iterations, nats) | 0 | {summary['kl_mean_last5']:.3f} |", "",
+        f"Gold change in units of the initial spread: **{summary['gold_gain_in_std']:+.2f} std**.", "",
+        "![training curves](curves.png)", "", "![gold against KL](gold_vs_kl.png)", "",
+        f"Reward model: held-out accuracy {summary['rm_eval_accuracy']}.", "", "## Samples (held-out prompts)", "",
+    ]
+    for prompt, old, new in samples:
+        lines += [f"**{prompt}**", "", f"- before: {old}", f"- after: {new}", ""]
+    if "ablation" in summary:
+        rows = summary["ablation"]
+        lines += ["## ptx ablation (same reward model, prompts and seed)", "",
+                  "| ptx_coef | NLL rise on held-out pretraining text | gold after (held-out) | KL per sequence (last) |",
+                  "|---|---|---|---|"]
+        lines += [f"| {row['ptx_coef']} | {row['nll_increase']:+.4f} | {row['gold_after']:.3f} | {row['kl_final']:.2f} |"
+                  for row in rows["runs"]]
+        lines += ["", f"NLL rise with ptx / without: **{rows['nll_rise_ratio']:.2f}** (the target is at most 0.5).", ""]
+    lines += ["## Timings (s)", "", "| step | seconds |", "|---|---|"]
+    lines += [f"| {k} | {v:.0f} |" for k, v in summary["timings"].items()]
+    path = out / "report.md"
+    path.write_text("\n".join(lines) + "\n")
+    return path

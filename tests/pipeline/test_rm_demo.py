@@ -1,0 +1,47 @@
+"""`rlhf demo`, the reward-model stage end to end, on the tiny model (the real run is `rlhf demo`)."""
+
+import json
+
+import numpy as np
+import pytest
+
+from pipeline.rm_demo import gold_pair_accuracy, main
+from reward_model.modeling import RewardModel
+from rlhf.preferences import load_comparisons
+from rlhf.rubric import gold_score
+
+
+def test_gold_pair_accuracy_by_hand():
+    scores = np.array([[3.0, 2.0, 1.0], [0.0, 1.0, 1.0]])
+    gold = np.array([[0.9, 0.5, 0.5], [0.2, 0.8, 0.1]])
+    # row 1: (0,1) right, (0,2) right, (1,2) gold tie: skipped.
+    # row 2: (0,1) right, (0,2) wrong, (1,2) equal model scores: wrong.
+    accuracy, pairs = gold_pair_accuracy(scores, gold)
+    assert pairs == 5 and accuracy == 3 / 5
+
+
+@pytest.mark.slow
+def test_demo_on_tiny_model(tmp_path, capsys):
+    args = ["--policy_model", "tiny-random-llama", "--num_prompts", "12", "--k", "3", "--max_new_tokens", "60",
+            "--reward_model.config", "configs/reward_model/smoke.yaml", "--out", str(tmp_path)]
+    assert main(args) == 0
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["train_prompts"] == 9 and summary["heldout_prompts"] == 3
+    # Recompute the accuracy against gold with a plain loop over the saved held-out rankings.
+    heldout = load_comparisons(tmp_path / "heldout.jsonl")
+    model = RewardModel.load(tmp_path / "reward_model")
+    correct = total = 0
+    for comparison in heldout:
+        scores = model.score([comparison.prompt] * 3, list(comparison.items))[0].tolist()
+        gold = [gold_score(text) for text in comparison.items]
+        for i in range(3):
+            for j in range(i + 1, 3):
+                if gold[i] != gold[j]:
+                    total += 1
+                    correct += (scores[i] - scores[j]) * (gold[i] - gold[j]) > 0
+    assert summary["gold_pairs"] == total and summary["heldout_accuracy_vs_gold"] == pytest.approx(correct / total)
+    report = json.loads((tmp_path / "reward_model" / "eval" / "report.json").read_text())
+    assert report["n_examples"] == 3
+    # The second run reuses the cached samples instead of sampling again.
+    assert main(args) == 0
+    assert "reusing 12 cached prompts" in " ".join(capsys.readouterr().out.split())
