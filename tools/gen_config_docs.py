@@ -238,4 +238,5 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    sys.path.insert(0, str(ROOT))  # run by path: document this checkout, not another installed copy
     sys.exit(main())
