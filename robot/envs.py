@@ -5,7 +5,7 @@
     env = gym.make("robot/Iiwa14Reach-v0", render_mode="rgb_array")
 
 Both tasks share one design, chosen for preference learning from short clips
-(see /work/shared/notes/robot_preferences.md sections 4 and 8):
+(sources and joint data in docs/robot.md, "The arm model and the tasks"):
 
 * Control at dt = 0.04 s (20 physics steps of 2 ms). The action a in [-1, 1]^7
   moves the position-servo targets relative to the *current* joint angles:
