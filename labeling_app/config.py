@@ -1,7 +1,7 @@
 """A labelling project's config: `configs/labeling/<name>.yaml`, read and checked here.
 
-Every problem raises `ConfigError` naming the file and the field, before any server
-starts. Relative paths in a config are resolved against the config file's folder, so a
+Every problem raises `rlhf.config.ConfigError` naming the file and the field, before any
+server starts (the one config error of the toolkit: `error: ...` and exit 2). Relative paths in a config are resolved against the config file's folder, so a
 project folder can be moved as a whole.
 
     name: demo                      # shown on the page and in exports
@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
+from rlhf.config import ConfigError, read_yaml
 
 TASKS = ("ranking", "best_of_k")
 SOURCE_TYPES = ("jsonl", "generations", "clips")
@@ -36,10 +36,6 @@ TIES = ("half", "drop")
 CANT_TELL = ("drop", "half", "keep")
 KNOWN_KEYS = ("name", "task", "sources", "overlap", "storage", "users", "lease_seconds", "per_annotator",
               "shuffle", "export", "ensemble", "guidelines", "seed")
-
-
-class ConfigError(ValueError):
-    """A bad project config; the message names the file and the field."""
 
 
 @dataclass
@@ -76,8 +72,7 @@ class ProjectConfig:
 
 
 def _fail(path: Path, field_name: str | None, reason: str):
-    where = f"{path}" + (f", field '{field_name}'" if field_name else "")
-    raise ConfigError(f"{where}: {reason}")
+    raise ConfigError(f"{path}" + (f", field '{field_name}'" if field_name else ""), reason)
 
 
 def _resolve(base: Path, value: Any, path: Path, name: str) -> Path:
@@ -99,16 +94,7 @@ def _int(raw: dict, name: str, default, path: Path, minimum: int = 1):
 def load_config(path: str | os.PathLike, check_sources: bool = True) -> ProjectConfig:
     """Read and validate a project config. With `check_sources`, every source file must exist."""
     path = Path(path)
-    if not path.exists():
-        raise ConfigError(f"{path}: config file not found")
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        line = f" at line {mark.line + 1}" if mark is not None else ""
-        raise ConfigError(f"{path}: malformed YAML{line}: {getattr(err, 'problem', err)}") from None
-    if not isinstance(raw, dict):
-        _fail(path, None, "expected a mapping of settings at the top level")
+    raw = read_yaml(path)  # missing file, bad YAML, not a mapping: ConfigError naming the file (and line)
     unknown = sorted(set(raw) - set(KNOWN_KEYS))
     if unknown:
         _fail(path, unknown[0], f"unknown setting; expected some of {list(KNOWN_KEYS)}")
@@ -133,13 +119,13 @@ def load_config(path: str | os.PathLike, check_sources: bool = True) -> ProjectC
             _fail(path, f"{where}.type", f"expected one of {SOURCE_TYPES}, got {entry.get('type')!r}")
         source_path = _resolve(base, entry.get("path"), path, f"{where}.path")
         if check_sources and not source_path.is_file():
-            _fail(path, f"{where}.path", f"source file not found: {source_path}")
+            _fail(path, f"{where}.path", f"source file not found: {source_path} (expected an existing file)")
         sources.append(Source(entry["type"], source_path))
 
     if "storage" not in raw:
-        _fail(path, "storage", "missing: a folder for votes.sqlite and audit.jsonl")
+        _fail(path, "storage", "missing; expected a folder for votes.sqlite and audit.jsonl")
     if "users" not in raw:
-        _fail(path, "users", "missing: the users file made by `python -m labeling_app.users add`")
+        _fail(path, "users", "missing; expected the users file made by `python -m labeling_app.users add`")
     lease = raw.get("lease_seconds", 300)
     if not isinstance(lease, (int, float)) or isinstance(lease, bool) or lease <= 0:
         _fail(path, "lease_seconds", f"expected a number of seconds > 0, got {lease!r}")
@@ -163,7 +149,7 @@ def load_config(path: str | os.PathLike, check_sources: bool = True) -> ProjectC
     if "scores" in ensemble:
         ensemble = {"scores": _resolve(base, ensemble["scores"], path, "ensemble.scores")}
         if check_sources and not ensemble["scores"].is_file():
-            _fail(path, "ensemble.scores", f"scores file not found: {ensemble['scores']}")
+            _fail(path, "ensemble.scores", f"scores file not found: {ensemble['scores']} (expected an existing file)")
     elif "scorer" in ensemble and (not isinstance(ensemble["scorer"], str) or ":" not in ensemble["scorer"]):
         _fail(path, "ensemble.scorer", f"expected 'module:function', got {ensemble['scorer']!r}")
 

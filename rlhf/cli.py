@@ -6,6 +6,8 @@ from __future__ import annotations
 import importlib
 import sys
 
+from rlhf.config import run_main
+
 # name -> (module with a main(argv) function, one-line help)
 SUBCOMMANDS = {
     "demo": ("reward_model.demo", "the main job: sample, label with a simulated teacher, train and evaluate a reward model"),
@@ -42,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"rlhf: unknown command {name!r}\n\n{usage()}", file=sys.stderr)
         return 2
     module = importlib.import_module(SUBCOMMANDS[name][0])
-    return module.main(rest) or 0
+    return run_main(module.main, rest)  # a ConfigError: "error: ..." and exit 2, as from python -m
 
 
 if __name__ == "__main__":

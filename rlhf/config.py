@@ -13,6 +13,7 @@ line, command-line flag) and what was expected; ``run_main`` prints it as one li
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import os
 import re
@@ -107,6 +108,21 @@ class _Parser(TrlParser):
 
 def _flag_given(flag: str, argv: list[str]) -> bool:
     return any(token == flag or token.startswith(flag + "=") for token in argv)
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse for a command whose flags are not a config dataclass (the labelling app's
+    ``--config`` names a project file, not a file of the flags): errors are ConfigErrors."""
+
+    def error(self, message: str):
+        unknown = message.removeprefix("unrecognized arguments: ")
+        if unknown != message:
+            flags = ", ".join(sorted(o for o in self._option_string_actions if o.startswith("--")))
+            raise ConfigError(unknown.split()[0], f"unknown flag; expected one of {flags}")
+        flag, sep, expected = message.removeprefix("argument ").partition(": ")
+        if sep and flag.startswith("-"):
+            raise ConfigError(flag.split("/")[0], expected)
+        raise ConfigError("command line", message)
 
 
 def read_yaml(path: str | Path) -> dict:
