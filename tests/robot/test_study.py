@@ -78,7 +78,7 @@ def test_bad_study_arguments_name_the_field(argv, message):
 
 @pytest.mark.parametrize("flag, value, message", [
     ("--num_envs", "0", "^--num_envs: expected a positive integer, got 0$"),
-    ("--bogus", "1", "^--bogus: a field of RobotConfig"),
+    ("--bogus", "1", "^--bogus: unknown flag; expected a field of RobotConfig"),
 ])
 def test_bad_config_value_fails_before_any_run(tmp_path, flag, value, message):
     args = parse_args(["--config", "configs/robot/smoke.yaml", "--seeds", "0", flag, value,
