@@ -12,7 +12,6 @@ YAML mapping). Values wrong on their own are refused by `RobotConfig.__post_init
 
 from __future__ import annotations
 
-import dataclasses
 import typing
 from dataclasses import dataclass, field
 
