@@ -149,3 +149,18 @@ def test_robot_accepts_exponent_learning_rates(tmp_path, monkeypatch):
     robot_train = importlib.import_module("robot.train")
     assert run_main(robot_train.main, ["--config", str(config_file), "--learning_rate", "3e-4"]) == 0
     assert seen[0].learning_rate == 0.0003 and seen[0].reward_learning_rate == 0.003
+
+
+def test_one_config_error_class_with_a_one_argument_form():
+    from ppo.config import PPOConfigError
+    from rlhf.config import ConfigError
+    from rlhf.preferences import PreferenceDataError
+
+    two = ConfigError("--learning_rate", "expected > 0, got -1.0")
+    assert str(two) == "--learning_rate: expected > 0, got -1.0" and two.where == "--learning_rate"
+    one = ConfigError("a.jsonl, line 3: malformed JSON")
+    assert (str(one), one.where, one.expected) == ("a.jsonl, line 3: malformed JSON", "a.jsonl, line 3", "malformed JSON")
+    data = PreferenceDataError("expected a list", "a.jsonl", 3, "completions")
+    assert isinstance(data, ConfigError) and str(data) == "a.jsonl, line 3, field 'completions': expected a list"
+    assert issubclass(PPOConfigError, ConfigError) and str(PPOConfigError("num_steps", "expected >= 1, got 0")) == \
+        "num_steps: expected >= 1, got 0"
