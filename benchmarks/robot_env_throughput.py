@@ -1,5 +1,9 @@
 """Env steps per second: robot.vec_env.Iiwa14VecEnv vs a plain Gymnasium MujocoEnv.
 
+This benchmark decided robot/vec_env.py: a hand-written batch of MjData copies measured
+1.05x gymnasium.vector.SyncVectorEnv (8 envs, 8,000 steps, one core), below the 1.5x that
+would justify its own code, so robot.vec_env is now SyncVectorEnv over robot.envs.
+
 All variants run the same MJCF (robot/assets/iiwa14.xml or iiwa14_push.xml), the same
 frame skip (20 x 2 ms = 0.04 s per env step), the same delta-joint-target action,
 reward and observation, with uniformly random actions and auto-reset:
@@ -7,7 +11,8 @@ reward and observation, with uniformly random actions and auto-reset:
   mujoco_env       one gymnasium.envs.mujoco.MujocoEnv subclass + TimeLimit, Python loop
   sync_vector      gymnasium SyncVectorEnv over N of those MujocoEnvs
   robot_env        one robot.envs single env (gym.make, default wrappers)
-  robot_vec_env    robot.vec_env.Iiwa14VecEnv with N MjData copies
+  robot_vec_env    robot.vec_env.Iiwa14VecEnv: SyncVectorEnv over N robot.envs envs, plus the
+                   final-state info the preference loop reads
 
 Usage:  .venv/bin/python benchmarks/robot_env_throughput.py [--task reach] [--num-envs 8] [--steps 20000]
 Single-threaded on purpose (one CPU core is what a trainer's env loop gets here).

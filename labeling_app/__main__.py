@@ -8,17 +8,21 @@ sources and the users file are all checked before the server starts.
 
 from __future__ import annotations
 
-import argparse
-import os
 import sys
 
-os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
+from rlhf.config import ArgumentParser, ConfigError, run_main
+
+from .active import priorities
+from .config import load_config
+from .sources import SourceError, load_items
+from .storage import StorageError
+from .users import UserStore, UsersError
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="python -m labeling_app",
         description="Serve the preference-labelling app for one project (text pairs, K-way rankings, robot clips).")
     parser.add_argument("--config", required=True, help="project config, e.g. configs/labeling/demo.yaml")
@@ -28,25 +32,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--concurrency", type=int, default=8, help="requests handled at once (default 8)")
     parser.add_argument("--check", action="store_true", help="check the config, sources and users, then exit")
     args = parser.parse_args(argv)
-
-    from .config import ConfigError, load_config
-    from .sources import SourceError
-    from .storage import StorageError
-    from .users import UsersError
-
     try:
         config = load_config(args.config)
         if args.check:  # everything `prepare` checks, without touching the storage
-            from .active import priorities
-            from .sources import load_items
-            from .users import UserStore
-
             items = load_items(config)
             UserStore(config.users)
             priorities(config, items)
             print(f"{args.config}: OK ({len(items)} items, overlap {config.overlap})")
             return 0
-        from . import app
+        from . import app  # imports gradio (seconds): not needed by --check or a bad config
 
         service = app.prepare(config)  # sources, users and storage: all errors surface here
         if args.host not in LOOPBACK:
@@ -56,11 +50,10 @@ def main(argv: list[str] | None = None) -> int:
               f"storage {config.storage}", flush=True)
         app.launch(config, host=args.host, port=args.port, block=True, concurrency=args.concurrency,
                    service=service)
-    except (ConfigError, SourceError, UsersError, StorageError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    except (SourceError, UsersError, StorageError) as err:  # bad project files: the one error style
+        raise ConfigError(str(err)) from None
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_main(main))

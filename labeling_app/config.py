@@ -1,7 +1,7 @@
 """A labelling project's config: `configs/labeling/<name>.yaml`, read and checked here.
 
-Every problem raises `ConfigError` naming the file and the field, before any server
-starts. Relative paths in a config are resolved against the config file's folder, so a
+Every problem raises `rlhf.config.ConfigError` naming the file and the field, before any
+server starts (the one config error of the toolkit: `error: ...` and exit 2). Relative paths in a config are resolved against the config file's folder, so a
 project folder can be moved as a whole.
 
     name: demo                      # shown on the page and in exports
@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
+from rlhf.config import ConfigError, field_names, read_yaml
 
 TASKS = ("ranking", "best_of_k")
 SOURCE_TYPES = ("jsonl", "generations", "clips")
@@ -38,8 +38,44 @@ KNOWN_KEYS = ("name", "task", "sources", "overlap", "storage", "users", "lease_s
               "shuffle", "export", "ensemble", "guidelines", "seed")
 
 
-class ConfigError(ValueError):
-    """A bad project config; the message names the file and the field."""
+@dataclass
+class SourceEntry:
+    """One entry of `sources:` as written in the file."""
+
+    type: str  # jsonl | generations | clips
+    path: str  # the file, relative to the config's folder or absolute
+
+    def __post_init__(self):
+        if self.type not in SOURCE_TYPES:
+            raise ConfigError("type", f"expected one of {SOURCE_TYPES}, got {self.type!r}")
+
+
+@dataclass
+class ExportSettings:
+    """The `export:` section: how votes become comparisons."""
+
+    ties: str = "half"  # half: a tie is half a win each way; drop: left out
+    cant_tell: str = "drop"  # drop | half | keep (as a not-comparable judgement)
+
+    def __post_init__(self):
+        if self.ties not in TIES:
+            raise ConfigError("ties", f"expected one of {TIES}, got {self.ties!r}")
+        if self.cant_tell not in CANT_TELL:
+            raise ConfigError("cant_tell", f"expected one of {CANT_TELL}, got {self.cant_tell!r}")
+
+
+@dataclass
+class EnsembleSettings:
+    """The optional `ensemble:` section (active ordering, see active.py): one of the two."""
+
+    scores: str | None = None  # a JSONL file of per-member scores
+    scorer: str | None = None  # 'module:function' that scores items
+
+    def __post_init__(self):
+        if (self.scores is None) == (self.scorer is None):
+            raise ConfigError("scores", "expected {scores: FILE.jsonl} or {scorer: 'module:function'}")
+        if self.scorer is not None and (not isinstance(self.scorer, str) or ":" not in self.scorer):
+            raise ConfigError("scorer", f"expected 'module:function', got {self.scorer!r}")
 
 
 @dataclass
@@ -76,8 +112,7 @@ class ProjectConfig:
 
 
 def _fail(path: Path, field_name: str | None, reason: str):
-    where = f"{path}" + (f", field '{field_name}'" if field_name else "")
-    raise ConfigError(f"{where}: {reason}")
+    raise ConfigError(f"{path}" + (f", field '{field_name}'" if field_name else ""), reason)
 
 
 def _resolve(base: Path, value: Any, path: Path, name: str) -> Path:
@@ -85,6 +120,20 @@ def _resolve(base: Path, value: Any, path: Path, name: str) -> Path:
         _fail(path, name, f"expected a path (text), got {value!r}")
     p = Path(os.path.expanduser(value))
     return p if p.is_absolute() else (base / p).resolve()
+
+
+def _section(config_class, values: Any, path: Path, name: str):
+    """A nested section (a mapping) as its dataclass; errors name ``section.field``."""
+    keys = field_names(config_class)
+    if not isinstance(values, dict):
+        _fail(path, name, f"expected a mapping with some of {keys}, got {values!r}")
+    unknown = sorted(str(key) for key in set(values) - set(keys))
+    if unknown:
+        _fail(path, name, f"unknown key {unknown[0]!r}; expected some of {keys}, got {values!r}")
+    try:
+        return config_class(**values)
+    except ConfigError as err:
+        _fail(path, f"{name}.{err.where}", err.expected)
 
 
 def _int(raw: dict, name: str, default, path: Path, minimum: int = 1):
@@ -99,16 +148,7 @@ def _int(raw: dict, name: str, default, path: Path, minimum: int = 1):
 def load_config(path: str | os.PathLike, check_sources: bool = True) -> ProjectConfig:
     """Read and validate a project config. With `check_sources`, every source file must exist."""
     path = Path(path)
-    if not path.exists():
-        raise ConfigError(f"{path}: config file not found")
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        line = f" at line {mark.line + 1}" if mark is not None else ""
-        raise ConfigError(f"{path}: malformed YAML{line}: {getattr(err, 'problem', err)}") from None
-    if not isinstance(raw, dict):
-        _fail(path, None, "expected a mapping of settings at the top level")
+    raw = read_yaml(path)  # missing file, bad YAML, not a mapping: ConfigError naming the file (and line)
     unknown = sorted(set(raw) - set(KNOWN_KEYS))
     if unknown:
         _fail(path, unknown[0], f"unknown setting; expected some of {list(KNOWN_KEYS)}")
@@ -125,21 +165,19 @@ def load_config(path: str | os.PathLike, check_sources: bool = True) -> ProjectC
     if not isinstance(raw_sources, list) or not raw_sources:
         _fail(path, "sources", "expected a non-empty list of {type, path}")
     sources = []
-    for i, entry in enumerate(raw_sources):
-        where = f"sources[{i}]"
-        if not isinstance(entry, dict) or set(entry) - {"type", "path"}:
-            _fail(path, where, f"expected a mapping with 'type' and 'path', got {entry!r}")
-        if entry.get("type") not in SOURCE_TYPES:
-            _fail(path, f"{where}.type", f"expected one of {SOURCE_TYPES}, got {entry.get('type')!r}")
-        source_path = _resolve(base, entry.get("path"), path, f"{where}.path")
+    for i, values in enumerate(raw_sources):
+        if not isinstance(values, dict) or not {"type", "path"} <= set(values):
+            _fail(path, f"sources[{i}]", f"expected a mapping with 'type' and 'path', got {values!r}")
+        entry = _section(SourceEntry, values, path, f"sources[{i}]")
+        source_path = _resolve(base, entry.path, path, f"sources[{i}].path")
         if check_sources and not source_path.is_file():
-            _fail(path, f"{where}.path", f"source file not found: {source_path}")
-        sources.append(Source(entry["type"], source_path))
+            _fail(path, f"sources[{i}].path", f"source file not found: {source_path} (expected an existing file)")
+        sources.append(Source(entry.type, source_path))
 
     if "storage" not in raw:
-        _fail(path, "storage", "missing: a folder for votes.sqlite and audit.jsonl")
+        _fail(path, "storage", "missing; expected a folder for votes.sqlite and audit.jsonl")
     if "users" not in raw:
-        _fail(path, "users", "missing: the users file made by `python -m labeling_app.users add`")
+        _fail(path, "users", "missing; expected the users file made by `python -m labeling_app.users add`")
     lease = raw.get("lease_seconds", 300)
     if not isinstance(lease, (int, float)) or isinstance(lease, bool) or lease <= 0:
         _fail(path, "lease_seconds", f"expected a number of seconds > 0, got {lease!r}")
@@ -147,25 +185,16 @@ def load_config(path: str | os.PathLike, check_sources: bool = True) -> ProjectC
     if not isinstance(shuffle, bool):
         _fail(path, "shuffle", f"expected true or false, got {shuffle!r}")
 
-    export = raw.get("export") or {}
-    if not isinstance(export, dict) or set(export) - {"ties", "cant_tell"}:
-        _fail(path, "export", f"expected a mapping with 'ties' and/or 'cant_tell', got {export!r}")
-    ties = export.get("ties", "half")
-    if ties not in TIES:
-        _fail(path, "export.ties", f"expected one of {TIES}, got {ties!r}")
-    cant_tell = export.get("cant_tell", "drop")
-    if cant_tell not in CANT_TELL:
-        _fail(path, "export.cant_tell", f"expected one of {CANT_TELL}, got {cant_tell!r}")
-
-    ensemble = raw.get("ensemble") or {}
-    if not isinstance(ensemble, dict) or len(ensemble) != len(set(ensemble) & {"scores", "scorer"}) or len(ensemble) > 1:
-        _fail(path, "ensemble", "expected {scores: FILE.jsonl} or {scorer: 'module:function'}")
-    if "scores" in ensemble:
-        ensemble = {"scores": _resolve(base, ensemble["scores"], path, "ensemble.scores")}
-        if check_sources and not ensemble["scores"].is_file():
-            _fail(path, "ensemble.scores", f"scores file not found: {ensemble['scores']}")
-    elif "scorer" in ensemble and (not isinstance(ensemble["scorer"], str) or ":" not in ensemble["scorer"]):
-        _fail(path, "ensemble.scorer", f"expected 'module:function', got {ensemble['scorer']!r}")
+    export = _section(ExportSettings, raw.get("export") or {}, path, "export")
+    ensemble = {}
+    if raw.get("ensemble"):
+        settings = _section(EnsembleSettings, raw["ensemble"], path, "ensemble")
+        if settings.scores is not None:
+            ensemble = {"scores": _resolve(base, settings.scores, path, "ensemble.scores")}
+            if check_sources and not ensemble["scores"].is_file():
+                _fail(path, "ensemble.scores", f"scores file not found: {ensemble['scores']} (expected an existing file)")
+        else:
+            ensemble = {"scorer": settings.scorer}
 
     guidelines = raw.get("guidelines", "") or ""
     if not isinstance(guidelines, str):
@@ -177,6 +206,6 @@ def load_config(path: str | os.PathLike, check_sources: bool = True) -> ProjectC
         users=_resolve(base, raw["users"], path, "users"),
         task=task, overlap=_int(raw, "overlap", 1, path),
         lease_seconds=float(lease), per_annotator=_int(raw, "per_annotator", None, path),
-        shuffle=shuffle, ties=ties, cant_tell=cant_tell, ensemble=ensemble, guidelines=guidelines,
+        shuffle=shuffle, ties=export.ties, cant_tell=export.cant_tell, ensemble=ensemble, guidelines=guidelines,
         seed=_int(raw, "seed", 0, path, minimum=0),
     )

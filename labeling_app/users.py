@@ -13,7 +13,6 @@ The server re-reads the file when it changes, so accounts can be added while it 
 
 from __future__ import annotations
 
-import argparse
 import getpass
 import hashlib
 import hmac
@@ -24,6 +23,10 @@ import secrets
 import sys
 import threading
 from pathlib import Path
+
+from rlhf.config import ArgumentParser, run_main
+
+from .config import load_config
 
 SCRYPT_N, SCRYPT_R, SCRYPT_P = 2**14, 8, 1
 NAME_RE = re.compile(r"^[A-Za-z0-9_.@-]{1,64}$")
@@ -130,13 +133,11 @@ class UserStore:
 def _users_path(args) -> Path:
     if args.file:
         return Path(args.file)
-    from .config import load_config
-
     return load_config(args.config, check_sources=False).users
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m labeling_app.users",
+    parser = ArgumentParser(prog="python -m labeling_app.users",
                                      description="Manage the annotators who may log in to the labelling app.")
     where = parser.add_mutually_exclusive_group(required=True)
     where.add_argument("--file", help="the users file (JSON)")
@@ -149,8 +150,8 @@ def main(argv: list[str] | None = None) -> int:
     remove = commands.add_parser("remove", help="remove a user (their votes stay)")
     remove.add_argument("name")
     commands.add_parser("list", help="list users and whether they are admins")
-    args = parser.parse_args(argv)
     try:
+        args = parser.parse_args(argv)
         path = _users_path(args)
         if args.command == "add":
             if args.password_stdin:
@@ -167,11 +168,11 @@ def main(argv: list[str] | None = None) -> int:
         else:
             for name, record in sorted(read_users(path).items()):
                 print(f"{name}\t{'admin' if record.get('admin') else 'annotator'}")
-    except (UsersError, ValueError) as err:
+    except (UsersError, ValueError) as err:  # ValueError includes rlhf.config.ConfigError
         print(f"error: {err}", file=sys.stderr)
         return 2
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_main(main))

@@ -28,18 +28,20 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from ppo.core import KL_ESTIMATORS
+from rlhf.config import ConfigError
+from rlhf.config import parse_config as parse_dataclass
 
 VALUE_INITS = ("reward_model", "policy_head")
 REWARD_FORMATS = ("text", "chat")
 LR_SCHEDULES = ("linear", "constant")
 
 
-class PPOConfigError(ValueError):
+class PPOConfigError(ConfigError):
     """A bad PPO configuration or input file; the message starts with the field name."""
 
 
 def _fail(name: str, message: str):
-    raise PPOConfigError(f"{name}: {message}")
+    raise PPOConfigError(name, message)
 
 
 @dataclass
@@ -162,12 +164,9 @@ class PPOConfig:
 
 
 def parse_config(argv: list[str] | None = None) -> PPOConfig:
-    """``--config YAML`` plus command-line overrides (TRL's parser); unknown keys raise."""
-    from trl import TrlParser
-
-    parser = TrlParser(PPOConfig, prog="python -m ppo.train")
-    (config,) = parser.parse_args_and_config(argv)
-    return config
+    """``--config YAML`` plus command-line overrides (rlhf.config: TRL's parser and rules);
+    an unknown key or a bad value raises ConfigError naming the file or flag and the field."""
+    return parse_dataclass(PPOConfig, argv, prog="python -m ppo.train")
 
 
 # ---------------------------------------------------------------------------

@@ -14,18 +14,14 @@ from __future__ import annotations
 import json
 import sys
 
-from ppo.config import PPOConfigError, parse_config
+from ppo.config import parse_config
+from ppo.trainer import PPOTrainer
+from rlhf.config import run_main
 
 
 def main(argv: list[str] | None = None) -> int:
-    from ppo.trainer import PPOTrainer
-
-    try:
-        config = parse_config(argv)
-        trainer = PPOTrainer(config)
-    except PPOConfigError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    config = parse_config(argv)  # a ConfigError here or in PPOTrainer: "error: ..." and exit 2 (run_main)
+    trainer = PPOTrainer(config)
     summary = trainer.train()
     if trainer.accelerator.is_main_process:
         first, final = summary["first"], summary["final"]
@@ -37,4 +33,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_main(main))

@@ -24,6 +24,8 @@ import torch
 from transformers import TrainingArguments
 
 from reward_model.data import ComparisonCollator, tokenize_comparisons
+from rlhf.config import ConfigError, run_main
+from rlhf.config import parse_config as parse_dataclass
 from reward_model.modeling import ENSEMBLE_FILE, STATS_FILE, check_padding_free, score_token_lists
 from reward_model.trainer import LOSSES, PreferenceRewardTrainer
 
@@ -74,6 +76,8 @@ class RewardModelConfig(TrainingArguments):
             raise ValueError(f"eval_fraction: expected a share in [0, 1), got {self.eval_fraction}")
         if self.padding_side not in ("right", "left"):
             raise ValueError(f"padding_side: expected 'right' or 'left', got {self.padding_side!r}")
+        if not self.learning_rate > 0:
+            raise ValueError(f"learning_rate: expected > 0, got {self.learning_rate}")
 
 
 def split_by_prompt(comparisons: list, eval_fraction: float, seed: int, permutation=None) -> tuple[list, list]:
@@ -138,7 +142,7 @@ def train(config: RewardModelConfig) -> dict:
     from rlhf.preferences import load_comparisons
 
     if config.train_data is None:
-        raise ValueError("train_data: a preference file is required (--train_data FILE)")
+        raise ConfigError("train_data", "expected a preference file (--train_data FILE or train_data: in the YAML)")
     comparisons = load_comparisons(config.train_data, format=config.data_format)
     if config.eval_data:
         train_comparisons, eval_comparisons = comparisons, load_comparisons(config.eval_data, format=config.data_format)
@@ -148,7 +152,8 @@ def train(config: RewardModelConfig) -> dict:
     train_examples, left_out = tokenize_comparisons(train_comparisons, tokenizer, config.max_length, config.too_long)
     eval_examples, eval_left_out = tokenize_comparisons(eval_comparisons, tokenizer, config.max_length, config.too_long)
     if not train_examples:
-        raise ValueError(f"{config.train_data}: no trainable comparison (left out: {left_out})")
+        raise ConfigError(config.train_data, f"no trainable comparison (left out: {left_out}); expected at least one "
+                                             "comparison within --max_length")
     reference = [ids for example in train_examples for ids in example["input_ids"]]
     collator = ComparisonCollator(tokenizer.pad_token_id, padding_side=config.padding_side,
                                   padding_free=config.padding_free)
@@ -197,11 +202,8 @@ def train(config: RewardModelConfig) -> dict:
 
 
 def parse_config(argv: list[str] | None = None) -> RewardModelConfig:
-    from trl import TrlParser
-
-    parser = TrlParser(RewardModelConfig, prog="python -m reward_model.train")
-    (config,) = parser.parse_args_and_config(argv)
-    return config
+    """``--config YAML`` plus command-line overrides (rlhf.config: TRL's parser and rules)."""
+    return parse_dataclass(RewardModelConfig, argv, prog="python -m reward_model.train")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -220,4 +222,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_main(main))

@@ -13,8 +13,10 @@ line, command-line flag) and what was expected; ``run_main`` prints it as one li
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import os
+import re
 import sys
 from pathlib import Path
 from typing import Any, Callable
@@ -25,10 +27,16 @@ from trl import TrlParser
 
 
 class ConfigError(ValueError):
-    """A bad configuration value, file or input: ``<where>: <what was expected>``."""
+    """A bad configuration value, file or input: ``<where>: <what was expected>``.
 
-    def __init__(self, where: str, expected: str):
-        super().__init__(f"{where}: {expected}")
+    ``ConfigError(message)`` with one argument keeps a message that already says where
+    (``"file.jsonl:3: ..."``); ``where`` is then its part before the first ``": "``."""
+
+    def __init__(self, where: str, expected: str | None = None):
+        message = where if expected is None else f"{where}: {expected}"
+        super().__init__(message)
+        if expected is None:
+            where, _, expected = message.partition(": ")
         self.where, self.expected = where, expected
 
 
@@ -54,10 +62,66 @@ def run_main(main: Callable[[list[str] | None], int | None], argv: list[str] | N
         return 2
 
 
+class _ArgumentError(ConfigError):
+    """An argparse error already turned into a ConfigError by ``_Parser.error``."""
+
+
+def yaml_mapping(text: str) -> dict:
+    """A ``dict`` field's command-line value: a YAML (or JSON) mapping, e.g. ``"{eps: 0.2}"``."""
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError:
+        value = None
+    if not isinstance(value, dict):
+        raise ValueError(f"expected a YAML mapping such as '{{eps: 0.2}}', got {text!r}")
+    return value
+
+
+_TYPE_NAMES = {"int": "an integer", "float": "a number", "string_to_bool": "true or false",
+               "yaml_mapping": "a YAML mapping such as {eps: 0.2}"}
+
+
 class _Parser(TrlParser):
-    """TrlParser whose argparse errors raise ConfigError instead of printing usage."""
+    """TrlParser whose argparse errors raise ConfigError (naming the flag, or the config
+    file's key when the bad value came from YAML) instead of printing usage, and whose
+    ``dict`` fields read a YAML mapping from the command line."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.source, self.argv = "command line", []  # set by _build: where values came from
+        for action in self._actions:
+            if action.type is dict:
+                action.type = yaml_mapping
 
     def error(self, message: str):
+        flag, sep, expected = message.removeprefix("argument ").partition(": ")
+        if not sep or not flag.startswith("--"):
+            raise _ArgumentError(self.source, message)
+        flag = flag.split("/")[0]
+        kind, _, value = expected.removeprefix("invalid ").partition(" value: ")
+        if value and kind in _TYPE_NAMES:  # "invalid int value: 'four'"
+            expected = f"expected {_TYPE_NAMES[kind]}, got {value}"
+        if _flag_given(flag, self.argv) or self.source == "command line":
+            raise _ArgumentError(flag, expected)
+        raise _ArgumentError(f"{self.source}: {flag[2:]}", expected)
+
+
+def _flag_given(flag: str, argv: list[str]) -> bool:
+    return any(token == flag or token.startswith(flag + "=") for token in argv)
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse for a command whose flags are not a config dataclass (the labelling app's
+    ``--config`` names a project file, not a file of the flags): errors are ConfigErrors."""
+
+    def error(self, message: str):
+        unknown = message.removeprefix("unrecognized arguments: ")
+        if unknown != message:
+            flags = ", ".join(sorted(o for o in self._option_string_actions if o.startswith("--")))
+            raise ConfigError(unknown.split()[0], f"unknown flag; expected one of {flags}")
+        flag, sep, expected = message.removeprefix("argument ").partition(": ")
+        if sep and flag.startswith("-"):
+            raise ConfigError(flag.split("/")[0], expected)
         raise ConfigError("command line", message)
 
 
@@ -65,19 +129,19 @@ def read_yaml(path: str | Path) -> dict:
     """A YAML mapping from a file; a missing file, bad YAML or a non-mapping is a ConfigError."""
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(str(path), "a YAML config file (it does not exist)")
+        raise ConfigError(str(path), "config file not found (expected an existing YAML file)")
     try:
         values = yaml.safe_load(path.read_text(encoding="utf-8"))
     except UnicodeDecodeError:
-        raise ConfigError(str(path), "a UTF-8 text file") from None
+        raise ConfigError(str(path), "expected a UTF-8 text file") from None
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
-        raise ConfigError(where, f"valid YAML ({getattr(err, 'problem', err)})") from None
+        raise ConfigError(where, f"malformed YAML: {getattr(err, 'problem', err)} (expected valid YAML)") from None
     if values is None:
         return {}
     if not isinstance(values, dict):
-        raise ConfigError(str(path), f"a mapping of config keys, got {type(values).__name__}")
+        raise ConfigError(str(path), f"expected a mapping of config keys, got {type(values).__name__}")
     return values
 
 
@@ -93,18 +157,38 @@ def _check_keys(config_class, values: dict, where: str) -> None:
                                  f"(see docs/config/)")
 
 
+def _attach_negative_numbers(argv: list[str]) -> list[str]:
+    """``--learning_rate -1e-3`` -> ``--learning_rate=-1e-3``: argparse would read ``-1e-3``
+    as an option (it only recognises plain negative numbers such as ``-5`` or ``-0.5``)."""
+    joined: list[str] = []
+    for token in argv:
+        if joined and joined[-1].startswith("--") and "=" not in joined[-1] and re.fullmatch(r"-\.?\d.*", token):
+            joined[-1] = f"{joined[-1]}={token}"
+        else:
+            joined.append(token)
+    return joined
+
+
 def _build(parser: _Parser, argv: list[str], where: str):
+    argv = _attach_negative_numbers(argv)
+    known = set(field_names(parser.dataclass_types[0]))
     for token in argv:
         flag = token.split("=")[0]
-        if token.startswith("--") and flag not in parser._option_string_actions:
-            raise ConfigError(flag, f"a field of {parser.dataclass_types[0].__name__} (unknown flag; see docs/config/)")
+        if token.startswith("--") and flag not in parser._option_string_actions:  # aliases and --no_<flag> included
+            raise ConfigError(flag, f"unknown flag; expected a field of {parser.dataclass_types[0].__name__} "
+                                    f"(see docs/config/)")
+    parser.source, parser.argv = where, argv
     try:
         (config,) = parser.parse_args_into_dataclasses(args=argv)
-    except ConfigError:
+    except _ArgumentError:
         raise
-    except (ValueError, TypeError) as err:  # a dataclass's __post_init__ check
-        name = str(err).split(":")[0]
-        raise ConfigError(f"--{name}" if f"--{name}" in argv else where, str(err)) from None
+    except (ValueError, TypeError) as err:  # a dataclass's __post_init__ check: "field: expected ..."
+        name, sep, expected = str(err).partition(": ")
+        if not (sep and name in known):
+            raise ConfigError(where, str(err)) from None
+        if _flag_given(f"--{name}", argv) or where == "command line":
+            raise ConfigError(f"--{name}", expected) from None
+        raise ConfigError(f"{where}: {name}", expected) from None
     return config
 
 

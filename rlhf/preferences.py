@@ -35,6 +35,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Literal, Sequence
 
+from rlhf.config import ConfigError
+
 JudgementKind = Literal["pair", "best_of_k", "ranking", "not_comparable"]
 JUDGEMENT_KINDS = ("pair", "best_of_k", "ranking", "not_comparable")
 FORMATS = ("trl", "hh", "ranked", "core")
@@ -42,7 +44,7 @@ PAIR_LABELS = (0.0, 0.5, 1.0)
 HH_ASSISTANT = "\n\nAssistant:"
 
 
-class PreferenceDataError(ValueError):
+class PreferenceDataError(ConfigError):  # bad data is a user error like a bad config: "error: ..." and exit 2
     """Bad preference data; the message names the source, the line and the field."""
 
     def __init__(self, reason: str, source: str | None = None, line: int | None = None, field: str | None = None):

@@ -5,6 +5,8 @@ from __future__ import annotations
 import importlib
 import sys
 
+from rlhf.config import run_main
+
 COMMANDS = {
     "train": ("robot.train", "the Christiano loop (or a true-reward baseline) on an iiwa14 task"),
     "evaluate": ("robot.evaluate", "roll out a policy checkpoint: true return and success rate"),
@@ -20,9 +22,8 @@ def main(argv: list[str] | None = None) -> int:
         for name, (_, text) in COMMANDS.items():
             print(f"  {name:<10} {text}")
         return 0 if not argv or argv[0] in ("-h", "--help") else 2
-    from robot.config import run_command
-
-    return run_command(importlib.import_module(COMMANDS[argv[0]][0]).main, argv[1:])
+    # the command's module is imported only when chosen: each pulls in torch, mujoco or rendering
+    return run_main(importlib.import_module(COMMANDS[argv[0]][0]).main, argv[1:])
 
 
 if __name__ == "__main__":

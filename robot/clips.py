@@ -14,15 +14,16 @@ the core format, then train with `--labels_file labels.jsonl --segments_file RUN
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from rlhf.config import ConfigError, parse_config, run_main
 from robot.render import write_clip
 from robot.reward import choose_queries, ensemble_from_checkpoint
 from robot.segments import Segments
@@ -49,9 +50,9 @@ def write_clips(run_dir: str | Path, num_pairs: int, out_dir: str | Path, seed: 
     run_dir, out_dir = Path(run_dir), Path(out_dir)
     for name in ("segments.npz", "checkpoint.pt"):
         if not (run_dir / name).is_file():
-            raise FileNotFoundError(f"{run_dir / name} not found: --run must be an output folder of robot.train")
+            raise ConfigError(str(run_dir / name), "not found: --run must be an output folder of robot.train")
     if num_pairs < 1:
-        raise ValueError(f"--pairs must be >= 1, got {num_pairs}")
+        raise ConfigError("--pairs", f"expected >= 1, got {num_pairs}")
     pool, index_a, index_b, config = select_pairs(run_dir, num_pairs, seed, rounds)
     envs = make_vec_env(config["task"], 1)  # only for its MjModel and dt
     fps = 1.0 / envs.dt  # real time: 25 fps at dt 0.04
@@ -71,16 +72,27 @@ def write_clips(run_dir: str | Path, num_pairs: int, out_dir: str | Path, seed: 
     return manifest
 
 
+@dataclass
+class ClipsConfig:
+    run: str = field(metadata={"help": "output folder of robot.train (segments.npz, checkpoint.pt)"})
+    out: str = field(metadata={"help": "folder for the .webm clips and manifest.json"})
+    pairs: int = field(default=20, metadata={"help": "number of pairs to render"})
+    seed: int = field(default=0, metadata={"help": "candidate-pair sampling seed"})
+    rounds: str = field(default="last", metadata={"help": "segments of the last round (last) or all"})
+    width: int = field(default=320, metadata={"help": "clip width in pixels"})
+    height: int = field(default=240, metadata={"help": "clip height in pixels"})
+
+    def __post_init__(self):
+        if self.pairs < 1:
+            raise ConfigError("pairs", f"expected >= 1, got {self.pairs}")
+        if self.rounds not in ("last", "all"):
+            raise ConfigError("rounds", f"expected 'last' or 'all', got {self.rounds!r}")
+        if self.width < 1 or self.height < 1:
+            raise ConfigError("width" if self.width < 1 else "height", "expected a positive number of pixels")
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m robot.clips", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--run", required=True, help="output folder of robot.train (segments.npz, checkpoint.pt)")
-    parser.add_argument("--pairs", type=int, default=20, help="number of pairs to render (default 20)")
-    parser.add_argument("--out", required=True, help="folder for the .webm clips and manifest.json")
-    parser.add_argument("--seed", type=int, default=0, help="candidate-pair sampling seed")
-    parser.add_argument("--rounds", choices=("last", "all"), default="last", help="segments of the last round or all")
-    parser.add_argument("--width", type=int, default=320)
-    parser.add_argument("--height", type=int, default=240)
-    args = parser.parse_args(argv)
+    args = parse_config(ClipsConfig, argv, prog="python -m robot.clips")
     torch.set_num_threads(1)
     manifest = write_clips(args.run, args.pairs, args.out, args.seed, args.rounds, args.width, args.height)
     print(f"manifest: {manifest}")
@@ -88,4 +100,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_main(main))

@@ -1,40 +1,37 @@
-"""Configuration of the robot preference loop: one dataclass, loaded from YAML, CLI overrides.
+"""Configuration of the robot preference loop: one dataclass, parsed by rlhf.config.
 
-    config = load_config("configs/robot/reach.yaml", ["--seed", "1", "--mode", "true_reward"])
+    config = parse_config(RobotConfig, ["--config", "configs/robot/reach.yaml", "--seed", "1"])
+    python -m robot.train --config configs/robot/reach.yaml --learning_rate 3e-4 --teacher_kwargs "{eps: 0.2}"
 
 Every hyper-parameter lives in `RobotConfig` with a comment saying what it does. A YAML
-file sets any subset of the fields; `--field value` on the command line overrides it
-(values are parsed as YAML, so `--teacher_kwargs "{eps: 0.2}"` works). An unknown key in
-either place raises `ConfigError` naming the key.
+file sets any subset of the fields; `--field value` on the command line overrides it (TRL's
+parser through `rlhf.config.parse_config`: unknown keys are refused, a dict field reads a
+YAML mapping). Values wrong on their own are refused by `RobotConfig.__post_init__` with a
+`ConfigError` naming the field.
 """
 
 from __future__ import annotations
 
-import dataclasses
+import typing
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
 
 import yaml
 
+from rlhf.config import ConfigError
+from robot.envs import ENV_IDS, TASKS
+
 MODES = ("learned", "true_reward")
 QUERY_METHODS = ("disagreement", "random")
+REWARD_FEATURES = ("obs_action", "obs", "relative", "relative_action")
+POSITIVE_INTEGERS = ("num_envs", "episodes_per_rollout", "total_timesteps", "update_epochs", "num_minibatches",
+                     "num_rounds", "segment_length", "segments_per_round", "candidate_factor", "ensemble_members",
+                     "reward_epochs", "reward_batch_size", "eval_episodes", "hidden_size", "reward_hidden",
+                     "eval_every_rounds", "heldout_segments")
+POSITIVE_NUMBERS = ("learning_rate", "reward_learning_rate", "clip_range", "max_grad_norm", "obs_clip")
 
 
-class ConfigError(ValueError):
-    """A malformed config file, an unknown key or an invalid value."""
-
-
-def run_command(main, argv: list[str] | None = None) -> int:
-    """Run a robot command's ``main``; a ConfigError prints as ``error: ...`` (no
-    traceback) and exits 2, from ``python -m robot.<command>`` and ``rlhf robot`` alike."""
-    import sys
-
-    try:
-        return main(argv) or 0
-    except ConfigError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+def _fail(name: str, expected: str):
+    raise ConfigError(name, f"expected {expected}")
 
 
 @dataclass
@@ -78,7 +75,7 @@ class RobotConfig:
     query_selection: str = "disagreement"  # disagreement | random
     disagreement_method: str = "probability_std"  # rlhf.ensemble.disagreement: probability_std | variance | vote
     teacher: str = "mistake"  # B-Pref teacher: oracle, stochastic, myopic, mistake, skip, equal
-    teacher_kwargs: dict = field(default_factory=lambda: {"eps": 0.1})  # teacher arguments (its seed is added)
+    teacher_kwargs: dict = field(default_factory=lambda: {"eps": 0.1})  # teacher arguments (its seed is added); on the command line a YAML mapping: --teacher_kwargs "{eps: 0.2}"
     labels_file: str | None = None  # core-format JSONL of human labels (items = segment ids) instead of a teacher
     segments_file: str | None = None  # segments.npz the labels refer to (default: out_dir/segments.npz)
     ensemble_members: int = 3  # reward ensemble size
@@ -97,119 +94,55 @@ class RobotConfig:
     eval_episodes: int = 32  # deterministic-policy episodes per evaluation
     eval_every_rounds: int = 1  # evaluate after every this many rounds (baseline: per equal time slice)
 
-    def validate(self) -> "RobotConfig":
-        from robot.envs import ENV_IDS, TASKS
-
+    def __post_init__(self):
+        self._check_types()
         if self.task not in TASKS and self.task not in ENV_IDS.values():
-            raise ConfigError(f"unknown task {self.task!r}; valid tasks: {', '.join(sorted(TASKS))}")
+            _fail("task", f"one of {', '.join(sorted(TASKS))}, got {self.task!r}")
         if self.mode not in MODES:
-            raise ConfigError(f"mode must be one of {MODES}, got {self.mode!r}")
+            _fail("mode", f"one of {MODES}, got {self.mode!r}")
         if self.query_selection not in QUERY_METHODS:
-            raise ConfigError(f"query_selection must be one of {QUERY_METHODS}, got {self.query_selection!r}")
-        positive = ("num_envs", "episodes_per_rollout", "total_timesteps", "update_epochs", "num_minibatches",
-                    "num_rounds", "segment_length", "segments_per_round", "candidate_factor", "ensemble_members",
-                    "reward_epochs", "reward_batch_size", "eval_episodes", "hidden_size", "reward_hidden",
-                    "eval_every_rounds", "heldout_segments")
-        for name in positive:
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+            _fail("query_selection", f"one of {QUERY_METHODS}, got {self.query_selection!r}")
+        for name in POSITIVE_INTEGERS:
+            if getattr(self, name) < 1:
+                _fail(name, f"a positive integer, got {getattr(self, name)!r}")
+        for name in POSITIVE_NUMBERS:
+            if not getattr(self, name) > 0:
+                _fail(name, f"a number > 0, got {getattr(self, name)!r}")
         if self.mode == "learned" and self.label_budget < 2:
-            raise ConfigError(f"label_budget must be >= 2, got {self.label_budget}")
+            _fail("label_budget", f">= 2, got {self.label_budget}")
         if not 0 < self.initial_label_fraction < 1:
-            raise ConfigError(f"initial_label_fraction must be in (0, 1), got {self.initial_label_fraction}")
+            _fail("initial_label_fraction", f"in (0, 1), got {self.initial_label_fraction}")
         if self.reward_output not in ("tanh", "linear"):
-            raise ConfigError(f"reward_output must be 'tanh' or 'linear', got {self.reward_output!r}")
+            _fail("reward_output", f"'tanh' or 'linear', got {self.reward_output!r}")
         if not 0.0 <= self.reward_dropout < 1.0:
-            raise ConfigError(f"reward_dropout must be in [0, 1), got {self.reward_dropout}")
-        if self.reward_features not in ("obs_action", "obs", "relative", "relative_action"):
-            raise ConfigError("reward_features must be one of obs_action, obs, relative, relative_action, "
-                              f"got {self.reward_features!r}")
-        if not isinstance(self.teacher_kwargs, dict):
-            raise ConfigError(f"teacher_kwargs must be a mapping, got {self.teacher_kwargs!r}")
+            _fail("reward_dropout", f"in [0, 1), got {self.reward_dropout}")
+        if self.reward_features not in REWARD_FEATURES:
+            _fail("reward_features", f"one of {', '.join(REWARD_FEATURES)}, got {self.reward_features!r}")
         if self.query_selection == "disagreement" and self.ensemble_members < 2:
-            raise ConfigError("query_selection 'disagreement' needs ensemble_members >= 2")
-        return self
+            _fail("ensemble_members", f">= 2 for query_selection 'disagreement', got {self.ensemble_members}")
 
+    def _check_types(self) -> None:
+        """YAML values arrive untyped (TRL's parser converts only strings): check each
+        against its annotation; an integer stands for a float."""
+        for name, annotation in typing.get_type_hints(RobotConfig).items():
+            value = getattr(self, name)
+            args = typing.get_args(annotation)
+            if value is None and type(None) in args:
+                continue
+            expected = next((a for a in args if a is not type(None)), annotation)
+            if isinstance(value, str) and expected is dict:  # a YAML/JSON mapping given as text
+                try:
+                    value = yaml.safe_load(value)
+                except yaml.YAMLError:
+                    pass
+                setattr(self, name, value)
+            if expected is float and isinstance(value, int) and not isinstance(value, bool):
+                setattr(self, name, float(value))
+            elif expected is int and (isinstance(value, bool) or not isinstance(value, int)):
+                _fail(name, f"an integer, got {value!r}")
+            elif expected is float and (isinstance(value, bool) or not isinstance(value, float)):
+                _fail(name, f"a number, got {value!r}")
+            elif expected in (bool, str, dict) and not isinstance(value, expected):
+                what = {bool: "true or false", str: "a string", dict: "a mapping such as {eps: 0.2}"}[expected]
+                _fail(name, f"{what}, got {value!r}")
 
-FIELDS = {f.name: f for f in dataclasses.fields(RobotConfig)}
-
-
-def _check_keys(keys, where: str) -> None:
-    unknown = [k for k in keys if k not in FIELDS]
-    if unknown:
-        raise ConfigError(f"unknown config key {unknown[0]!r} in {where}; valid keys: {', '.join(FIELDS)}")
-
-
-def _coerce(name: str, value: Any, where: str) -> Any:
-    """Type-check one value against the dataclass default's type (ints may stand for floats)."""
-    default = FIELDS[name].default if FIELDS[name].default is not dataclasses.MISSING else FIELDS[name].default_factory()
-    if value is None:
-        if default is None or name in ("clip_range_value", "labels_file", "segments_file"):
-            return None
-        raise ConfigError(f"{name} in {where} may not be null")
-    if isinstance(default, bool):
-        if not isinstance(value, bool):
-            raise ConfigError(f"{name} in {where} must be true or false, got {value!r}")
-    elif isinstance(default, int):
-        if not isinstance(value, int) or isinstance(value, bool):
-            raise ConfigError(f"{name} in {where} must be an integer, got {value!r}")
-    elif isinstance(default, float) or name == "clip_range_value":
-        if not isinstance(value, (int, float)) or isinstance(value, bool):
-            raise ConfigError(f"{name} in {where} must be a number, got {value!r}")
-        value = float(value)
-    elif isinstance(default, str) or name in ("labels_file", "segments_file"):
-        if not isinstance(value, str):
-            raise ConfigError(f"{name} in {where} must be a string, got {value!r}")
-    elif isinstance(default, dict) and not isinstance(value, dict):
-        raise ConfigError(f"{name} in {where} must be a mapping, got {value!r}")
-    return value
-
-
-def parse_overrides(argv: list[str]) -> dict[str, Any]:
-    """`--field value` pairs (or `--field=value`) -> {field: YAML-parsed value}."""
-    overrides, i = {}, 0
-    while i < len(argv):
-        token = argv[i]
-        if not token.startswith("--"):
-            raise ConfigError(f"expected --field value, got {token!r}")
-        name, has_value, value = token[2:].partition("=")
-        name = name.replace("-", "_")
-        if not has_value:
-            if i + 1 >= len(argv):
-                raise ConfigError(f"--{name} needs a value")
-            value = argv[i + 1]
-            i += 1
-        i += 1
-        _check_keys([name], "the command line")
-        try:
-            overrides[name] = yaml.safe_load(value)
-        except yaml.YAMLError as err:
-            raise ConfigError(f"--{name}: cannot parse {value!r}: {err}") from None
-    return overrides
-
-
-def load_config(path: str | Path | None = None, overrides: list[str] | dict | None = None) -> RobotConfig:
-    """YAML file (optional) + overrides (a `--field value` list or a dict) -> validated config."""
-    values: dict[str, Any] = {}
-    if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"config file not found: {path}")
-        try:
-            loaded = yaml.safe_load(path.read_text())
-        except yaml.YAMLError as err:
-            raise ConfigError(f"{path}: malformed YAML: {err}") from None
-        if loaded is None:
-            loaded = {}
-        if not isinstance(loaded, dict):
-            raise ConfigError(f"{path}: expected a mapping of config keys, got {type(loaded).__name__}")
-        _check_keys(loaded, str(path))
-        values.update({k: _coerce(k, v, str(path)) for k, v in loaded.items()})
-    if overrides:
-        if isinstance(overrides, dict):
-            _check_keys(overrides, "overrides")
-        else:
-            overrides = parse_overrides(list(overrides))
-        values.update({k: _coerce(k, v, "the command line") for k, v in overrides.items()})
-    return RobotConfig(**values).validate()

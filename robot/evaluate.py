@@ -8,20 +8,34 @@ reach) of the deterministic policy (the Gaussian mean) on fresh episodes.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
+from rlhf.config import ConfigError, parse_config, run_main
 from robot.policy import Agent, evaluate_policy
+
+
+@dataclass
+class EvaluateConfig:
+    checkpoint: str = field(metadata={"help": "checkpoint.pt written by robot.train"})
+    episodes: int = field(default=100, metadata={"help": "evaluation episodes"})
+    seed: int = field(default=123_456, metadata={"help": "first episode seed"})
+    stochastic: bool = field(default=False, metadata={"help": "sample actions instead of the Gaussian mean"})
+    json: bool = field(default=False, metadata={"help": "print one JSON line"})
+
+    def __post_init__(self):
+        if self.episodes < 1:
+            raise ConfigError("episodes", f"expected >= 1, got {self.episodes}")
 
 
 def load_agent(checkpoint: str | Path) -> tuple[Agent, dict]:
     path = Path(checkpoint)
     if not path.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {path}")
+        raise ConfigError(str(path), "checkpoint not found (expected a checkpoint.pt written by robot.train)")
     state = torch.load(path, map_location="cpu", weights_only=False)
     config = state["config"]
     agent = Agent(state["obs_dim"], state["action_dim"], config["hidden_size"], config["init_log_std"], config["obs_clip"])
@@ -31,15 +45,7 @@ def load_agent(checkpoint: str | Path) -> tuple[Agent, dict]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m robot.evaluate", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--checkpoint", required=True, help="checkpoint.pt written by robot.train")
-    parser.add_argument("--episodes", type=int, default=100, help="evaluation episodes (default 100)")
-    parser.add_argument("--seed", type=int, default=123_456, help="first episode seed (default 123456)")
-    parser.add_argument("--stochastic", action="store_true", help="sample actions instead of the Gaussian mean")
-    parser.add_argument("--json", action="store_true", help="print one JSON line")
-    args = parser.parse_args(argv)
-    if args.episodes < 1:
-        parser.error("--episodes must be >= 1")
+    args = parse_config(EvaluateConfig, argv, prog="python -m robot.evaluate")
     torch.set_num_threads(1)
     agent, state = load_agent(args.checkpoint)
     result = evaluate_policy(agent, state["config"]["task"], args.episodes, args.seed, deterministic=not args.stochastic)
@@ -56,4 +62,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_main(main))

@@ -33,7 +33,8 @@ from pathlib import Path
 
 import numpy as np
 
-from robot.config import ConfigError, load_config, parse_overrides, run_command
+from rlhf.config import ConfigError, parse_config, run_main
+from robot.config import RobotConfig
 
 MODES = ("true_reward", "learned")
 TARGET_SCORE = 0.9  # learned-reward PPO must reach this normalised score
@@ -59,6 +60,12 @@ def mean_and_std(curves) -> tuple[np.ndarray, np.ndarray]:
     return curves.mean(axis=0), curves.std(axis=0)
 
 
+def target_met(score: float, baseline_success: float) -> bool:
+    """The study's target: learned-reward PPO at >= 0.9 normalised score while the
+    true-reward baseline succeeds in >= 90 % of the evaluation episodes."""
+    return bool(score >= TARGET_SCORE and baseline_success >= TARGET_BASELINE_SUCCESS)
+
+
 def label_efficiency(rows: list[dict], untrained: float, baseline: float) -> tuple[np.ndarray, np.ndarray]:
     """(labels asked, normalised return) at each evaluation of a learned-reward run."""
     labels = np.array([row["labels"] for row in rows], dtype=float)
@@ -77,18 +84,18 @@ class StudyArgs:
 
 def parse_seeds(values: list[str]) -> list[int]:
     if not values:
-        raise ConfigError("--seeds needs at least one integer, e.g. --seeds 0 1 2")
+        raise ConfigError("--seeds", "expected at least one integer, e.g. --seeds 0 1 2")
     seeds = []
     for value in values:
         try:
             seed = int(value)
         except ValueError:
-            raise ConfigError(f"--seeds: {value!r} is not an integer (expected e.g. --seeds 0 1 2)") from None
+            raise ConfigError("--seeds", f"expected integers such as --seeds 0 1 2, got {value!r}") from None
         if seed < 0:
-            raise ConfigError(f"--seeds: seeds must be >= 0, got {seed}")
+            raise ConfigError("--seeds", f"expected seeds >= 0, got {seed}")
         seeds.append(seed)
     if len(set(seeds)) != len(seeds):
-        raise ConfigError(f"--seeds: each seed once, got {values}")
+        raise ConfigError("--seeds", f"expected each seed once, got {values}")
     return seeds
 
 
@@ -104,7 +111,7 @@ def parse_args(argv: list[str]) -> StudyArgs:
             seeds = parse_seeds(values)
         elif token in ("--config", "--out_dir"):
             if i + 1 >= len(argv):
-                raise ConfigError(f"{token} needs a value")
+                raise ConfigError(token, "expected a value (a file or folder path)")
             if token == "--config":
                 config = argv[i + 1]
             else:
@@ -113,21 +120,23 @@ def parse_args(argv: list[str]) -> StudyArgs:
         else:
             rest.append(token)
         i += 1
-    overrides = parse_overrides(rest)  # unknown fields fail here, before any run starts
-    for name in ("mode", "seed"):
-        if name in overrides:
-            raise ConfigError(f"--{name} is set by the study (both modes, every seed in --seeds); remove it")
+    for token in rest:  # other fields (and their values) are checked by run_configs, before any run
+        if token.split("=")[0] in ("--mode", "--seed"):
+            raise ConfigError(token.split("=")[0], "no such flag here: the study sets it (both modes, every seed "
+                                                   "in --seeds); remove it")
     return StudyArgs(config, seeds if seeds is not None else [0, 1, 2], out_dir, rest)
 
 
 def run_configs(args: StudyArgs) -> list:
-    """One validated config per (seed, mode); all errors surface before the first run."""
+    """One checked config per (seed, mode); all errors surface before the first run."""
     configs = []
+    base = ["--config", args.config] if args.config is not None else []
     for seed in args.seeds:
         for mode in MODES:
             out = Path(args.out_dir) / mode / f"seed_{seed}"
-            configs.append(load_config(args.config, args.overrides + ["--seed", str(seed), "--mode", mode,
-                                                                      "--out_dir", str(out), "--progress", "false"]))
+            configs.append(parse_config(RobotConfig, base + args.overrides + [
+                "--seed", str(seed), "--mode", mode, "--out_dir", str(out), "--progress", "false"],
+                prog="python -m robot.study"))
     return configs
 
 
@@ -182,7 +191,7 @@ def analyse(out_dir: Path, seeds: list[int]) -> dict:
         "seeds": seeds, "per_seed": per_seed, "mean": mean, "normalised_score": score,
         "normalised_score_per_seed_min": float(min(s["normalised_score"] for s in per_seed)),
         "heldout_pearson_mean": float(np.mean(pearsons)) if pearsons else None,
-        "target_met": bool(score >= TARGET_SCORE and mean["baseline_success"] >= TARGET_BASELINE_SUCCESS),
+        "target_met": target_met(score, mean["baseline_success"]),
         "curves": {mode: {"steps": c["steps"],
                           "return_mean": mean_and_std(c["return"])[0].tolist(),
                           "return_std": mean_and_std(c["return"])[1].tolist(),
@@ -329,4 +338,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(run_command(main))
+    sys.exit(run_main(main))

@@ -29,9 +29,10 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from rlhf.config import ConfigError, parse_config, run_main
 from rlhf.ensemble import EnsembleTrainConfig
 from rlhf.preferences import load_comparisons, save_comparisons
-from robot.config import ConfigError, RobotConfig, load_config, run_command
+from robot.config import RobotConfig
 from robot.policy import PPO, LearnedReward, TrueReward, evaluate_policy
 from robot.reward import (ask_teacher, build_teacher, choose_queries, feature_columns, fit_reward, label_schedule,
                           make_ensemble, reward_agreement)
@@ -176,8 +177,8 @@ class Run:
         cfg = self.config
         segments_file = Path(cfg.segments_file) if cfg.segments_file else self.out / "segments.npz"
         if not segments_file.is_file():
-            raise ConfigError(f"labels_file needs the segments the labels refer to: {segments_file} not found "
-                              "(set segments_file to the run's segments.npz)")
+            raise ConfigError("segments_file", f"labels_file needs the segments the labels refer to: {segments_file} "
+                                               "not found (set segments_file to the run's segments.npz)")
         self.segments = [Segments.load(segments_file)]
         self.round_offset = int(self.segments[0].source_round.max()) + 1
         self.comparisons = [c for c in load_comparisons(cfg.labels_file, format="core")]
@@ -296,21 +297,7 @@ def run(config: RobotConfig, bar=None) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] in ("-h", "--help"):
-        print(__doc__)
-        print("Fields (set in YAML or as --field value):")
-        for f in dataclasses.fields(RobotConfig):
-            print(f"  --{f.name}")
-        return 0
-    config_path = None
-    if "--config" in argv:
-        i = argv.index("--config")
-        if i + 1 >= len(argv):
-            raise ConfigError("--config needs a file")
-        config_path = argv[i + 1]
-        argv = argv[:i] + argv[i + 2:]
-    config = load_config(config_path, argv)
+    config = parse_config(RobotConfig, argv, prog="python -m robot.train")
     summary = run(config)
     print(f"done: {summary['timesteps']} steps, {summary['labels']} labels, eval return {summary['eval_return']:.2f}, "
           f"success {summary['eval_success']:.0%} in {summary['seconds']} s")
@@ -319,4 +306,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(run_command(main))
+    sys.exit(run_main(main))

@@ -11,6 +11,7 @@ import labeling_app.app
 from labeling_app.__main__ import main
 from labeling_app.config import load_config
 from labeling_app.sources import load_items
+from rlhf.config import run_main
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -52,9 +53,9 @@ def test_bad_input_fails_before_the_server(tmp_path, capsys, no_server, problem,
         (tmp_path / "p" / "users.json").unlink()
     else:
         config = tmp_path / "nope.yaml"
-    assert main(["--config", str(config)]) == 2
+    assert run_main(main, ["--config", str(config)]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("error: ") and expected in err
+    assert err.startswith("error: ") and expected in err and err.count("\n") == 1
     assert no_server == []
 
 

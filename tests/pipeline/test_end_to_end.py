@@ -61,10 +61,10 @@ def test_config_nests_the_stage_configs(tmp_path):
 
 @pytest.mark.parametrize("argv, where, words", [
     (["--heldout_fraction", "1.5"], "--heldout_fraction", "heldout_fraction: expected a share in (0, 1)"),
-    (["--ppo.learning_rate", "-1"], "configs/pipeline/smoke.yaml: ppo", "learning_rate: expected > 0"),
+    (["--ppo.learning_rate", "-1"], "configs/pipeline/smoke.yaml: ppo: learning_rate", "expected > 0"),
     (["--ppo.frobnicate", "1"], "configs/pipeline/smoke.yaml: ppo", "unknown key 'frobnicate'"),
     (["--ppo.prompts", "x.jsonl"], "configs/pipeline/smoke.yaml: ppo.prompts", "sets it itself"),
-    (["--reward_model.loss", "hinge"], "configs/pipeline/smoke.yaml: reward_model", "loss: expected one of"),
+    (["--reward_model.loss", "hinge"], "configs/pipeline/smoke.yaml: reward_model: loss", "expected one of"),
     (["--ppo.pretrain_data", "missing.txt"], "ppo.pretrain_data", "an existing text file"),
 ])
 def test_config_errors_name_where_and_what(argv, where, words):

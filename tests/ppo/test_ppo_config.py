@@ -9,6 +9,7 @@ import yaml
 
 import rlhf.models
 from ppo.config import PPOConfig, PPOConfigError, parse_config
+from rlhf.config import ConfigError
 from ppo.trainer import PPOTrainer
 from ppo_test_utils import tiny_config
 
@@ -46,8 +47,27 @@ def test_yaml_and_cli_overrides():
 def test_unknown_key_is_an_error(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("num_step: 3\n")
-    with pytest.raises((ValueError, SystemExit)):
+    with pytest.raises(ConfigError) as error:
         parse_config(["--config", str(bad)])
+    assert str(error.value) == f"{bad}: unknown key 'num_step'; expected fields of PPOConfig (see docs/config/)"
+    with pytest.raises(ConfigError) as error:
+        parse_config(["--config", str(ROOT / "configs/ppo/smoke.yaml"), "--num_step", "3"])
+    assert str(error.value) == "--num_step: unknown flag; expected a field of PPOConfig (see docs/config/)"
+
+
+def test_bad_values_name_the_file_or_flag_and_the_field(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("learning_rate: -1e-5\n")
+    with pytest.raises(ConfigError) as error:
+        parse_config(["--config", str(bad)])
+    assert str(error.value) == f"{bad}: learning_rate: expected > 0, got -1e-05"
+    with pytest.raises(ConfigError) as error:
+        parse_config(["--config", str(ROOT / "configs/ppo/smoke.yaml"), "--learning_rate", "-1e-5"])
+    assert str(error.value) == "--learning_rate: expected > 0, got -1e-05"
+    with pytest.raises(ConfigError) as error:
+        parse_config(["--num_steps", "three"])
+    assert str(error.value) == "--num_steps: expected an integer, got 'three'"
+    assert issubclass(PPOConfigError, ConfigError)
 
 
 def test_values_wrong_on_their_own():

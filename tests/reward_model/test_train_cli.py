@@ -6,6 +6,7 @@ import pytest
 
 from reward_model.modeling import NotARewardModelError, RewardModel
 from reward_model.train import main, parse_config
+from rlhf.config import ConfigError
 
 
 def test_yaml_config_with_cli_override(tmp_path):
@@ -25,11 +26,13 @@ def test_yaml_config_with_cli_override(tmp_path):
 def test_bad_configs_fail_clearly(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("loss: hinge\ntrain_data: x.jsonl\n")
-    with pytest.raises(ValueError, match="loss: expected one of"):
+    with pytest.raises(ConfigError, match=f"^{bad}: loss: expected one of"):
         parse_config(["--config", str(bad), "--output_dir", str(tmp_path)])
     unknown = tmp_path / "unknown.yaml"
     unknown.write_text("los: bradley_terry\n")
-    with pytest.raises((ValueError, SystemExit)):
+    with pytest.raises(ConfigError, match=f"^{unknown}: unknown key 'los'; expected fields of RewardModelConfig"):
         parse_config(["--config", str(unknown), "--output_dir", str(tmp_path)])
+    with pytest.raises(ConfigError, match="^--learning_rate: expected > 0, got -0.001$"):
+        parse_config(["--config", "configs/reward_model/smoke.yaml", "--learning_rate", "-1e-3"])
     with pytest.raises(NotARewardModelError, match="no config.json"):
         RewardModel.load(tmp_path)

@@ -12,7 +12,8 @@ import yaml
 
 from rlhf.ensemble import EnsembleTrainConfig, disagreement
 from rlhf.labelers import oracle
-from robot.config import ConfigError, load_config
+from rlhf.config import ConfigError, parse_config
+from robot.config import RobotConfig
 from robot.policy import PPO, TrueReward, evaluate_policy
 from robot.reward import choose_queries, fit_reward, label_schedule, make_ensemble, reward_agreement
 from robot.segments import Segments, random_pairs, sample_segments
@@ -23,7 +24,7 @@ torch.set_num_threads(1)
 
 def random_policy_segments(num_rollouts: int, count: int, seed: int, length: int = 25) -> Segments:
     """Segments of uniformly random actions on reach (16 envs x 50 steps per rollout)."""
-    config = load_config(None, {"num_envs": 16, "seed": seed})
+    config = RobotConfig(num_envs=16, seed=seed)
     ppo = PPO(config)
     rng = np.random.default_rng(seed)
     parts = [ppo.rollout(random_policy=rng).episodes() for _ in range(num_rollouts)]
@@ -63,7 +64,7 @@ def test_segment_longer_than_episode_is_a_clear_error(segments, tmp_path):
     from robot.train import Run
 
     with pytest.raises(ValueError, match=r"segment length 60 is longer than the episode \(50 steps\)"):
-        Run(load_config(None, {"segment_length": 60, "num_envs": 2, "out_dir": str(tmp_path)}))
+        Run(RobotConfig(segment_length=60, num_envs=2, out_dir=str(tmp_path)))
 
 
 def test_reward_learning_recovers_planted_reward(segments):
@@ -117,7 +118,7 @@ def test_label_schedule_decreases_and_sums_to_budget():
 
 def test_ppo_on_true_reward_improves_reach():
     # Measured with this seed: eval return -11.4 (untrained) -> -6.6 after 24k steps (about 25 s).
-    config = load_config(None, {"num_envs": 16, "total_timesteps": 24_000, "seed": 0})
+    config = RobotConfig(num_envs=16, total_timesteps=24_000, seed=0)
     ppo = PPO(config)
     before = evaluate_policy(ppo.agent, "reach", 16, seed=500)["return"]
     stats = ppo.train(config.total_timesteps, TrueReward())
@@ -159,29 +160,45 @@ def test_smoke_loop_end_to_end_then_clips_and_imported_labels(tmp_path):
     assert rows[-1]["labels"] == 40 and rows[0]["num_comparisons"] == 40
 
 
+def load(*argv):
+    return parse_config(RobotConfig, [str(a) for a in argv])
+
+
 def test_bad_inputs_are_clear_errors(tmp_path):
-    with pytest.raises(ConfigError, match="unknown task 'fly'"):
-        load_config(None, {"task": "fly"})
+    with pytest.raises(ConfigError, match="^task: expected one of push, reach, got 'fly'$"):
+        RobotConfig(task="fly")
     with pytest.raises(ValueError, match="unknown task 'fly'"):
         make_vec_env("fly", 2)
     bad_yaml = tmp_path / "bad.yaml"
     bad_yaml.write_text("task: reach\n  seed: [1\n")
-    with pytest.raises(ConfigError, match="malformed YAML"):
-        load_config(bad_yaml)
+    with pytest.raises(ConfigError, match=f"^{bad_yaml}:2: malformed YAML"):
+        load("--config", bad_yaml)
     unknown = tmp_path / "unknown.yaml"
     unknown.write_text(yaml.safe_dump({"task": "reach", "learning_rat": 0.1}))
-    with pytest.raises(ConfigError, match="unknown config key 'learning_rat'"):
-        load_config(unknown)
-    with pytest.raises(ConfigError, match="unknown config key 'num_env'"):
-        load_config(None, ["--num_env", "4"])
-    with pytest.raises(ConfigError, match="num_envs .* must be an integer"):
-        load_config(None, ["--num_envs", "four"])
+    with pytest.raises(ConfigError, match=f"^{unknown}: unknown key 'learning_rat'; expected fields of RobotConfig"):
+        load("--config", unknown)
+    with pytest.raises(ConfigError, match="^--num_env: unknown flag; expected a field of RobotConfig"):
+        load("--num_env", "4")
+    with pytest.raises(ConfigError, match="^--num_envs: expected an integer, got 'four'$"):
+        load("--num_envs", "four")
     not_a_mapping = tmp_path / "list.yaml"
     not_a_mapping.write_text("- task\n")
-    with pytest.raises(ConfigError, match="expected a mapping"):
-        load_config(not_a_mapping)
-    with pytest.raises(ConfigError, match="mode must be one of"):
-        load_config(None, ["--mode", "imitation"])
-    # CLI overrides parse YAML values and win over the file.
-    config = load_config("configs/robot/reach.yaml", ["--seed", "3", "--teacher_kwargs", "{eps: 0.2}"])
+    with pytest.raises(ConfigError, match=f"^{not_a_mapping}: expected a mapping of config keys, got list$"):
+        load("--config", not_a_mapping)
+    with pytest.raises(ConfigError, match=r"^--mode: expected one of \('learned', 'true_reward'\), got 'imitation'$"):
+        load("--mode", "imitation")
+    with pytest.raises(ConfigError, match="^--learning_rate: expected a number > 0, got -0.001$"):
+        load("--learning_rate", "-1e-3")
+    floats = tmp_path / "floats.yaml"
+    floats.write_text("learning_rate: 1e-3\nnum_envs: 2.5\n")
+    with pytest.raises(ConfigError, match=f"^{floats}: num_envs: expected an integer, got 2.5$"):
+        load("--config", floats)
+    # CLI overrides parse YAML values and win over the file; 1e-3 is a number in both places.
+    config = load("--config", "configs/robot/reach.yaml", "--seed", "3", "--teacher_kwargs", "{eps: 0.2}",
+                  "--learning_rate", "3e-4")
     assert config.seed == 3 and config.teacher_kwargs == {"eps": 0.2} and config.label_budget == 700
+    assert config.learning_rate == 3e-4
+    floats.write_text("learning_rate: 1e-3\ngamma: 1\nteacher_kwargs: {eps: 0.3}\n")
+    config = load("--config", floats)
+    assert config.learning_rate == 1e-3 and config.teacher_kwargs == {"eps": 0.3}
+    assert config.gamma == 1.0 and isinstance(config.gamma, float)
