@@ -6,7 +6,7 @@ import random
 import pytest
 import torch
 
-from reward_model.data import ComparisonCollator, format_item, pack_sequences, tokenize_comparisons
+from reward_model.collate import ComparisonCollator, format_item, pack_sequences, tokenize_comparisons
 from reward_model.modeling import RewardModel, check_padding_free, last_token_index, sequence_scores
 from reward_model.train import RewardModelConfig, train
 from reward_model.trainer import comparison_loss, pair_metrics, scatter_scores
