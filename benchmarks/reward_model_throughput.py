@@ -40,7 +40,6 @@ Usage:
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
 import os
 import random
@@ -53,15 +52,17 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import torch  # noqa: E402
+from datasets import Dataset  # noqa: E402
 from transformers import PrinterCallback, TrainerCallback  # noqa: E402
 from transformers.utils import logging as hf_logging  # noqa: E402
 
 from pipeline.comparisons import SHIPPED_SAMPLES  # noqa: E402
-from reward_model.data import ComparisonCollator, tokenize_comparisons  # noqa: E402
+from reward_model.collate import ComparisonCollator, tokenize_comparisons  # noqa: E402
 from reward_model.modeling import check_padding_free, sequence_scores  # noqa: E402
-from reward_model.train import ListDataset, RewardModelConfig  # noqa: E402
+from reward_model.train import RewardModelConfig  # noqa: E402
 from reward_model.trainer import PreferenceRewardTrainer, pair_metrics, scatter_scores  # noqa: E402
 from rlhf.models import load_model, load_tokenizer  # noqa: E402
+from rlhf.metrics import ranking_pairs  # noqa: E402
 from rlhf.preferences import Comparison  # noqa: E402
 
 WORDS = ["red", "blue", "green", "cat", "dog", "sun", "tree", "rock", "moon", "fish", "bird", "leaf"]
@@ -115,9 +116,9 @@ def demo(k: int, n_train: int, n_held_out: int) -> tuple[list[Comparison], list[
 
 def induced_pairs(comparison: Comparison) -> list[dict]:
     """TRL rows (prompt, chosen, rejected): every strictly ordered pair of a comparison."""
-    ranks = comparison.to_ranks()
+    strict, _ = ranking_pairs(comparison.to_ranks())
     return [{"prompt": comparison.prompt, "chosen": comparison.items[a], "rejected": comparison.items[b]}
-            for a, b in itertools.permutations(range(len(ranks)), 2) if ranks[a] < ranks[b]]
+            for a, b in sorted(strict)]
 
 
 class StepClock(TrainerCallback):
@@ -163,7 +164,7 @@ def run_ours(opts, tokenizer, comparisons, k: int):
             check_padding_free(model, tokenizer.pad_token_id)
         collator = ComparisonCollator(tokenizer.pad_token_id, padding_free=args.padding_free)
         trainer = PreferenceRewardTrainer(model=model, args=args, processing_class=tokenizer, data_collator=collator,
-                                          train_dataset=ListDataset(examples), loss_type=args.loss,
+                                          train_dataset=Dataset.from_list(examples), loss_type=args.loss,
                                           callbacks=[clock])
         trainer.remove_callback(PrinterCallback)
         trainer.train()

@@ -16,23 +16,22 @@ from __future__ import annotations
 
 import importlib
 import math
-from itertools import combinations
 from pathlib import Path
 
-from .sources import Item, SourceError, read_jsonl
+from rlhf.preferences import read_jsonl
+
+from .sources import Item, SourceError
 
 
 def disagreement(member_scores: list[list[float]]) -> float:
-    if len(member_scores) < 2:
-        return 0.0
-    k = len(member_scores[0])
-    total, pairs = 0.0, 0
-    for i, j in combinations(range(k), 2):
-        probs = [1.0 / (1.0 + math.exp(-(s[i] - s[j]))) for s in member_scores]
-        mean = sum(probs) / len(probs)
-        total += sum((p - mean) ** 2 for p in probs) / len(probs)
-        pairs += 1
-    return total / pairs if pairs else 0.0
+    """Mean over pairs of completions of the members' variance of sigmoid(r_i - r_j)
+    (`rlhf.ensemble.ranking_disagreement`, method ``probability_variance``)."""
+    # torch (through rlhf.ensemble) is heavy and only needed when an ensemble is configured.
+    import torch
+
+    from rlhf.ensemble import ranking_disagreement
+
+    return ranking_disagreement(torch.tensor(member_scores, dtype=torch.float64), "probability_variance")
 
 
 def _check_scores(scores, k: int, source, line) -> list[list[float]]:
@@ -50,7 +49,7 @@ def priorities(config, items: list[Item]) -> dict[str, float]:
     out: dict[str, float] = {}
     if "scores" in ensemble:
         path = Path(ensemble["scores"])
-        for number, row in read_jsonl(path):
+        for number, row in read_jsonl(path, SourceError):
             item = by_id.get(str(row.get("id")))
             if item is None:
                 raise SourceError(f"no item with id {row.get('id')!r} in the sources", path, number, "id")

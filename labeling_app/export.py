@@ -24,7 +24,9 @@ from pathlib import Path
 
 from rlhf.preferences import Comparison, save_comparisons
 
+from .config import ConfigError, load_config
 from .sources import Item
+from .storage import StorageError, VotesReader
 
 FORMATS = ("core", "trl", "ranked")
 
@@ -83,8 +85,6 @@ def write_export(comparisons: list[Comparison], fmt: str, out: str | Path) -> tu
 
 
 def export_project(config, fmt: str, out: str | Path, ties: str | None = None, cant_tell: str | None = None):
-    from .storage import VotesReader
-
     if not config.db_path.exists():
         raise FileNotFoundError(f"{config.db_path}: no votes stored yet for project {config.name!r}")
     storage = VotesReader(config.db_path)  # reads only: fine while the server runs
@@ -105,8 +105,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ties", choices=("half", "drop"), help="override the config's export.ties")
     parser.add_argument("--cant-tell", choices=("drop", "half", "keep"), help="override the config's export.cant_tell")
     args = parser.parse_args(argv)
-    from .config import ConfigError, load_config
-    from .storage import StorageError
 
     try:
         config = load_config(args.project, check_sources=False)

@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from rlhf.preferences import read_jsonl
+
 MAX_K = 9
 CLIP_SUFFIXES = (".webm", ".mp4")
 
@@ -77,20 +79,6 @@ def _check_text(value: Any, source, line, name) -> None:
                       source, line, name)
 
 
-def read_jsonl(path: Path):
-    with path.open(encoding="utf-8") as handle:
-        for number, text in enumerate(handle, start=1):
-            if not text.strip():
-                continue
-            try:
-                row = json.loads(text)
-            except json.JSONDecodeError as err:
-                raise SourceError(f"malformed JSON ({err.msg} at column {err.colno})", path, number) from None
-            if not isinstance(row, dict):
-                raise SourceError(f"expected a JSON object, got {type(row).__name__}", path, number)
-            yield number, row
-
-
 def _row_id(row: dict, path: Path, number: int) -> str:
     value = row.get("id")
     if value is None:
@@ -122,7 +110,7 @@ def _text_item(row: dict, completions: Any, name: str, path: Path, number: int, 
 
 def load_jsonl(path: Path, task: str) -> list[Item]:
     items = []
-    for number, row in read_jsonl(path):
+    for number, row in read_jsonl(path, SourceError):
         if "completions" not in row:
             raise SourceError("missing required field", path, number, "completions")
         items.append(_text_item(row, row["completions"], "completions", path, number, task))
@@ -131,7 +119,7 @@ def load_jsonl(path: Path, task: str) -> list[Item]:
 
 def load_generations(path: Path, task: str) -> list[Item]:
     items = []
-    for number, row in read_jsonl(path):
+    for number, row in read_jsonl(path, SourceError):
         name = next((n for n in ("generations", "completions", "responses", "items") if n in row), None)
         if name is None:
             raise SourceError("missing field: expected one of 'generations', 'completions', 'responses', "

@@ -26,29 +26,17 @@ import torch
 from rich.console import Console
 
 from pipeline.comparisons import ComparisonsConfig, make_comparisons, reward_model_paths
-from reward_model.evaluate import evaluate_scores, examples_from_comparisons, score_examples, write_outputs
+from reward_model.evaluate import EvaluateConfig, evaluate
 from reward_model.modeling import RewardModel
 from reward_model.train import RewardModelConfig, train
 from reward_model.trainer import pair_metrics
 from rlhf.config import parse_nested_config, run_main
+from rlhf.metrics import gold_pair_accuracy
 
 
 @dataclass
 class RewardModelDemoConfig(ComparisonsConfig):
     out: str = field(default="runs/demo", metadata={"help": "output folder"})
-
-
-def gold_pair_accuracy(scores: np.ndarray, gold: np.ndarray) -> tuple[float, int]:
-    """Share of within-prompt pairs with different gold scores that the model orders like gold."""
-    correct = total = 0
-    for model_row, gold_row in zip(scores, gold):
-        for i in range(len(gold_row)):
-            for j in range(i + 1, len(gold_row)):
-                if gold_row[i] == gold_row[j]:
-                    continue
-                total += 1
-                correct += (model_row[i] - model_row[j]) * (gold_row[i] - gold_row[j]) > 0
-    return correct / max(total, 1), total
 
 
 def parse_config(argv: list[str] | None = None) -> tuple[RewardModelDemoConfig, RewardModelConfig]:
@@ -85,12 +73,9 @@ def main(argv: list[str] | None = None) -> int:
     noisy = pair_metrics(scores, noisy_ranks, torch.ones_like(noisy_ranks, dtype=torch.bool))
     gold = np.array([comparisons.gold[c.prompt] for c in heldout])
     gold_accuracy, gold_pairs = gold_pair_accuracy(scores.numpy(), gold)
-    examples, not_comparable = examples_from_comparisons(heldout)
-    score_examples(model, examples, progress=False)
-    report = {"model": rm_config.output_dir, "data": str(out / "heldout.jsonl"), "format": "auto",
-              "score_scale": "raw", "skipped_not_comparable": not_comparable} | evaluate_scores(examples)
     eval_dir = Path(rm_config.output_dir) / "eval"
-    write_outputs(report, examples, eval_dir)
+    evaluate(EvaluateConfig(model=rm_config.output_dir, data=str(out / "heldout.jsonl"), out=str(eval_dir),
+                            no_progress=True))
     timings["evaluation_s"] = time.time() - t0
     timings["total_s"] = time.time() - started
 

@@ -17,6 +17,10 @@ import json
 from pathlib import Path
 
 import torch
+from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+from reward_model.collate import format_item, pack_sequences, pad_sequences
+from rlhf.ensemble import ensemble_statistics
 
 STATS_FILE = "reward_stats.json"
 ENSEMBLE_FILE = "ensemble.json"
@@ -39,7 +43,7 @@ def sequence_scores(model, input_ids: torch.Tensor, attention_mask: torch.Tensor
     """Scalar score per sequence from a `*ForSequenceClassification` model (num_labels=1).
 
     Padded batch: ``attention_mask`` given, one sequence per row, scored at its last real
-    token. Packed batch (see `reward_model.data.pack_sequences`): no mask; ``position_ids``
+    token. Packed batch (see `reward_model.collate.pack_sequences`): no mask; ``position_ids``
     restart for every sequence and ``score_positions`` (n, 2) holds the (row, column) of
     each sequence's last token, in the original order.
 
@@ -71,8 +75,6 @@ def check_padding_free(model, pad_token_id: int, atol: float = 1e-4) -> None:
     Packing relies on the model honouring restarting ``position_ids`` (transformers'
     packed-sequence masks); an architecture that does not would let sequences attend to
     each other and train on wrong scores without any error, so this is checked once."""
-    from reward_model.data import pack_sequences
-
     vocab = model.config.vocab_size
     sequences = [[(7 * i + 3) % vocab for i in range(5)], [(11 * i + 1) % vocab for i in range(3)],
                  [(13 * i + 5) % vocab for i in range(2)]]
@@ -96,8 +98,6 @@ def check_padding_free(model, pad_token_id: int, atol: float = 1e-4) -> None:
 @torch.no_grad()
 def score_token_lists(model, sequences: list[list[int]], pad_token_id: int, batch_size: int = 16) -> torch.Tensor:
     """Scores of token-id sequences, `batch_size` at a time."""
-    from reward_model.data import pad_sequences
-
     device = next(model.parameters()).device
     scores = []
     for start in range(0, len(sequences), batch_size):
@@ -119,15 +119,42 @@ class RewardModel:
     def __init__(self, members: list, tokenizer, stats: list[dict], path: Path):
         self.members, self.tokenizer, self.stats, self.path = members, tokenizer, stats, path
 
-    @classmethod
-    def load(cls, path: str | Path, dtype: torch.dtype = torch.float32) -> "RewardModel":
-        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    # ---- the folder format: written by reward_model.train, read by everyone through these ----
 
+    @staticmethod
+    def member_dirs(path: str | Path) -> list[Path]:
+        """The member folders of a saved reward model: the ones ``ensemble.json`` lists, or
+        the folder itself for a single model. Nothing else parses ``ensemble.json``."""
         path = Path(path)
         if (path / ENSEMBLE_FILE).exists():
-            folders = [path / name for name in json.loads((path / ENSEMBLE_FILE).read_text())["members"]]
-        else:
-            folders = [path]
+            return [path / name for name in json.loads((path / ENSEMBLE_FILE).read_text())["members"]]
+        return [path]
+
+    @staticmethod
+    def is_model_dir(path: str | Path) -> bool:
+        """Whether ``path`` looks like a saved reward model (a checkpoint or an ensemble index)."""
+        path = Path(path)
+        return (path / "config.json").exists() or (path / ENSEMBLE_FILE).exists()
+
+    @staticmethod
+    def read_stats(member_dir: str | Path) -> dict:
+        """A member's normalisation statistics ``{"mean", "std", "n", ...}``."""
+        return json.loads((Path(member_dir) / STATS_FILE).read_text())
+
+    @staticmethod
+    def write_stats(member_dir: str | Path, stats: dict) -> None:
+        (Path(member_dir) / STATS_FILE).write_text(json.dumps(stats, indent=2))
+
+    @staticmethod
+    def write_ensemble_index(path: str | Path, member_dirs: list[Path]) -> None:
+        """``ensemble.json`` listing the member folders (relative to ``path``)."""
+        (Path(path) / ENSEMBLE_FILE).write_text(json.dumps({"members": [Path(m).name for m in member_dirs]},
+                                                           indent=2))
+
+    @classmethod
+    def load(cls, path: str | Path, dtype: torch.dtype = torch.float32) -> "RewardModel":
+        path = Path(path)
+        folders = cls.member_dirs(path)
         members, stats = [], []
         for folder in folders:
             config_file = folder / "config.json"
@@ -143,7 +170,7 @@ class RewardModel:
                 raise NotARewardModelError(f"{folder} has no {STATS_FILE}: train it with `reward_model.train`, "
                                            "which saves the normalisation statistics")
             members.append(AutoModelForSequenceClassification.from_pretrained(folder, dtype=dtype).eval())
-            stats.append(json.loads((folder / STATS_FILE).read_text()))
+            stats.append(cls.read_stats(folder))
         tokenizer = AutoTokenizer.from_pretrained(folders[0])
         return cls(members, tokenizer, stats, path)
 
@@ -151,8 +178,6 @@ class RewardModel:
     def member_scores(self, prompts: list, completions: list, normalize: bool = True, batch_size: int = 16,
                       bf16: bool = False) -> torch.Tensor:
         """(members, n) scores of each prompt + completion."""
-        from reward_model.data import format_item
-
         sequences = [format_item(self.tokenizer, p, c) for p, c in zip(prompts, completions, strict=True)]
         rows = []
         for member in self.members:
@@ -169,6 +194,4 @@ class RewardModel:
 
     def score(self, prompts: list, completions: list, normalize: bool = True, **kwargs) -> tuple[torch.Tensor, torch.Tensor]:
         """Mean and std over ensemble members (std is 0 for a single model)."""
-        from rlhf.ensemble import ensemble_statistics
-
         return ensemble_statistics(self.member_scores(prompts, completions, normalize, **kwargs))

@@ -17,17 +17,24 @@ from __future__ import annotations
 
 import json
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
+from datasets import Dataset
+from peft import get_peft_model
 from transformers import TrainingArguments
+from trl import ModelConfig, get_peft_config
+from trl.trainer.utils import disable_dropout_in_model
 
-from reward_model.data import ComparisonCollator, tokenize_comparisons
+from reward_model.collate import ComparisonCollator, tokenize_comparisons
+from reward_model.modeling import RewardModel, check_padding_free, score_token_lists
+from reward_model.trainer import LOSSES, PreferenceRewardTrainer
 from rlhf.config import ConfigError, run_main
 from rlhf.config import parse_config as parse_dataclass
-from reward_model.modeling import ENSEMBLE_FILE, STATS_FILE, check_padding_free, score_token_lists
-from reward_model.trainer import LOSSES, PreferenceRewardTrainer
+from rlhf.ensemble import bootstrap_indices
+from rlhf.models import load_model, load_tokenizer
+from rlhf.preferences import load_comparisons
 
 
 @dataclass
@@ -98,33 +105,22 @@ def split_by_prompt(comparisons: list, eval_fraction: float, seed: int, permutat
     return train, evaluation
 
 
-class ListDataset(torch.utils.data.Dataset):
-    def __init__(self, examples: list[dict]):
-        self.examples = examples
-
-    def __len__(self):
-        return len(self.examples)
-
-    def __getitem__(self, index):
-        return self.examples[index]
+def lora_config(config: RewardModelConfig):
+    """The LoRA adapters of a reward model, built the TRL way (`trl.get_peft_config`): a
+    sequence-classification task whose freshly initialised score head is trained in full."""
+    return get_peft_config(ModelConfig(use_peft=True, lora_task_type="SEQ_CLS", lora_r=config.lora_r,
+                                       lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
+                                       lora_target_modules=config.lora_target_modules,
+                                       lora_modules_to_save=["score"]))
 
 
 def build_model(config: RewardModelConfig, seed: int):
-    from rlhf.models import load_model
-
     overrides = {"num_hidden_layers": config.backbone_layers} if config.backbone_layers else {}
     model = load_model(config.model_name_or_path, kind="seq_cls", seed=seed, **overrides)
     if config.disable_dropout:
-        for module in model.modules():
-            if isinstance(module, torch.nn.Dropout):
-                module.p = 0.0
+        disable_dropout_in_model(model)
     if config.use_lora:
-        from peft import LoraConfig, get_peft_model
-
-        lora = LoraConfig(task_type="SEQ_CLS", r=config.lora_r, lora_alpha=config.lora_alpha,
-                          lora_dropout=config.lora_dropout, target_modules=config.lora_target_modules,
-                          modules_to_save=["score"])
-        model = get_peft_model(model, lora)
+        model = get_peft_model(model, lora_config(config))
     return model
 
 
@@ -137,10 +133,6 @@ def reward_statistics(model, sequences: list[list[int]], pad_token_id: int, batc
 
 def train(config: RewardModelConfig) -> dict:
     """Train (an ensemble of) reward model(s); returns a summary with the output paths."""
-    from rlhf.ensemble import bootstrap_indices
-    from rlhf.models import load_tokenizer
-    from rlhf.preferences import load_comparisons
-
     if config.train_data is None:
         raise ConfigError("train_data", "expected a preference file (--train_data FILE or train_data: in the YAML)")
     comparisons = load_comparisons(config.train_data, format=config.data_format)
@@ -168,16 +160,14 @@ def train(config: RewardModelConfig) -> dict:
         member_dir = output_dir / f"member_{member}" if config.ensemble_size > 1 else output_dir
         args = config
         if config.ensemble_size > 1:
-            from dataclasses import replace
-
             args = replace(config, output_dir=str(member_dir), seed=config.seed + member)
         model = build_model(config, seed=config.seed + member)
         if config.padding_free:
             check_padding_free(model, tokenizer.pad_token_id)
         trainer = PreferenceRewardTrainer(
             model=model, args=args, data_collator=collator, processing_class=tokenizer,
-            train_dataset=ListDataset([train_examples[i] for i in indices.tolist()]),
-            eval_dataset=ListDataset(eval_examples) if eval_examples else None,
+            train_dataset=Dataset.from_list([train_examples[i] for i in indices.tolist()]),
+            eval_dataset=Dataset.from_list(eval_examples) if eval_examples else None,
             loss_type=config.loss, noise=config.noise, use_margin=config.use_margin,
             center_rewards_coefficient=config.center_rewards_coefficient,
         )
@@ -192,10 +182,10 @@ def train(config: RewardModelConfig) -> dict:
             tokenizer.save_pretrained(member_dir)
             stats = reward_statistics(final, reference, tokenizer.pad_token_id)
             stats["reference"] = f"{len(reference)} training completions"
-            (member_dir / STATS_FILE).write_text(json.dumps(stats, indent=2))
+            RewardModel.write_stats(member_dir, stats)
         members.append(member_dir)
     if config.ensemble_size > 1 and trainer.is_world_process_zero():
-        (output_dir / ENSEMBLE_FILE).write_text(json.dumps({"members": [m.name for m in members]}, indent=2))
+        RewardModel.write_ensemble_index(output_dir, members)
     return {"output_dir": str(output_dir), "members": [str(m) for m in members], "train_comparisons": len(train_examples),
             "eval_comparisons": len(eval_examples), "left_out": left_out, "eval_left_out": eval_left_out,
             "log_history": histories}

@@ -20,6 +20,7 @@ from rlhf.losses import (
     pairwise_ranking_loss,
     plackett_luce_loss,
 )
+from rlhf.metrics import mean_margin, pairwise_accuracy, ranking_pairs
 
 LOSSES = ("bradley_terry", "best_of_k", "pairwise_ranking", "plackett_luce")
 LossName = Literal["bradley_terry", "best_of_k", "pairwise_ranking", "plackett_luce"]
@@ -69,26 +70,31 @@ def comparison_loss(scores: torch.Tensor, batch: dict, loss: LossName = "bradley
 
 @torch.no_grad()
 def pair_metrics(scores: torch.Tensor, ranks: torch.Tensor, mask: torch.Tensor) -> dict[str, float]:
-    """TRL-named metrics over the ordered pairs each comparison induces.
+    """TRL-named metrics over the ordered pairs each comparison induces, pooled over the batch
+    (`rlhf.metrics.ranking_pairs`; ranks -1 = unranked, masked items are padding).
 
-    accuracy: strictly better-ranked item scored strictly higher (equal scores are wrong);
-    accuracy_ties_half: the same with half credit for equal scores and for labelled ties
-    (full credit impossible, half for any order); margin: mean score gap better - worse."""
-    unranked = ranks < 0
-    effective = torch.where(unranked, ranks.max() + 1, ranks)
-    compared = mask[:, :, None] & mask[:, None, :] & ~(unranked[:, :, None] & unranked[:, None, :])
-    better = (effective[:, :, None] < effective[:, None, :]) & compared
-    tied = (effective[:, :, None] == effective[:, None, :]) & compared
-    tied &= torch.triu(torch.ones_like(tied[0]), 1)
-    diff = scores[:, :, None] - scores[:, None, :]
-    n_strict = better.sum().clamp_min(1)
-    strict_correct = ((diff > 0) & better).sum().float()
-    strict_half = strict_correct + 0.5 * ((diff == 0) & better).sum()
-    n_all = (better.sum() + tied.sum()).clamp_min(1)
+    accuracy: strictly better-ranked item scored strictly higher (equal scores are wrong,
+    labelled ties left out); accuracy_ties_half: half credit for equal scores and for
+    labelled ties (full credit impossible, half for any order); margin: mean score gap
+    better - worse (`rlhf.metrics.pairwise_accuracy` and `mean_margin`). Each is 0.0 when
+    the batch has no such pair."""
+    scores_a, scores_b, labels = [], [], []
+    for row_scores, row_ranks, row_mask in zip(scores.tolist(), ranks.tolist(), mask.tolist()):
+        kept = [(s, None if r < 0 else r) for s, r, m in zip(row_scores, row_ranks, row_mask) if m]
+        strict, tied = ranking_pairs([r for _, r in kept])
+        for (i, j), label in [(pair, 1.0) for pair in strict] + [(pair, 0.5) for pair in tied]:
+            scores_a.append(kept[i][0])
+            scores_b.append(kept[j][0])
+            labels.append(label)
+    n_strict = labels.count(1.0)
+    chosen = [a for a, label in zip(scores_a, labels) if label == 1.0]
+    rejected = [b for b, label in zip(scores_b, labels) if label == 1.0]
     return {
-        "accuracy": (strict_correct / n_strict).item(),
-        "accuracy_ties_half": ((strict_half + 0.5 * tied.sum()) / n_all).item(),
-        "margin": (diff[better].mean() if better.any() else diff.new_zeros(())).item(),
+        "accuracy": pairwise_accuracy(scores_a, scores_b, labels, score_ties="wrong", labelled_ties="skip")
+        if n_strict else 0.0,
+        "accuracy_ties_half": pairwise_accuracy(scores_a, scores_b, labels, score_ties="half", labelled_ties="half")
+        if labels else 0.0,
+        "margin": mean_margin(chosen, rejected) if n_strict else 0.0,
     }
 
 

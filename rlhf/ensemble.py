@@ -58,26 +58,45 @@ def ensemble_statistics(member_scores: torch.Tensor) -> tuple[torch.Tensor, torc
     return member_scores.mean(dim=0), member_scores.std(dim=0)
 
 
-DisagreementMethod = Literal["variance", "probability_std", "vote"]
+DisagreementMethod = Literal["variance", "probability_std", "probability_variance", "vote"]
+DISAGREEMENT_METHODS = ("variance", "probability_std", "probability_variance", "vote")
 
 
 def disagreement(member_scores_a: torch.Tensor, member_scores_b: torch.Tensor,
                  method: DisagreementMethod = "probability_std") -> torch.Tensor:
     """How much the members disagree on each candidate pair; inputs are (members, pairs).
 
-    - ``probability_std``: std across members of P(A > B) = sigmoid(R_A - R_B) (B-Pref).
-    - ``variance``: variance across members of R_A - R_B (the `imitation` library's "logit").
+    With P_m(A > B) = sigmoid(R_A - R_B) the Bradley-Terry preference of member m
+    (Christiano et al. 2017, eq. 1), every spread is over members (population, no Bessel):
+
+    - ``probability_std``: std of P(A > B) (B-Pref's query selection; robot queries).
+    - ``probability_variance``: variance of P(A > B), at most 0.25 (the labelling app's
+      active ordering).
+    - ``variance``: variance of R_A - R_B (the `imitation` library's "logit").
     - ``vote``: p(1 - p) of the share p of members preferring A (Christiano's "which
       segment is preferred" count)."""
     diff = member_scores_a - member_scores_b
     if method == "probability_std":
         return torch.sigmoid(diff).std(dim=0, unbiased=False)
+    if method == "probability_variance":
+        return torch.sigmoid(diff).var(dim=0, unbiased=False)
     if method == "variance":
         return diff.var(dim=0, unbiased=False)
     if method == "vote":
         share = (diff > 0).float().mean(dim=0)
         return share * (1 - share)
-    raise ValueError(f"unknown disagreement method {method!r}; expected probability_std, variance or vote")
+    raise ValueError(f"unknown disagreement method {method!r}; expected one of {DISAGREEMENT_METHODS}")
+
+
+def ranking_disagreement(member_scores: torch.Tensor, method: DisagreementMethod = "probability_variance") -> float:
+    """Disagreement of one K-way item, averaged over its K(K-1)/2 pairs of completions.
+
+    ``member_scores`` is (members, K); a single member or K < 2 gives 0."""
+    members, k = member_scores.shape
+    if members < 2 or k < 2:
+        return 0.0
+    first, second = torch.triu_indices(k, k, offset=1)
+    return disagreement(member_scores[:, first], member_scores[:, second], method).mean().item()
 
 
 def select_queries(member_scores_a: torch.Tensor, member_scores_b: torch.Tensor, num_queries: int,

@@ -7,7 +7,8 @@ objects. Gold rewards come in two shapes:
 - per-step rewards of segments (robots), with the step axis last: ``(N, T)`` or ``(N, K, T)``.
 
 The teacher model is P[σ1 ≻ σ2] = softmax(β · Σ_t γ^(T-1-t) r_t), and a query goes through
-these steps in order (B-Pref: Lee et al. 2021, `get_label`; docs/robot.md, "Teachers"):
+these steps in order (B-Pref's simulated teachers, Lee et al. 2021, and its `get_label`;
+docs/notes_teachers.md):
 
 1. skip:     max undiscounted return <= ``skip_threshold``  -> ``None`` (counts against the budget)
 2. equal:    mark queries with |R_a - R_b| < ``equal_threshold`` (undiscounted)

@@ -33,7 +33,9 @@ import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Literal, Sequence
+from typing import Any, Callable, Iterable, Iterator, Literal, Sequence
+
+from rlhf.metrics import ranking_pairs
 
 from rlhf.config import ConfigError
 
@@ -375,23 +377,38 @@ def detect_format(row: dict, source: str | None = None, line: int | None = None)
 # Readers and writers
 # =====================================================================================
 
-def _iter_rows(data: Any) -> Iterator[tuple[dict, str, int]]:
-    """Yield (row, source name, 1-based line or row number) from a path or a Dataset."""
+def read_jsonl(path: str | os.PathLike, error: Callable[..., Exception] = PreferenceDataError
+               ) -> Iterator[tuple[int, dict]]:
+    """Yield (1-based line number, row) for every non-blank line of a JSONL file.
+
+    A line that is not valid JSON, or not a JSON object, raises
+    ``error(reason, str(path), line)``: `PreferenceDataError` by default; any exception
+    class taking (reason, source, line), such as the labelling app's ``SourceError``, fits.
+    Preference files, task files, score files and prompt files are all read this way."""
+    with Path(path).open(encoding="utf-8") as handle:
+        for number, text in enumerate(handle, start=1):
+            if not text.strip():
+                continue  # blank lines are layout, not data
+            try:
+                row = json.loads(text)
+            except json.JSONDecodeError as err:
+                raise error(f"malformed JSON ({err.msg} at column {err.colno})", str(path), number) from None
+            if not isinstance(row, dict):
+                raise error(f"expected a JSON object, got {type(row).__name__}", str(path), number)
+            yield number, row
+
+
+def iter_rows(data: Any) -> Iterator[tuple[dict, str, int | None]]:
+    """Yield (row, source name, 1-based line number or None) from a JSONL/JSON/parquet
+    path or a `datasets.Dataset`; JSON and parquet rows name their row in the source."""
     if isinstance(data, (str, os.PathLike)):
         path = Path(data)
         if not path.exists():
             raise PreferenceDataError(f"{path}: file not found")
         suffix = path.suffix.lower()
         if suffix in (".jsonl", ".ndjson"):
-            with path.open(encoding="utf-8") as handle:
-                for number, text in enumerate(handle, start=1):
-                    if not text.strip():
-                        continue  # blank lines are layout, not data
-                    try:
-                        row = json.loads(text)
-                    except json.JSONDecodeError as err:
-                        _fail(f"malformed JSON ({err.msg} at column {err.colno})", str(path), number)
-                    yield row, str(path), number
+            for number, row in read_jsonl(path):
+                yield row, str(path), number
         elif suffix == ".json":
             try:
                 rows = json.loads(path.read_text(encoding="utf-8"))
@@ -428,7 +445,7 @@ def load_comparisons(data: Any, format: str = "auto") -> list[Comparison]:
     if format != "auto" and format not in PARSERS:
         raise PreferenceDataError(f"unknown format {format!r}; expected one of {('auto',) + FORMATS}")
     comparisons = []
-    for row, source, line in _iter_rows(data):
+    for row, source, line in iter_rows(data):
         if not isinstance(row, dict):
             _fail(f"expected a JSON object, got {type(row).__name__}", source, line)
         row_format = detect_format(row, source, line) if format == "auto" else format
@@ -488,20 +505,15 @@ def to_trl_rows(comparisons: Iterable[Comparison], ties: Literal["error", "drop"
             else:
                 rows.append(to_trl_row(comparison))
             continue
-        ranks = comparison.to_ranks()
-        tied = sum(1 for i in range(comparison.k) for j in range(i + 1, comparison.k)
-                   if ranks[i] is not None and ranks[i] == ranks[j])
+        strict, tied = ranking_pairs(comparison.to_ranks())
         if tied:
-            leave_out(comparison, "ties", tied)
-        for i in range(comparison.k):
-            for j in range(comparison.k):
-                if ranks[i] is None or (ranks[j] is not None and ranks[i] >= ranks[j]):
-                    continue
-                row = {"prompt": comparison.prompt} if comparison.prompt is not None else {}
-                row.update(chosen=comparison.items[i], rejected=comparison.items[j])
-                if comparison.id is not None:
-                    row["id"] = f"{comparison.id}:{i}>{j}"
-                rows.append(row)
+            leave_out(comparison, "ties", len(tied))
+        for i, j in sorted(strict):  # by chosen item, then rejected item
+            row = {"prompt": comparison.prompt} if comparison.prompt is not None else {}
+            row.update(chosen=comparison.items[i], rejected=comparison.items[j])
+            if comparison.id is not None:
+                row["id"] = f"{comparison.id}:{i}>{j}"
+            rows.append(row)
     return rows, dropped
 
 

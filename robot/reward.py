@@ -12,11 +12,14 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from scipy.stats import pearsonr, spearmanr
 from torch import nn
 
 from rlhf.ensemble import EnsembleTrainConfig, SegmentRewardEnsemble, mlp, select_queries
 from rlhf.labelers import make_teacher
+from rlhf.metrics import pairwise_accuracy
 from rlhf.preferences import Comparison
+from robot.envs import ENV_IDS, TASKS
 from robot.segments import Segments, random_pairs
 
 
@@ -62,8 +65,6 @@ def feature_columns(task: str, feature_set: str, obs_dim: int, action_dim: int) 
     if feature_set == "obs":
         return tuple(range(obs_dim))
     if feature_set in ("relative", "relative_action"):
-        from robot.envs import ENV_IDS, TASKS
-
         name = {env_id: n for n, env_id in ENV_IDS.items()}.get(task, task)
         if name not in TASKS:
             raise ValueError(f"unknown task {task!r}; valid tasks: {', '.join(sorted(TASKS))}")
@@ -181,9 +182,8 @@ def fit_reward(ensemble: SegmentRewardEnsemble, segments: Segments, comparisons:
     with torch.no_grad():
         scores = ensemble.member_segment_scores(features[np.concatenate([index_a, index_b])]).mean(0)
     n = len(labels)
-    predicted_a = (scores[:n] > scores[n:]).numpy()
-    decided = labels != 0.5
-    accuracy = float((predicted_a[decided] == (labels[decided] > 0.5)).mean()) if decided.any() else float("nan")
+    # Ties (label 0.5) are left out; NaN when every label is a tie.
+    accuracy = pairwise_accuracy(scores[:n].numpy(), scores[n:].numpy(), labels, labelled_ties="skip")
     return {"reward_loss": float(np.mean(losses)), "reward_train_accuracy": accuracy, "num_comparisons": n}
 
 
@@ -200,12 +200,12 @@ def reward_agreement(ensemble: SegmentRewardEnsemble, segments: Segments, num_pa
     Pearson and Spearman correlation of the returns, and the preference accuracy on random
     pairs whose true returns differ by more than `min_gap` (what a rational teacher answers;
     a gap excludes near-ties that no teacher could call reliably)."""
-    from scipy.stats import pearsonr, spearmanr
-
     learned, true = segment_scores(ensemble, segments), segments.true_returns()
     a, b = random_pairs(len(segments), num_pairs, np.random.default_rng(seed))
     differ = np.abs(true[a] - true[b]) > min_gap
-    accuracy = float(((learned[a] > learned[b]) == (true[a] > true[b]))[differ].mean())
+    # The rational teacher's label of each kept pair: 1 when A's true return is higher.
+    labels = (true[a] > true[b])[differ].astype(float)
+    accuracy = pairwise_accuracy(learned[a][differ], learned[b][differ], labels) if differ.any() else float("nan")
     return {"pearson": float(pearsonr(learned, true)[0]), "spearman": float(spearmanr(learned, true)[0]),
             "pair_accuracy": accuracy, "num_pairs": int(differ.sum()), "num_segments": len(segments)}
 

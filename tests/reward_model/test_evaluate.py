@@ -7,7 +7,10 @@ import numpy as np
 import pytest
 import torch
 
-from reward_model.evaluate import ScoredExample, evaluate_scores, load_examples, main
+from reward_model.benchmarks import ScoredExample, load_examples
+from reward_model.evaluate import evaluate_scores, main
+from reward_model.train import RewardModelConfig, train
+from rlhf.config import run_main
 
 torch.set_num_threads(1)
 FIXTURES = "tests/fixtures"
@@ -161,8 +164,6 @@ def test_rewardbench_rows_keep_subset_id_and_completion_lists():
 
 @pytest.fixture(scope="module")
 def trained_model(tmp_path_factory):
-    from reward_model.train import RewardModelConfig, train
-
     out = tmp_path_factory.mktemp("rm")
     train(RewardModelConfig(output_dir=str(out), model_name_or_path="tiny-random-llama",
                             train_data=f"{FIXTURES}/ranked_small.jsonl", loss="pairwise_ranking", max_steps=2,
@@ -200,20 +201,20 @@ def test_bad_data_and_not_a_reward_model_exit_2(trained_model, tmp_path, capsys)
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"prompt": "p", "chosen": " a"}\n')
     out = tmp_path / "out"
-    assert main(["--model", str(trained_model), "--data", str(bad), "--out", str(out)]) == 2
+    assert run_main(main, ["--model", str(trained_model), "--data", str(bad), "--out", str(out)]) == 2
     err = capsys.readouterr().err
     assert "line 1" in err and "rejected" in err and not out.exists()
 
     no_subset = tmp_path / "rb.jsonl"
     no_subset.write_text('{"prompt": "p", "chosen": " a", "rejected": " b"}\n')
-    assert main(["--model", str(trained_model), "--data", str(no_subset), "--format", "rewardbench",
+    assert run_main(main, ["--model", str(trained_model), "--data", str(no_subset), "--format", "rewardbench",
                  "--out", str(out)]) == 2
     assert "subset" in capsys.readouterr().err and not out.exists()
 
     nothing = tmp_path / "nc.jsonl"
     nothing.write_text('{"items": [" a", " b"], "kind": "not_comparable"}\n')
-    assert main(["--model", str(trained_model), "--data", str(nothing), "--out", str(out)]) == 2
+    assert run_main(main, ["--model", str(trained_model), "--data", str(nothing), "--out", str(out)]) == 2
     assert "nothing to evaluate" in capsys.readouterr().err and not out.exists()
 
-    assert main(["--model", str(tmp_path), "--data", f"{FIXTURES}/ranked_small.jsonl", "--out", str(out)]) == 2
+    assert run_main(main, ["--model", str(tmp_path), "--data", f"{FIXTURES}/ranked_small.jsonl", "--out", str(out)]) == 2
     assert "is not a reward model" in capsys.readouterr().err and not out.exists()

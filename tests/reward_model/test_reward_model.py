@@ -1,14 +1,19 @@
 """Reward model: last-token scoring, TRL loss equality, planted preferences, normalisation."""
 
+import copy
 import json
 import random
+from dataclasses import replace
 
 import pytest
 import torch
+from datasets import Dataset
+from peft import LoraConfig
+from trl.trainer.utils import disable_dropout_in_model
 
-from reward_model.data import ComparisonCollator, format_item, pack_sequences, tokenize_comparisons
+from reward_model.collate import ComparisonCollator, format_item, pack_sequences, tokenize_comparisons
 from reward_model.modeling import RewardModel, check_padding_free, last_token_index, sequence_scores
-from reward_model.train import RewardModelConfig, train
+from reward_model.train import RewardModelConfig, build_model, lora_config, train
 from reward_model.trainer import comparison_loss, pair_metrics, scatter_scores
 from rlhf.models import load_model, load_tokenizer
 from rlhf.preferences import Comparison, save_comparisons
@@ -161,6 +166,33 @@ def test_pair_metrics_by_hand():
     assert metrics["margin"] == pytest.approx((1 + 1 + 0) / 3)
 
 
+
+def tensor_pair_metrics(scores, ranks, mask):
+    """pair_metrics as the trainer computed it before rlhf.metrics (batched float32 tensors)."""
+    unranked = ranks < 0
+    effective = torch.where(unranked, ranks.max() + 1, ranks)
+    compared = mask[:, :, None] & mask[:, None, :] & ~(unranked[:, :, None] & unranked[:, None, :])
+    better = (effective[:, :, None] < effective[:, None, :]) & compared
+    tied = (effective[:, :, None] == effective[:, None, :]) & compared
+    tied &= torch.triu(torch.ones_like(tied[0]), 1)
+    diff = scores[:, :, None] - scores[:, None, :]
+    strict_correct = ((diff > 0) & better).sum().float()
+    strict_half = strict_correct + 0.5 * ((diff == 0) & better).sum()
+    n_all = (better.sum() + tied.sum()).clamp_min(1)
+    return {"accuracy": (strict_correct / better.sum().clamp_min(1)).item(),
+            "accuracy_ties_half": ((strict_half + 0.5 * tied.sum()) / n_all).item(),
+            "margin": (diff[better].mean() if better.any() else diff.new_zeros(())).item()}
+
+
+def test_pair_metrics_equal_the_batched_tensor_version():
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(20):
+        scores = torch.randint(0, 3, (6, 4), generator=gen).float()  # many exact score ties
+        ranks = torch.randint(-1, 3, (6, 4), generator=gen)
+        mask = torch.rand(6, 4, generator=gen) < 0.8
+        ours, theirs = pair_metrics(scores, ranks, mask), tensor_pair_metrics(scores, ranks, mask)
+        assert ours == pytest.approx(theirs, rel=1e-6, abs=1e-7)
+
 # ------------------------------------------------------------------ planted preferences
 WORDS = ["red", "blue", "green", "cat", "dog", "sun", "tree", "rock"]
 
@@ -217,3 +249,61 @@ def test_every_loss_learns_a_planted_preference(tmp_path, loss, k):
     stats = json.loads((tmp_path / "rm" / "reward_stats.json").read_text())
     assert stats["n"] == 96 * k and stats["std"] > 0
     assert summary["log_history"][0][-1]["train_loss"] > 0
+
+
+# ------------------------------------------------------------------ folder format, library pieces
+def test_reward_model_folder_api(tmp_path):
+    single = tmp_path / "single"
+    single.mkdir()
+    assert not RewardModel.is_model_dir(single)
+    (single / "config.json").write_text("{}")
+    RewardModel.write_stats(single, {"mean": 0.5, "std": 2.0, "n": 3})
+    assert RewardModel.is_model_dir(single) and RewardModel.member_dirs(single) == [single]
+    assert RewardModel.read_stats(single) == {"mean": 0.5, "std": 2.0, "n": 3}
+
+    ensemble = tmp_path / "ensemble"
+    members = [ensemble / "member_0", ensemble / "member_1"]
+    for member in members:
+        member.mkdir(parents=True)
+    RewardModel.write_ensemble_index(ensemble, members)
+    assert json.loads((ensemble / "ensemble.json").read_text()) == {"members": ["member_0", "member_1"]}
+    assert RewardModel.is_model_dir(ensemble) and RewardModel.member_dirs(ensemble) == members
+
+
+def test_lora_config_is_the_hand_built_one_and_dropout_is_off():
+    config = RewardModelConfig(output_dir="unused", use_lora=True, lora_r=4, lora_alpha=8, lora_dropout=0.05,
+                               report_to="none")
+    by_hand = LoraConfig(task_type="SEQ_CLS", r=4, lora_alpha=8, lora_dropout=0.05, target_modules="all-linear",
+                         modules_to_save=["score"])
+    assert lora_config(config).to_dict() == by_hand.to_dict()
+
+    # Dropout is switched off before the adapters are added (their own dropout stays).
+    model = build_model(replace(config, model_name_or_path="tiny-random-llama"), seed=0)
+    assert sorted({m.p for m in model.modules() if isinstance(m, torch.nn.Dropout)}) == [0.05]
+
+
+def test_trl_disable_dropout_equals_the_hand_loop():
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Dropout(0.3), torch.nn.Linear(8, 1), torch.nn.Dropout(0.1))
+    by_hand = copy.deepcopy(net)
+    for module in by_hand.modules():  # the loop build_model had
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.0
+    disable_dropout_in_model(net)
+    x = torch.randn(5, 4)
+    assert [m.p for m in net if isinstance(m, torch.nn.Dropout)] == [0, 0]
+    assert torch.equal(net.train()(x), by_hand.train()(x)) and torch.equal(net(x), net.eval()(x))
+
+
+def test_dataset_from_list_collates_like_the_list():
+    tokenizer = load_tokenizer("tiny-random-llama")
+    comparisons = [Comparison(items=[" a b", " c"], kind="pair", label=1.0, prompt="p", margin=0.5),
+                   Comparison(items=[" x", " y y", " z"], kind="ranking", ranks=[1, 0, None], prompt="q", weight=2.0),
+                   Comparison(items=[" u", " v"], kind="pair", label=0.5, prompt="r")]
+    examples, _ = tokenize_comparisons(comparisons, tokenizer)
+    collator = ComparisonCollator(tokenizer.pad_token_id, padding_free=True)
+    from_list = Dataset.from_list(examples)
+    ours, theirs = collator(examples), collator([from_list[i] for i in range(len(from_list))])
+    assert ours.keys() == theirs.keys()
+    for key in ours:
+        torch.testing.assert_close(theirs[key], ours[key], rtol=0, atol=0, equal_nan=True, msg=key)

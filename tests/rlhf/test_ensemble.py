@@ -10,6 +10,7 @@ from rlhf.ensemble import (
     bootstrap_indices,
     disagreement,
     ensemble_statistics,
+    ranking_disagreement,
     select_queries,
 )
 
@@ -71,6 +72,21 @@ def test_disagreement_values_by_hand():
     assert disagreement(a, b, "vote").tolist() == [0.0, 0.25]
     s = torch.sigmoid(torch.tensor(1.0)).item()
     assert disagreement(a, b, "probability_std")[1].item() == pytest.approx(s - 0.5)
+    # probabilities s and 1 - s: population variance (s - 0.5)^2
+    assert disagreement(a, b, "probability_variance").tolist() == pytest.approx([0.0, (s - 0.5) ** 2])
+    with pytest.raises(ValueError, match="probability_variance"):
+        disagreement(a, b, "entropy")
+
+
+def test_ranking_disagreement_averages_the_pairs_by_hand():
+    # 2 members, K = 3. Pairs (0,1): diffs +1 / -1 -> variance (s - 0.5)^2; (0,2): diffs 0 / 0 -> 0;
+    # (1,2): diffs -1 / +1 -> (s - 0.5)^2. Mean over the 3 pairs.
+    s = torch.sigmoid(torch.tensor(1.0, dtype=torch.float64)).item()
+    scores = torch.tensor([[1.0, 0.0, 1.0], [0.0, 1.0, 0.0]], dtype=torch.float64)
+    assert ranking_disagreement(scores) == pytest.approx(2 * (s - 0.5) ** 2 / 3, abs=1e-15)
+    assert ranking_disagreement(scores[:1]) == 0.0
+    # With std instead of variance each disagreeing pair contributes |s - 0.5|.
+    assert ranking_disagreement(scores, "probability_std") == pytest.approx(2 * (s - 0.5) / 3, abs=1e-15)
 
 
 def test_query_selection_prefers_disagreement():

@@ -261,3 +261,107 @@ def test_krippendorff_alpha_accepts_nan_and_rejects_bad_input():
         metrics.krippendorff_alpha([[1, 1], [1, None]])
     with pytest.raises(ValueError, match="level"):
         metrics.krippendorff_alpha(KRIPPENDORFF_DATA, level="cardinal")
+
+
+# -------------------------------------------------------------------------------------
+# Ranking to pairs, the tie rules, gold accuracy, top-1, length split
+# -------------------------------------------------------------------------------------
+
+
+def test_ranking_pairs_by_hand():
+    # item 0 best, items 1 and 2 tied, item 3 unranked, item 4 unranked
+    strict, tied = metrics.ranking_pairs([0, 1, 1, None, None])
+    assert strict == [(0, 1), (0, 2), (0, 3), (0, 4), (1, 3), (1, 4), (2, 3), (2, 4)]
+    assert tied == [(1, 2)]
+    assert metrics.ranking_pairs([2, 0, 1]) == ([(1, 0), (2, 0), (1, 2)], [])
+    assert metrics.ranking_pairs([None, 0]) == ([(1, 0)], [])
+
+
+def test_ranking_pairs_count_is_k_choose_2_without_ties():
+    strict, tied = metrics.ranking_pairs([3, 1, 4, 0, 2])
+    assert len(strict) == 10 and tied == []
+    ranks = [3, 1, 4, 0, 2]
+    assert all(ranks[b] < ranks[w] for b, w in strict)
+
+
+def test_pairwise_accuracy_labelled_ties_skipped():
+    scores_a, scores_b = [2.0, 1.0, 3.0, 0.0], [1.0, 2.0, 3.0, 9.0]
+    labels = [1, 1, 1, 0.5]  # right, wrong, score tie, labelled tie
+    assert metrics.pairwise_accuracy(scores_a, scores_b, labels, labelled_ties="skip") == pytest.approx(1 / 3)
+    assert metrics.pairwise_accuracy(scores_a, scores_b, labels, score_ties="half",
+                                     labelled_ties="skip") == pytest.approx(1.5 / 3)
+    assert metrics.pairwise_accuracy(scores_a, scores_b, labels) == pytest.approx(1.5 / 4)
+    assert math.isnan(metrics.pairwise_accuracy([1.0], [2.0], [0.5], labelled_ties="skip"))
+    with pytest.raises(ValueError, match="labelled_ties"):
+        metrics.pairwise_accuracy([1.0], [0.0], [1], labelled_ties="maybe")
+
+
+def test_gold_pair_accuracy_by_hand_and_against_the_demo_loop():
+    gold = np.array([[3.0, 1.0, 1.0], [0.0, 2.0, 5.0]])
+    model = np.array([[0.5, 0.9, 0.1], [1.0, 1.0, 0.0]])
+    # prompt 0: pairs (0,1) wrong, (0,2) right, (1,2) equal gold: skipped
+    # prompt 1: (1 beats 0) equal scores: wrong, (2 beats 0) wrong, (2 beats 1) wrong
+    assert metrics.gold_pair_accuracy(model, gold) == (pytest.approx(1 / 5), 5)
+    assert metrics.gold_pair_accuracy(np.zeros((1, 2)), np.ones((1, 2))) == (0.0, 0)
+
+    rng = np.random.default_rng(0)
+    gold = rng.integers(0, 4, (30, 4)).astype(float)
+    model = rng.normal(size=(30, 4)).astype(np.float32)
+    correct = total = 0  # the reward-model demo's loop, as it was written
+    for model_row, gold_row in zip(model, gold):
+        for i in range(4):
+            for j in range(i + 1, 4):
+                if gold_row[i] == gold_row[j]:
+                    continue
+                total += 1
+                correct += (model_row[i] - model_row[j]) * (gold_row[i] - gold_row[j]) > 0
+    assert metrics.gold_pair_accuracy(model, gold) == (correct / total, total)
+
+
+def test_top1_credit_shares_ties_at_the_max():
+    assert metrics.top1_credit([2.0, 1.0, 0.0], [0, 1, 2]) == 1.0
+    assert metrics.top1_credit([2.0, 2.0, 0.0], [0, 1, 1]) == 0.5
+    assert metrics.top1_credit([1.0, 2.0], [0, 1]) == 0.0
+
+
+def test_length_split_by_hand():
+    split = metrics.length_split([1.0, 0.0, 2.0, 1.0], [0.0, 1.0, 1.0, 1.0], [2, 6, 6, 3], [4, 1, 5, 3])
+    assert split["accuracy_by_length"] == {"chosen_shorter": {"accuracy": 1.0, "n_pairs": 1},
+                                           "chosen_longer": {"accuracy": 0.5, "n_pairs": 2},
+                                           "same_length": {"accuracy": 0.0, "n_pairs": 1}}
+    # different lengths, scores not equal: 3 pairs; the judge chose the longer one in 2,
+    # the model prefers the longer one in pair 3 only (pair 1: shorter, pair 2: shorter).
+    assert split["share_human_prefers_longer"] == pytest.approx(2 / 3)
+    assert split["share_rm_prefers_longer"] == pytest.approx(1 / 3)
+
+
+# -------------------------------------------------------------------------------------
+# Bootstrap interval and correlation
+# -------------------------------------------------------------------------------------
+
+
+def hand_bootstrap(values, n_resamples, seed, level=0.95):
+    """The percentile bootstrap as the evaluator computed it before scipy: the same draws."""
+    values = np.asarray(values, dtype=float)
+    rng = np.random.default_rng(seed)
+    means = values[rng.integers(0, len(values), (n_resamples, len(values)))].mean(axis=1)
+    tail = (1 - level) / 2 * 100
+    return np.percentile(means, [tail, 100 - tail])
+
+
+@pytest.mark.parametrize("seed", [0, 3])
+def test_bootstrap_interval_equals_the_hand_percentile_bootstrap(seed):
+    rng = np.random.default_rng(seed)
+    credits = (rng.random(57) < 0.7).astype(float)
+    normal = rng.normal(size=40)
+    for values in (credits, normal):
+        assert metrics.bootstrap_interval(values, 500, seed) == pytest.approx(hand_bootstrap(values, 500, seed),
+                                                                              abs=1e-12)
+    assert metrics.bootstrap_interval([0.25], 100, seed) == [0.25, 0.25]
+    assert metrics.bootstrap_interval(credits, 0, seed) is None and metrics.bootstrap_interval([], 10, seed) is None
+
+
+def test_pearson_against_numpy_and_undefined_cases():
+    x, y = [1.0, 2.0, 3.0, 5.0], [2.0, 1.0, 4.0, 4.5]
+    assert metrics.pearson(x, y) == pytest.approx(np.corrcoef(x, y)[0, 1], abs=1e-12)
+    assert metrics.pearson([1.0, 1.0], [0.0, 1.0]) is None and metrics.pearson([1.0], [2.0]) is None

@@ -7,7 +7,9 @@ import pytest
 from rlhf.preferences import (
     Comparison,
     PreferenceDataError,
+    iter_rows,
     load_comparisons,
+    read_jsonl,
     save_comparisons,
     scores_to_ranks,
     split_hh_transcript,
@@ -218,3 +220,26 @@ def test_dataclass_validation():
         Comparison(items=["a", "b"], kind="pair", label=1, weight=-1)
     with pytest.raises(PreferenceDataError, match="not comparable"):
         Comparison(items=["a", "b"], kind="not_comparable").to_ranks()
+
+
+def test_read_jsonl_numbers_lines_skips_blanks_and_names_the_error(tmp_path):
+    path = tmp_path / "rows.jsonl"
+    path.write_text('{"a": 1}\n\n{"a": 2}\n')
+    assert list(read_jsonl(path)) == [(1, {"a": 1}), (3, {"a": 2})]
+    path.write_text('{"a": 1}\n[1, 2]\n')
+    with pytest.raises(PreferenceDataError, match=r"rows.jsonl, line 2: expected a JSON object, got list"):
+        list(read_jsonl(path))
+
+    class OtherError(ValueError):
+        def __init__(self, reason, source, line):
+            super().__init__(f"{source}@{line}: {reason}")
+
+    path.write_text('{"a": 1}\n{"a": \n')
+    with pytest.raises(OtherError, match=r"rows.jsonl@2: malformed JSON \(Expecting value at column 1\)"):
+        list(read_jsonl(path, OtherError))
+
+
+def test_iter_rows_names_rows_of_json_files(tmp_path):
+    path = tmp_path / "rows.json"
+    path.write_text('[{"a": 1}, {"a": 2}]')
+    assert list(iter_rows(path)) == [({"a": 1}, f"{path} (row 1)", None), ({"a": 2}, f"{path} (row 2)", None)]

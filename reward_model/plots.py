@@ -1,0 +1,56 @@
+"""The evaluation report's pictures: margin histogram, reliability diagram, per-subset accuracy."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+
+from reward_model.benchmarks import ScoredExample
+from rlhf.metrics import ranking_pairs
+
+
+def plot_margins(examples: list[ScoredExample], path: Path) -> None:
+    margins = [e.scores[b] - e.scores[w] for e in examples for b, w in ranking_pairs(e.ranks)[0]]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.hist(margins, bins=30, color="tab:blue", alpha=0.8)
+    ax.axvline(0.0, color="black", linewidth=1)
+    ax.set_xlabel("margin r(chosen) - r(rejected)")
+    ax.set_ylabel("pairs")
+    ax.set_title(f"Margin distribution (n = {len(margins)} pairs)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def plot_reliability(calibration: dict | None, path: Path) -> None:
+    fig, ax = plt.subplots(figsize=(5, 5))
+    ax.plot([0.5, 1.0], [0.5, 1.0], linestyle="--", color="grey", label="perfect calibration")
+    if calibration is not None:
+        bins = calibration["bins"]
+        filled = [(c, a) for c, a in zip(bins["confidence"], bins["accuracy"]) if c is not None]
+        if filled:
+            ax.plot(*zip(*filled), marker="o", label=f"model (ECE {calibration['ece']:.3f})")
+    ax.set_xlabel("confidence max(p, 1 - p), p = sigmoid(margin)")
+    ax.set_ylabel("accuracy")
+    ax.set_title("Reliability diagram")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def plot_subset_accuracy(subsets: dict[str, dict], path: Path) -> None:
+    names = [name for name, block in subsets.items() if block["accuracy"] is not None]
+    accuracies = [subsets[n]["accuracy"] for n in names]
+    lower = [a - (subsets[n]["ci95"] or [a, a])[0] for n, a in zip(names, accuracies)]
+    upper = [(subsets[n]["ci95"] or [a, a])[1] - a for n, a in zip(names, accuracies)]
+    fig, ax = plt.subplots(figsize=(max(4, 0.5 * len(names) + 2), 4))
+    ax.bar(range(len(names)), accuracies, yerr=[lower, upper], capsize=3, color="tab:green", alpha=0.8)
+    ax.axhline(0.5, color="grey", linestyle="--", linewidth=1)  # random guessing on pairs
+    ax.set_xticks(range(len(names)), names, rotation=45, ha="right")
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("strict accuracy (95% bootstrap CI)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
