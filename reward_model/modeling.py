@@ -172,3 +172,12 @@ class RewardModel:
         from rlhf.ensemble import ensemble_statistics
 
         return ensemble_statistics(self.member_scores(prompts, completions, normalize, **kwargs))
+
+
+def member_dirs(path: str | Path) -> list[Path]:
+    """The model folders of a saved reward model: the members listed in its ``ensemble.json``,
+    or the folder itself for a single model."""
+    path = Path(path)
+    if (path / ENSEMBLE_FILE).exists():
+        return [path / name for name in json.loads((path / ENSEMBLE_FILE).read_text())["members"]]
+    return [path]
