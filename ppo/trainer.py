@@ -694,7 +694,7 @@ class PPOTrainer:
         with self.accelerator.autocast():
             texts = generate_completions(policy, prompts, self.tokenizer,
                                          max_new_tokens=max_new_tokens or self.config.max_new_tokens,
-                                         temperature=self.config.temperature, stop_id=self.stop_id, seed=seed,
-                                         batch_size=self.generation_chunk)
+                                         temperature=self.config.temperature, stop_token=self.config.stop_token,
+                                         seed=seed, batch_size=self.generation_chunk)
         policy.train(was_training)
         return texts

@@ -93,6 +93,18 @@ def last_token_index(mask: torch.Tensor) -> torch.Tensor:
     return torch.where(valid, positions, torch.full_like(positions, -1)).amax(dim=-1)
 
 
+def stop_token_id(tokenizer, stop_token: str = "eos") -> int:
+    """Token id that ends a response: the tokenizer's EOS for ``"eos"``, otherwise ``stop_token``,
+    which must be exactly one token of this tokenizer (ValueError if not)."""
+    if stop_token == "eos":
+        return tokenizer.eos_token_id
+    ids = tokenizer.encode(stop_token, add_special_tokens=False)
+    if len(ids) != 1:
+        raise ValueError(f"stop_token: {stop_token!r} is {len(ids)} tokens for the policy tokenizer; it must be "
+                         "exactly one")
+    return ids[0]
+
+
 def truncate_at_stop(tokens: list[int], stop_id: int) -> tuple[list[int], bool]:
     """Tokens up to and including the first stop token, and whether it was there."""
     if stop_id in tokens:
@@ -150,22 +162,22 @@ def decode_responses(tokenizer, responses: list[list[int]]) -> list[str]:
 
 @torch.no_grad()
 def generate_completions(policy: str | Path | nn.Module, prompts: list[str], tokenizer=None, *,
-                         max_new_tokens: int = 64, temperature: float = 0.7, stop_id: int | None = None,
+                         max_new_tokens: int = 64, temperature: float = 0.7, stop_token: str = "eos",
                          seed: int = 0, batch_size: int = 8) -> list[str]:
     """One completion per prompt from a policy (a saved folder, any model name, or a model
     object) for evaluation, as text.
 
     Prompts go through the chat template and are sampled ``batch_size`` at a time with
     ``sample_responses`` (the PPO rollouts' sampling), batch ``start`` seeded with
-    ``derive_seed(seed, "eval", start)``. ``stop_id`` defaults to the tokenizer's EOS. The
-    policy is left in eval mode."""
+    ``derive_seed(seed, "eval", start)``; responses end at ``stop_token`` (see
+    ``stop_token_id``). The policy is left in eval mode."""
     if isinstance(policy, (str, Path)):
         tokenizer = tokenizer or load_tokenizer(str(policy), padding_side="left")
         policy = load_model(str(policy))
     if tokenizer is None:
         raise ValueError("tokenizer: required when policy is a model object")
     policy.eval()
-    stop_id = tokenizer.eos_token_id if stop_id is None else stop_id
+    stop_id = stop_token_id(tokenizer, stop_token)
     texts = []
     for start in range(0, len(prompts), batch_size):
         ids = [chat_prompt_ids(tokenizer, p) for p in prompts[start:start + batch_size]]

@@ -21,6 +21,7 @@ from rlhf.generation import (
     position_ids_from_mask,
     right_pad,
     sample_responses,
+    stop_token_id,
     truncate_at_stop,
 )
 from rlhf.models import load_model, load_tokenizer
@@ -63,6 +64,14 @@ def test_position_ids_and_last_token_index_left_and_right_padding():
     assert last_token_index(mask).tolist() == expected == [4, 2, 4]
     with pytest.raises(ValueError, match="at least one"):
         last_token_index(torch.tensor([[1, 0], [0, 0]]))
+
+
+def test_stop_token_id(tokenizer):
+    assert stop_token_id(tokenizer, "eos") == tokenizer.eos_token_id
+    newline = tokenizer.encode("\n", add_special_tokens=False)
+    assert len(newline) == 1 and stop_token_id(tokenizer, "\n") == newline[0]
+    with pytest.raises(ValueError, match="stop_token: 'hello there' is 2 tokens"):
+        stop_token_id(tokenizer, "hello there")
 
 
 def test_truncate_at_stop():
