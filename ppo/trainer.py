@@ -49,6 +49,7 @@ from rich.table import Table
 from torch import nn
 from tqdm.auto import tqdm
 from transformers import AutoModelForSequenceClassification
+from trl.trainer.utils import disable_dropout_in_model
 
 from ppo import core
 from ppo.config import PPOConfig, PPOConfigError, stop_token_id, validate_inputs
@@ -124,12 +125,6 @@ class PolicyAndValue(nn.Module):
             ptx_logits = self.policy(input_ids=ptx_input_ids, use_cache=False).logits
             ptx_nll = core.pretraining_nll(ptx_logits, ptx_input_ids)
         return out.logits, values, ptx_nll
-
-
-def disable_dropout(model: nn.Module) -> None:
-    for module in model.modules():
-        if isinstance(module, nn.Dropout):
-            module.p = 0.0
 
 
 # ---------------------------------------------------------------------------
@@ -268,6 +263,17 @@ def rollout_metrics(rollout: Rollout) -> dict[str, torch.Tensor]:
     }
 
 
+def sample_table(rollout: Rollout, step: int, rows: int = 4) -> Table:
+    """The first ``rows`` episodes of a rollout: prompt, completion, score, KL, stop."""
+    table = Table(title=f"samples at step {step}", show_lines=True)
+    for column in ("prompt", "completion", "score", "KL", "stop"):
+        table.add_column(column)
+    for i in range(min(rows, len(rollout.prompts))):
+        table.add_row(rollout.prompts[i][:80], rollout.completions[i][:200], f"{rollout.scores[i]:.3f}",
+                      f"{rollout.kl_per_sequence[i]:.3f}", "yes" if rollout.has_stop[i] else "no")
+    return table
+
+
 # ---------------------------------------------------------------------------
 # Trainer
 # ---------------------------------------------------------------------------
@@ -308,7 +314,7 @@ class PPOTrainer:
         set_seed(config.seed)
 
         policy = policy if policy is not None else load_model(config.policy_model, seed=config.seed)
-        disable_dropout(policy)
+        disable_dropout_in_model(policy)
         policy.config.use_cache = False
         self.ref_policy = None
         if config.use_lora:
@@ -321,7 +327,7 @@ class PPOTrainer:
         if config.value_init == "reward_model":
             folder = member_dirs(config.reward_models[0]["path"])[0]  # an ensemble's critic copies its first member
             value_model = AutoModelForSequenceClassification.from_pretrained(folder, dtype=torch.float32)
-            disable_dropout(value_model)
+            disable_dropout_in_model(value_model)
         model = PolicyAndValue(policy, value_model)
         self.reward_models = [(TextRewardModel(e["path"], acc.device), e["weight"]) for e in config.reward_models]
 
@@ -475,10 +481,11 @@ class PPOTrainer:
         rewards, non_score_rewards = core.token_rewards(
             scores, kl, mask, self.kl_ctl.value, score_clip=cfg.score_clip,
             missing_stop_penalty=cfg.missing_stop_penalty, has_stop=has_stop)
+        pooled = self._sum_across_processes if acc.num_processes > 1 else None  # whiten over the whole rollout
         if cfg.whiten_rewards:
-            rewards = self._whiten(rewards, mask, shift_mean=False)
+            rewards = core.whiten(rewards, mask, shift_mean=False, sum_across_processes=pooled)
         advantages, returns = core.compute_gae(rewards, values, mask, gamma=cfg.gamma, lam=cfg.lam)
-        advantages = self._whiten(advantages, mask)
+        advantages = core.whiten(advantages, mask, sum_across_processes=pooled)
 
         return Rollout(
             prompts=prompts, prompt_ids=prompt_ids, responses=responses, completions=completions,
@@ -487,15 +494,8 @@ class PPOTrainer:
             kl_per_sequence=core.sequence_kl(logprobs, ref_logprobs, mask), rewards=rewards,
             non_score_rewards=non_score_rewards, advantages=advantages, returns=returns, timings=timings)
 
-    def _whiten(self, x: torch.Tensor, mask: torch.Tensor, shift_mean: bool = True) -> torch.Tensor:
-        """core.whiten with statistics pooled over all processes."""
-        acc = self.accelerator
-
-        def sum_across_processes(t: torch.Tensor) -> torch.Tensor:
-            return acc.reduce(t.to(acc.device), reduction="sum").cpu()
-
-        return core.whiten(x, mask, shift_mean=shift_mean,
-                           sum_across_processes=sum_across_processes if acc.num_processes > 1 else None)
+    def _sum_across_processes(self, x: torch.Tensor) -> torch.Tensor:
+        return self.accelerator.reduce(x.to(self.accelerator.device), reduction="sum").cpu()
 
     # -- update ----------------------------------------------------------------------
 
@@ -601,15 +601,6 @@ class PPOTrainer:
                 handle.write(json.dumps(metrics) + "\n")
         acc.log(metrics, step=metrics["step"])
 
-    def _sample_table(self, rollout: Rollout, step: int, rows: int = 4) -> None:
-        table = Table(title=f"samples at step {step}", show_lines=True)
-        for column in ("prompt", "completion", "score", "KL", "stop"):
-            table.add_column(column)
-        for i in range(min(rows, len(rollout.prompts))):
-            table.add_row(rollout.prompts[i][:80], rollout.completions[i][:200], f"{rollout.scores[i]:.3f}",
-                          f"{rollout.kl_per_sequence[i]:.3f}", "yes" if rollout.has_stop[i] else "no")
-        Console().print(table)
-
     # -- checkpoints -------------------------------------------------------------------
 
     def save_checkpoint(self, folder: str | Path | None = None) -> Path:
@@ -670,7 +661,7 @@ class PPOTrainer:
                 bar.write(f"step {step}: score {metrics['reward/score']:.4f} KL/seq {metrics['kl/per_sequence']:.3f} "
                       f"beta {metrics['kl/coef']:.4f} len {metrics['response/length']:.1f}")
             if acc.is_main_process and cfg.sample_table_every and step % cfg.sample_table_every == 0:
-                self._sample_table(self._last_rollout, step)
+                Console().print(sample_table(self._last_rollout, step))
             if cfg.save_every and step % cfg.save_every == 0:
                 self.save_checkpoint()
         bar.close()

@@ -1,9 +1,9 @@
 """Sampling from causal LMs, and the padding it needs: one home for both.
 
-* Prompts are LEFT-padded (``left_pad``), so every row's last prompt token sits in the same
-  column and ``generate`` continues all rows from there; responses are RIGHT-padded
-  (``right_pad``); a prompt + response batch is the two side by side
-  (``pad_prompts_and_responses``). Position ids count from each row's first real token
+* ``pad_sequences`` pads token-id lists. Prompts are LEFT-padded, so every row's last
+  prompt token sits in the same column and ``generate`` continues all rows from there;
+  responses are RIGHT-padded (per-token tensors with ``right_pad``); a prompt + response
+  batch is the two side by side (``pad_prompts_and_responses``). Position ids count from each row's first real token
   (``position_ids_from_mask``), so padding never shifts them.
 * ``sample_responses``: one response per prompt in one seeded ``generate`` call, drawn from
   softmax(logits / temperature) with no top-k/top-p and cut after the first stop token:
@@ -43,15 +43,22 @@ def chat_prompt_ids(tokenizer, prompt: str | list[dict]) -> list[int]:
 # ---------------------------------------------------------------------------
 
 
-def left_pad(sequences: list[list[int]], pad_token_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(input_ids, attention_mask)``, both (rows, longest) int64, padding on the left."""
-    width = max(len(s) for s in sequences)
-    input_ids = torch.full((len(sequences), width), pad_token_id, dtype=torch.long)
+def pad_sequences(sequences: list[list[int]], pad_token_id: int, padding_side: str = "right",
+                  pad_to_multiple_of: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(input_ids, attention_mask)``, both (rows, longest) int64: token-id lists padded to
+    one length (rounded up to ``pad_to_multiple_of``) on ``padding_side`` ("left" for prompts
+    to generate from, "right" for scoring and responses)."""
+    if padding_side not in ("left", "right"):
+        raise ValueError(f"padding_side: expected 'left' or 'right', got {padding_side!r}")
+    length = max(len(s) for s in sequences)
+    if pad_to_multiple_of:
+        length = -(-length // pad_to_multiple_of) * pad_to_multiple_of
+    input_ids = torch.full((len(sequences), length), pad_token_id, dtype=torch.long)
     attention_mask = torch.zeros_like(input_ids)
     for row, tokens in enumerate(sequences):
-        if tokens:
-            input_ids[row, width - len(tokens):] = torch.tensor(tokens, dtype=torch.long)
-            attention_mask[row, width - len(tokens):] = 1
+        span = slice(0, len(tokens)) if padding_side == "right" else slice(length - len(tokens), length)
+        input_ids[row, span] = torch.tensor(tokens, dtype=torch.long)
+        attention_mask[row, span] = 1
     return input_ids, attention_mask
 
 
@@ -67,9 +74,8 @@ def pad_prompts_and_responses(prompts: list[list[int]], responses: list[list[int
     ``P``, the padded prompt width: response token j of a row sits at column P + j and is
     predicted by the logits at column P + j - 1.
     """
-    prompt_ids, prompt_mask = left_pad(prompts, pad_token_id)
-    response_ids = right_pad([torch.tensor(r, dtype=torch.long) for r in responses], pad_token_id)
-    response_mask = right_pad([torch.ones(len(r), dtype=torch.long) for r in responses], 0)
+    prompt_ids, prompt_mask = pad_sequences(prompts, pad_token_id, padding_side="left")
+    response_ids, response_mask = pad_sequences(responses, pad_token_id, padding_side="right")
     input_ids = torch.cat([prompt_ids, response_ids], dim=1)
     attention_mask = torch.cat([prompt_mask, response_mask], dim=1)
     return input_ids, attention_mask, response_mask, prompt_ids.shape[1]
@@ -136,7 +142,7 @@ def sample_responses(model, prompt_ids: list[list[int]], *, pad_token_id: int, s
     mode and is given back in the mode it was in. Mixed precision is the caller's (wrap the
     call in an autocast context)."""
     device = next(model.parameters()).device
-    input_ids, attention_mask = left_pad(prompt_ids, pad_token_id)
+    input_ids, attention_mask = pad_sequences(prompt_ids, pad_token_id, padding_side="left")
     generation_config = GenerationConfig(
         do_sample=True, temperature=temperature, top_k=0, top_p=1.0, max_new_tokens=max_new_tokens,
         eos_token_id=stop_id, pad_token_id=pad_token_id, use_cache=True, output_scores=keep_scores,
@@ -209,7 +215,8 @@ def sample_completions(model, tokenizer, prompts: list, k: int = 4, max_new_toke
         batches = tqdm(batches, desc="sampling", unit="batch")
     try:
         for start in batches:
-            input_ids, attention_mask = left_pad(encoded[start:start + batch_size], tokenizer.pad_token_id)
+            input_ids, attention_mask = pad_sequences(encoded[start:start + batch_size], tokenizer.pad_token_id,
+                                                      padding_side="left")
             autocast = torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
             with autocast:
                 output = model.generate(

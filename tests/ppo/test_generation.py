@@ -16,8 +16,8 @@ from rlhf.generation import (
     derive_seed,
     generate_completions,
     last_token_index,
-    left_pad,
     pad_prompts_and_responses,
+    pad_sequences,
     position_ids_from_mask,
     right_pad,
     sample_responses,
@@ -34,13 +34,21 @@ def tokenizer():
     return load_tokenizer("tiny-random-llama", padding_side="left")
 
 
-def test_left_pad_equals_the_tokenizers_left_padding(tokenizer):
+def test_pad_sequences_equals_the_tokenizers_padding(tokenizer):
     ids = [chat_prompt_ids(tokenizer, p) for p in PROMPTS]
     assert len({len(i) for i in ids}) > 1  # really different lengths
-    input_ids, attention_mask = left_pad(ids, tokenizer.pad_token_id)
-    expected = tokenizer.pad({"input_ids": ids}, return_tensors="pt")
-    assert torch.equal(input_ids, expected["input_ids"])
-    assert torch.equal(attention_mask, expected["attention_mask"])
+    for side in ("left", "right"):
+        for multiple in (None, 8):
+            input_ids, attention_mask = pad_sequences(ids, tokenizer.pad_token_id, padding_side=side,
+                                                      pad_to_multiple_of=multiple)
+            tokenizer.padding_side = side
+            expected = tokenizer.pad({"input_ids": ids}, pad_to_multiple_of=multiple, return_tensors="pt")
+            assert torch.equal(input_ids, expected["input_ids"]), (side, multiple)
+            assert torch.equal(attention_mask, expected["attention_mask"]), (side, multiple)
+    tokenizer.padding_side = "left"
+    assert pad_sequences([[1, 2, 3]], 0, pad_to_multiple_of=8)[0].shape == (1, 8)
+    with pytest.raises(ValueError, match="padding_side"):
+        pad_sequences([[1]], 0, padding_side="middle")
 
 
 def test_pad_prompts_and_responses_vs_loop():
@@ -117,7 +125,7 @@ def test_sample_responses_keeps_the_models_mode_and_the_temperature(tokenizer):
     assert model.training  # given back in train mode
     assert [len(r) for r in sampled.responses] == [4, 4] and sampled.has_stop == [False, False]
     # generate's processed scores are the logits / T of the model on the same prefix
-    input_ids, attention_mask = left_pad([ids[0] + sampled.responses[0][:2]], tokenizer.pad_token_id)
+    input_ids, attention_mask = pad_sequences([ids[0] + sampled.responses[0][:2]], tokenizer.pad_token_id)
     model.eval()
     with torch.no_grad():
         logits = model(input_ids=input_ids, attention_mask=attention_mask).logits[0, -1]

@@ -3,6 +3,8 @@ log-probabilities use the same temperature, the score sits on the last real toke
 the LoRA reference is the base model."""
 
 import torch
+from torch import nn
+from trl.trainer.utils import disable_dropout_in_model
 
 from ppo.core import token_logprobs
 from ppo.trainer import PPOTrainer
@@ -121,3 +123,14 @@ def test_generation_batch_size_sets_the_generate_chunks(tmp_path, prompts_file, 
     assert [size for size, _ in calls] == [4, 4] and calls[0][1] != calls[1][1]
     assert rollout.response_mask.shape[0] == 8
     assert len(trainer.generate(["Say hi."] * 5, max_new_tokens=3)) == 5  # a last, shorter chunk is fine
+
+
+def test_trl_disable_dropout_in_model_zeroes_every_dropout():
+    """The trainer turns dropout off in the policy and the critic with TRL's function (before: a loop
+    setting p = 0.0 on every nn.Dropout); train-mode outputs then equal eval-mode ones."""
+    model = nn.Sequential(nn.Linear(4, 4), nn.Dropout(0.5), nn.Sequential(nn.Dropout(0.3), nn.Linear(4, 2))).train()
+    disable_dropout_in_model(model)
+    assert [m.p for m in model.modules() if isinstance(m, nn.Dropout)] == [0.0, 0.0]
+    x = torch.randn(8, 4, generator=torch.Generator().manual_seed(0))
+    train_out = model(x)
+    torch.testing.assert_close(train_out, model.eval()(x), rtol=0, atol=0)
