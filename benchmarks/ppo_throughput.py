@@ -31,7 +31,12 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT))  # run as a script: the project's packages come from this checkout
+
+from ppo.config import PPOConfig  # noqa: E402
+from ppo.trainer import PPOTrainer  # noqa: E402
+from rlhf.generation import builtin_prompts, chat_prompt_ids  # noqa: E402
+from rlhf.models import load_model, load_tokenizer  # noqa: E402
 
 
 def trl19_venv() -> Path:
@@ -78,8 +83,6 @@ class GenerateTimer:
 
 
 def make_reward_model(args, folder: Path):
-    from rlhf.models import load_model, load_tokenizer
-
     model = load_model(args.model, kind="seq_cls", seed=1)
     model.save_pretrained(folder)
     load_tokenizer(args.model).save_pretrained(folder)
@@ -88,8 +91,6 @@ def make_reward_model(args, folder: Path):
 
 
 def prompts(args) -> list[str]:
-    from rlhf.generation import builtin_prompts
-
     return builtin_prompts()[: args.rollout * (args.steps + 1)]
 
 
@@ -102,9 +103,6 @@ def flops_per_iteration(params: int, prompt_tokens: float, response_tokens: floa
 
 def run_ours(args, work: Path) -> dict:
     import torch
-
-    from ppo.config import PPOConfig
-    from ppo.trainer import PPOTrainer
 
     torch.set_num_threads(args.threads)
     make_reward_model(args, work / "rm")
@@ -163,9 +161,6 @@ def run_rloo(args, work: Path) -> dict:
     from datasets import Dataset
     from trl import RLOOConfig, RLOOTrainer
 
-    from rlhf.generation import chat_prompt_ids
-    from rlhf.models import load_model, load_tokenizer
-
     torch.set_num_threads(args.threads)
     reward_model = make_reward_model(args, work / "rm")
     tokenizer = load_tokenizer(args.model, padding_side="left")
@@ -194,10 +189,8 @@ def run_rloo(args, work: Path) -> dict:
 def run_trl19(args, work: Path) -> dict:
     import torch
     from datasets import Dataset
-    from trl.experimental.ppo import PPOConfig, PPOTrainer
-
-    from rlhf.generation import chat_prompt_ids
-    from rlhf.models import load_model, load_tokenizer
+    from trl.experimental.ppo import PPOConfig as TRLPPOConfig
+    from trl.experimental.ppo import PPOTrainer as TRLPPOTrainer
 
     torch.set_num_threads(args.threads)
     reward_model = make_reward_model(args, work / "rm")
@@ -206,16 +199,16 @@ def run_trl19(args, work: Path) -> dict:
     policy, ref = load_model(args.model), load_model(args.model)
     timer = GenerateTimer(policy)
     dataset = Dataset.from_list([{"input_ids": chat_prompt_ids(tokenizer, p)} for p in prompts(args)])
-    config = PPOConfig(output_dir=str(work / "out"), per_device_train_batch_size=args.rollout,
-                       local_rollout_forward_batch_size=args.micro, num_mini_batches=1, num_ppo_epochs=args.epochs,
-                       response_length=args.response_length, temperature=0.7,
-                       total_episodes=args.rollout * (args.steps + 1), learning_rate=1e-6, use_cpu=True,
-                       bf16=args.bf16, report_to="none", save_strategy="no", num_sample_generations=0,
-                       logging_steps=1, disable_tqdm=True, stop_token=None if args.no_stop else "eos")
+    config = TRLPPOConfig(output_dir=str(work / "out"), per_device_train_batch_size=args.rollout,
+                          local_rollout_forward_batch_size=args.micro, num_mini_batches=1, num_ppo_epochs=args.epochs,
+                          response_length=args.response_length, temperature=0.7,
+                          total_episodes=args.rollout * (args.steps + 1), learning_rate=1e-6, use_cpu=True,
+                          bf16=args.bf16, report_to="none", save_strategy="no", num_sample_generations=0,
+                          logging_steps=1, disable_tqdm=True, stop_token=None if args.no_stop else "eos")
     steps = StepTimes(timer)
-    trainer = PPOTrainer(args=config, processing_class=tokenizer, model=policy, ref_model=ref,
-                         reward_model=reward_model, value_model=value_model, train_dataset=dataset,
-                         callbacks=[steps.callback()])
+    trainer = TRLPPOTrainer(args=config, processing_class=tokenizer, model=policy, ref_model=ref,
+                            reward_model=reward_model, value_model=value_model, train_dataset=dataset,
+                            callbacks=[steps.callback()])
     trainer.train()
     params = sum(p.numel() for p in policy.parameters())
     prompt_tokens = sum(len(ids) for ids in dataset["input_ids"]) / len(dataset)

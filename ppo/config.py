@@ -233,6 +233,11 @@ def validate_inputs(config: PPOConfig, world_size: int = 1, tokenizer=None) -> d
     Returns what was loaded on the way (prompts, tokenised prompts, pretraining text),
     so the trainer does not read the files twice.
     """
+    # Function-level imports: the module's import block belongs to another change in flight;
+    # these move to the top when the two are merged (no cycle: none of them imports ppo).
+    from transformers import AutoTokenizer
+
+    from reward_model.modeling import member_dirs
     from rlhf.generation import chat_prompt_ids
     from rlhf.models import load_tokenizer
 
@@ -275,14 +280,10 @@ def validate_inputs(config: PPOConfig, world_size: int = 1, tokenizer=None) -> d
 
     for index, entry in enumerate(config.reward_models):
         folder = Path(entry["path"])
-        if not (folder / "config.json").exists() and not (folder / "ensemble.json").exists():
+        if not all((member / "config.json").exists() for member in member_dirs(folder)):
             _fail("reward_models", f"entry {index}: {folder} is not a reward model folder (no config.json/ensemble.json)")
     if config.value_init == "reward_model":
-        from transformers import AutoTokenizer
-
-        folder = Path(config.reward_models[0]["path"])
-        if (folder / "ensemble.json").exists():
-            folder = folder / json.loads((folder / "ensemble.json").read_text())["members"][0]
+        folder = member_dirs(config.reward_models[0]["path"])[0]  # the critic copies an ensemble's first member
         if not same_tokenizer(tokenizer, AutoTokenizer.from_pretrained(folder)):
             _fail("value_init", f"'reward_model' needs the reward model's tokenizer to equal the policy's ({folder} "
                                 "differs): the critic reads the policy's tokens. Use value_init: policy_head (scoring "

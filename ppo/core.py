@@ -1,9 +1,10 @@
 """PPO math for RLHF on language models and for continuous control.
 
 Pure tensor functions: no models, no I/O, no global state (except the two small
-KL-coefficient controllers at the bottom). Equation numbers refer to the seed text
-/work/shared/seeds/002_ffde984f27a57f88.txt (ch. 5 GAE, ch. 8 PPO-Clip, ch. 15 RLHF
-for LLMs).
+KL-coefficient controllers at the bottom). Every formula cites its source: a paper
+and equation, or "the textbook's eq. N (ch. C)", meaning Rossi, "A Gentle Principled
+Introduction to Deep Reinforcement Learning" (2024): ch. 5 GAE, ch. 8 PPO-Clip, ch. 15
+RLHF for LLMs. Where our formulas differ from a printed one, docs/notes_ppo.md says how.
 
 Tensor conventions
 ------------------
@@ -21,8 +22,12 @@ Tensor conventions
 from __future__ import annotations
 
 import math
+from typing import Callable
 
 import torch
+from torch import nn
+
+from rlhf.generation import last_token_index
 
 KL_ESTIMATORS = ("k1", "k2", "k3")
 
@@ -73,19 +78,37 @@ def masked_var(x: torch.Tensor, mask: torch.Tensor | None = None, unbiased: bool
 
 
 def whiten(
-    x: torch.Tensor, mask: torch.Tensor | None = None, shift_mean: bool = True, eps: float = 1e-8
+    x: torch.Tensor,
+    mask: torch.Tensor | None = None,
+    shift_mean: bool = True,
+    eps: float = 1e-8,
+    sum_across_processes: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """Normalise the valid entries of ``x`` to mean 0 and (unbiased) std 1.
 
-    The batch normalisation of sec. 15.2.9. Statistics are pooled over all valid
-    entries of the whole tensor (batch-level advantage whitening, as in TRL). Variance is unbiased (TRL's ``masked_whiten``
-    convention). With ``shift_mean=False`` the original mean is added back, so only
-    the scale changes (used when the sign of a quantity must survive, e.g. rewards).
-    Padded entries are returned as 0 so they cannot leak into later sums.
+    The batch normalisation of the textbook's sec. 15.2.9 (ch. 15). Statistics are pooled
+    over all valid entries of the whole tensor (batch-level advantage whitening, as in
+    TRL). Variance is unbiased (TRL's ``masked_whiten`` convention). With
+    ``shift_mean=False`` the original mean is added back, so only the scale changes (used
+    when the sign of a quantity must survive, e.g. rewards). Padded entries are returned
+    as 0 so they cannot leak into later sums.
+
+    ``sum_across_processes``: in a run over several processes, a function that sums a
+    tensor over all of them (e.g. ``accelerator.reduce(t, "sum")``); the statistics are
+    then those of every process's valid entries together, from the pooled sum, sum of
+    squares and count (mean = S/n, var = (S2/n - mean^2) * n/(n-1)). None: this tensor only
+    (two-pass mean and variance).
     """
     valid = _valid(x, mask)
-    mean = masked_mean(x, valid)
-    variance = masked_var(x, valid, unbiased=True)
+    if sum_across_processes is None:
+        mean = masked_mean(x, valid)
+        variance = masked_var(x, valid, unbiased=True)
+    else:
+        moments = torch.stack([torch.where(valid, x, 0.0).sum(), torch.where(valid, x * x, 0.0).sum(),
+                               valid.sum().to(x.dtype)])
+        total, total_sq, count = sum_across_processes(moments)
+        mean = total / count
+        variance = (total_sq / count - mean**2) * count / (count - 1)
     whitened = (x - mean) * torch.rsqrt(variance + eps)
     if not shift_mean:
         whitened = whitened + mean
@@ -112,13 +135,36 @@ def explained_variance(values: torch.Tensor, returns: torch.Tensor, mask: torch.
 # ---------------------------------------------------------------------------
 
 
+def token_logprobs(logits: torch.Tensor, tokens: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """log pi(a_t | s_t) of the sampled tokens, with pi = softmax(logits / temperature).
+
+    The log-probabilities in the ratio r_t of Schulman et al. 2017, eq. 7 and in the KL
+    of the textbook's eq. 15.7 (ch. 15). Tempered with the SAMPLING temperature, so the ratio
+    and the KL are those of the distribution the tokens were drawn from. ``logits`` is
+    ``(..., T, vocab)`` aligned with ``tokens`` ``(..., T)`` (logit t predicts token t).
+    """
+    logp = torch.log_softmax(logits.float() / temperature, dim=-1)
+    return logp.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
+
+
+def sequence_kl(logprobs: torch.Tensor, ref_logprobs: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """KL(pi || pi_ref) per sequence: the k1 estimate summed over each row's valid tokens.
+
+    log pi(y|x) - log pi_ref(y|x) = sum_t [log pi(y_t|...) - log pi_ref(y_t|...)], the
+    sequence-level log-ratio of Ouyang et al. 2022, eq. 2 (the textbook's eq. 15.7 per
+    token), in nats per response: the unit of Ziegler et al. 2019's KL target.
+    """
+    return torch.where(_valid(logprobs, mask), logprobs - ref_logprobs, 0.0).sum(-1)
+
+
 def kl_penalty(
     logprobs: torch.Tensor,
     ref_logprobs: torch.Tensor,
     estimator: str = "k1",
     clamp: float | tuple[float, float] | None = None,
 ) -> torch.Tensor:
-    """Per-token estimate of KL(pi || pi_ref) from tokens sampled from pi (eq. 15.7).
+    """Per-token estimate of KL(pi || pi_ref) from tokens sampled from pi (the textbook's
+    eq. 15.7 (ch. 15); the log-ratio inside Ouyang et al. 2022, eq. 2).
 
     With l = logprobs - ref_logprobs (log pi - log pi_ref of the sampled token):
 
@@ -151,19 +197,6 @@ def kl_penalty(
     return kl
 
 
-def last_token_index(mask: torch.Tensor) -> torch.Tensor:
-    """Index of the last real (non-zero) position of each row, shape ``mask.shape[:-1]``.
-
-    Works for right-padded rows (the usual case) and also for left-padded ones.
-    Raises if a row has no real token, since its score would have nowhere to go.
-    """
-    valid = mask.bool()
-    if not valid.any(dim=-1).all():
-        raise ValueError("every row needs at least one real generated token (mask row is all zero)")
-    positions = torch.arange(mask.shape[-1], device=mask.device).expand_as(valid)
-    return torch.where(valid, positions, torch.full_like(positions, -1)).amax(dim=-1)
-
-
 def token_rewards(
     scores: torch.Tensor,
     kl: torch.Tensor,
@@ -173,7 +206,8 @@ def token_rewards(
     missing_stop_penalty: float | None = None,
     has_stop: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-token rewards of eq. 15.8: r_k = -kl_coef * KL_k, plus the RM score at k = m-1.
+    """Per-token rewards of the textbook's eq. 15.8 (ch. 15): r_k = -kl_coef * KL_k, plus the
+    RM score at k = m-1 (Ouyang et al. 2022, eq. 2, spread over tokens; Ziegler et al. 2019).
 
     Args:
         scores: reward-model score per response, shape ``(batch,)``.
@@ -228,12 +262,13 @@ def compute_gae(
     lam: float = 0.95,
     bootstrap_value: torch.Tensor | float | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Generalised advantage estimation, eq. 5.1 and 5.7, along the last dimension.
+    """Generalised advantage estimation along the last dimension: Schulman et al. 2016,
+    eq. 16 (as a backward recursion); the textbook's eq. 5.1 and 5.7 (ch. 5).
 
     delta_t = r_t + gamma * V_{t+1} - V_t,   A_t = delta_t + gamma * lam * A_{t+1},
     returns R_t = A_t + V_t (computed before any advantage whitening). With lam = 1
-    the returns are the reward-to-go sum_k gamma^(k-t) r_k of eq. 15.10 (the seed
-    prints gamma^k there, and delta_t for delta_l in the last line of eq. 5.7).
+    the returns are the reward-to-go sum_k gamma^(k-t) r_k of the textbook's eq. 15.10
+    (see docs/notes_ppo.md for two misprints there and in eq. 5.7).
 
     Masked positions are skipped: they get A = R = 0 and the recursion passes over
     them unchanged. The value after the last real step is ``bootstrap_value``
@@ -275,7 +310,8 @@ def policy_loss(
     mask: torch.Tensor | None = None,
     clip_range: float = 0.2,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """PPO-Clip surrogate, eq. 8.1/8.2, as a loss to minimise.
+    """PPO-Clip surrogate (Schulman et al. 2017, eq. 7; the textbook's eq. 8.1/8.2, ch. 8),
+    as a loss to minimise.
 
     loss = masked mean over tokens of -min(ratio * A, clip(ratio, 1-eps, 1+eps) * A),
     ratio = exp(logprobs - old_logprobs). ``old_logprobs`` and ``advantages`` are
@@ -312,8 +348,9 @@ def value_loss(
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Clipped value loss: 0.5 * masked mean of max((V - R)^2, (clip(V, V_old +- eps) - R)^2).
 
-    The least-squares regression of the value function on the returns (Algorithm
-    8.1, sec. 15.2.4), with the value clipping used by PPO implementations so the
+    The least-squares regression of the value function on the returns (the L^VF term
+    of Schulman et al. 2017, eq. 9; the textbook's Algorithm 8.1 and sec. 15.2.4), with
+    the value clipping used by PPO implementations (OpenAI baselines' ppo2) so the
     critic also moves at most ``eps`` per update. ``clip_range_value=None`` gives
     the plain 0.5 * (V - R)^2 loss.
 
@@ -339,13 +376,25 @@ def value_loss(
     return loss, stats
 
 
+def pretraining_nll(logits: torch.Tensor, input_ids: torch.Tensor) -> torch.Tensor:
+    """Mean next-token negative log-likelihood of pretraining text, -1/N sum_t log pi(x_t | x_<t).
+
+    The ptx term of Ouyang et al. 2022, eq. 2 (gamma * E_{x ~ D_pretrain}[log pi(x)]) and of
+    the textbook's eq. 15.12 (ch. 15), as a loss per token: ``logits`` (b, L, vocab) of the
+    policy on ``input_ids`` (b, L); logit t predicts token t + 1.
+    """
+    logits = logits[:, :-1].float()
+    return nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), input_ids[:, 1:].reshape(-1))
+
+
 # ---------------------------------------------------------------------------
 # Entropy and Gaussian policies
 # ---------------------------------------------------------------------------
 
 
 def entropy_from_logits(logits: torch.Tensor) -> torch.Tensor:
-    """Per-position entropy (nats) of softmax(logits) over the last dim, eq. 11.1.
+    """Per-position entropy (nats) of softmax(logits) over the last dim, the textbook's
+    eq. 11.1 (ch. 11).
 
     Delegates to TRL's chunked ``trl.trainer.utils.entropy_from_logits``. Imported
     lazily because importing TRL costs seconds and the robot stage never needs it.
@@ -364,8 +413,8 @@ def gaussian_log_prob(mean: torch.Tensor, log_std: torch.Tensor, actions: torch.
     """Log-density of ``actions`` under a diagonal Gaussian policy, summed over the action dim.
 
     log N(a; mu, sigma^2) = -(a - mu)^2 / (2 sigma^2) - log sigma - log(2 pi) / 2 per
-    dimension (the density of appendix A.9; eq. 13.3 misprints 2 pi sigma^2 in
-    the exponent). ``log_std`` broadcasts, so
+    dimension (the density of the textbook's appendix A.9; see docs/notes_ppo.md on its
+    eq. 13.3). ``log_std`` broadcasts, so
     a state-independent ``(action_dim,)`` parameter works. Output shape:
     ``actions.shape[:-1]``, ready for ``policy_loss``.
     """
@@ -374,7 +423,7 @@ def gaussian_log_prob(mean: torch.Tensor, log_std: torch.Tensor, actions: torch.
 
 
 def gaussian_entropy(log_std: torch.Tensor) -> torch.Tensor:
-    """Differential entropy of a diagonal Gaussian, summed over the last dim, eq. a.43:
+    """Differential entropy of a diagonal Gaussian, summed over the last dim, the textbook's eq. a.43:
     sum_i 0.5 * log(2 pi e sigma_i^2)."""
     return (log_std + 0.5 * math.log(2 * math.pi * math.e)).sum(dim=-1)
 
@@ -385,7 +434,7 @@ def gaussian_entropy(log_std: torch.Tensor) -> torch.Tensor:
 
 
 class AdaptiveKLController:
-    """Adaptive KL coefficient of Ziegler et al. 2019 (lm-human-preferences).
+    """Adaptive KL coefficient of Ziegler et al. 2019, sec. 2.2 (lm-human-preferences).
 
     After each batch: e = clip(current_kl / target - 1, -0.2, 0.2) and
     value *= 1 + e * n_steps / horizon.

@@ -1,21 +1,23 @@
 """A readable PPO-ptx trainer for language models on ``accelerate``.
 
-One iteration (``PPOTrainer.step``) is the loop of sec. 15.2.7 / eq. 15.7-15.12:
+One iteration (``PPOTrainer.step``) is the loop of the textbook's sec. 15.2.7, eq. 15.7-15.12
+(ch. 15); the objective is Ouyang et al. 2022, eq. 2. The math is in ``ppo.core``, sampling
+and padding in ``rlhf.generation``; this file moves data between them and the models.
 
-1. **Rollout.** ``rollout_batch_size`` prompts (split over processes) are sampled in
-   chunks of ``generation_batch_size`` with left padding. Sampling uses logits / temperature
-   with no top-k/top-p; the stored log-probs are recomputed from the same logits /
-   temperature, so sampling and the PPO ratio see one distribution. Each response is
-   cut after its first stop token (``response_mask`` covers it; ``has_stop`` says
-   whether it came). Log-probs of the policy and of the reference (the same network
-   with LoRA adapters disabled, or a frozen copy) and the critic's values are computed
-   in micro-batches.
+1. **Rollout** (``rollout`` -> a ``Rollout``). ``rollout_batch_size`` prompts (split over
+   processes) are sampled in chunks of ``generation_batch_size`` with
+   ``rlhf.generation.sample_responses``: left padding, logits / temperature with no
+   top-k/top-p, each response cut after its first stop token. The stored log-probs are
+   recomputed from the same logits / temperature, so sampling and the PPO ratio see one
+   distribution. Log-probs of the policy and of the reference (the same network with LoRA
+   adapters disabled, or a frozen copy) and the critic's values are computed in
+   micro-batches (``response_statistics``).
 2. **Scoring.** Responses are decoded to text and scored by the reward models through
    their OWN tokenizers (so a reward model may use another tokenizer than the policy),
    each normalised with its saved ``reward_stats.json``; the weighted sum is the score.
-3. **Advantages.** ``token_rewards`` puts -beta * KL on every token and the score on the
-   last real token (eq. 15.8); ``compute_gae`` gives advantages and returns; advantages
-   are whitened over the whole rollout (all processes).
+3. **Advantages.** ``core.token_rewards`` puts -beta * KL on every token and the score on
+   the last real token (eq. 15.8); ``core.compute_gae`` gives advantages and returns;
+   advantages are whitened over the whole rollout (all processes).
 4. **Update.** ``ppo_epochs`` passes over shuffled mini-batches; each micro-batch adds
    policy_loss + vf_coef * value_loss + ptx_coef * NLL(pretraining micro-batch)
    (eq. 15.12) to the gradient; one optimizer step per mini-batch.
@@ -32,7 +34,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import hashlib
 import json
 import time
 from dataclasses import dataclass
@@ -40,32 +41,43 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 import torch
+from accelerate import Accelerator
+from accelerate.utils import set_seed
+from peft import LoraConfig, get_peft_model
+from rich.console import Console
+from rich.table import Table
 from torch import nn
+from tqdm.auto import tqdm
+from transformers import AutoModelForSequenceClassification
+from trl.trainer.utils import disable_dropout_in_model
 
 from ppo import core
 from ppo.config import PPOConfig, PPOConfigError, stop_token_id, validate_inputs
+from reward_model.modeling import RewardModel, member_dirs
+from rlhf.generation import (
+    SampledResponses,
+    decode_responses,
+    derive_seed,
+    generate_completions,
+    pad_prompts_and_responses,
+    position_ids_from_mask,
+    right_pad,
+    sample_responses,
+)
+from rlhf.models import load_model
 
 RewardFn = Callable[[list[str], list[str], list[list[int]]], Sequence[float]]
 INVALID_LOGPROB = 1.0  # same constant in policy and reference log-probs at padding, so KL there is 0
 
 
-def derive_seed(*parts) -> int:
-    """A reproducible 63-bit seed from any tuple of ints/strings."""
-    return int(hashlib.sha256(repr(parts).encode()).hexdigest()[:15], 16)
-
-
 def generator(*parts) -> torch.Generator:
+    """A torch.Generator seeded with ``derive_seed(*parts)``."""
     return torch.Generator().manual_seed(derive_seed(*parts))
 
 
 # ---------------------------------------------------------------------------
 # Models
 # ---------------------------------------------------------------------------
-
-
-def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
-    """Positions counted from the first real token (left padding does not shift them)."""
-    return (attention_mask.long().cumsum(dim=1) - 1).clamp_min(0)
 
 
 class PolicyAndValue(nn.Module):
@@ -110,54 +122,9 @@ class PolicyAndValue(nn.Module):
             values = values.float()
         ptx_nll = None
         if ptx_input_ids is not None:
-            ptx_logits = self.policy(input_ids=ptx_input_ids, use_cache=False).logits[:, :-1].float()
-            ptx_nll = nn.functional.cross_entropy(ptx_logits.reshape(-1, ptx_logits.shape[-1]),
-                                                  ptx_input_ids[:, 1:].reshape(-1))
+            ptx_logits = self.policy(input_ids=ptx_input_ids, use_cache=False).logits
+            ptx_nll = core.pretraining_nll(ptx_logits, ptx_input_ids)
         return out.logits, values, ptx_nll
-
-
-def disable_dropout(model: nn.Module) -> None:
-    for module in model.modules():
-        if isinstance(module, nn.Dropout):
-            module.p = 0.0
-
-
-def response_logprobs(logits: torch.Tensor, tokens: torch.Tensor, temperature: float) -> torch.Tensor:
-    """log softmax(logits / T) at ``tokens``; ``logits`` aligned with ``tokens``."""
-    logp = torch.log_softmax(logits.float() / temperature, dim=-1)
-    return logp.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
-
-
-def collate(prompts: list[list[int]], responses: list[list[int]], pad_id: int):
-    """Left-padded prompts + right-padded responses in one tensor.
-
-    Returns input_ids, attention_mask, response_mask (b, R) and P, the padded prompt
-    width: response token j of a row sits at column P + j and is predicted by the
-    logits at column P + j - 1.
-    """
-    width_p = max(len(p) for p in prompts)
-    width_r = max(len(r) for r in responses)
-    b = len(prompts)
-    input_ids = torch.full((b, width_p + width_r), pad_id, dtype=torch.long)
-    attention_mask = torch.zeros_like(input_ids)
-    response_mask = torch.zeros((b, width_r), dtype=torch.long)
-    for i, (p, r) in enumerate(zip(prompts, responses)):
-        input_ids[i, width_p - len(p):width_p] = torch.tensor(p)
-        attention_mask[i, width_p - len(p):width_p + len(r)] = 1
-        input_ids[i, width_p:width_p + len(r)] = torch.tensor(r)
-        response_mask[i, :len(r)] = 1
-    return input_ids, attention_mask, response_mask, width_p
-
-
-def truncate_at_stop(tokens: list[int], stop_id: int) -> tuple[list[int], bool]:
-    """Tokens up to and including the first stop token, and whether it was there."""
-    if stop_id in tokens:
-        return tokens[:tokens.index(stop_id) + 1], True
-    return tokens, False
-
-
-def pad_rows(rows: list[torch.Tensor], value: float = 0.0) -> torch.Tensor:
-    return nn.utils.rnn.pad_sequence(rows, batch_first=True, padding_value=value)
 
 
 # ---------------------------------------------------------------------------
@@ -228,8 +195,6 @@ class TextRewardModel:
     normalised with its saved mean/std (`reward_model.modeling.RewardModel`)."""
 
     def __init__(self, path: str, device, dtype=torch.float32):
-        from reward_model.modeling import RewardModel
-
         self.model = RewardModel.load(path, dtype=dtype)
         self.model.members = [member.to(device).requires_grad_(False) for member in self.model.members]
 
@@ -237,6 +202,76 @@ class TextRewardModel:
     def score(self, prompts: list, completions: list) -> tuple[torch.Tensor, torch.Tensor]:
         raw = self.model.member_scores(prompts, completions, normalize=False, batch_size=max(len(prompts), 1))
         return self.model.normalize(raw).mean(0).cpu(), raw.mean(0).cpu()
+
+
+# ---------------------------------------------------------------------------
+# What a rollout holds
+# ---------------------------------------------------------------------------
+
+
+@dataclass
+class ResponseStatistics:
+    """Per-token outputs of the models on given responses: one 1-D tensor (n_i,) per response."""
+
+    logprobs: list[torch.Tensor]  # log pi(token) of the policy under logits / temperature
+    ref_logprobs: list[torch.Tensor]  # log pi_SFT(token) of the reference, same temperature
+    values: list[torch.Tensor]  # the critic's V(s_t), s_t = prompt + the tokens before token t
+    entropy: list[torch.Tensor]  # entropy (nats) of the policy's tempered next-token distribution at s_t
+
+    def __add__(self, other: ResponseStatistics) -> ResponseStatistics:
+        return ResponseStatistics(self.logprobs + other.logprobs, self.ref_logprobs + other.ref_logprobs,
+                                  self.values + other.values, self.entropy + other.entropy)
+
+
+@dataclass
+class Rollout:
+    """One iteration's experience on this process: b episodes, responses right-padded to R tokens."""
+
+    prompts: list[str]  # b prompt texts
+    prompt_ids: list[list[int]]  # b chat-templated prompts, as token ids
+    responses: list[list[int]]  # b sampled responses, token ids up to and including the stop token
+    completions: list[str]  # b responses decoded to text (no special tokens), as the reward models read them
+    has_stop: torch.Tensor  # (b,) bool: the response ended with the stop token
+    response_mask: torch.Tensor  # (b, R) bool: a real response token (not padding)
+    logprobs: torch.Tensor  # (b, R) log pi_old(token) under logits / T; INVALID_LOGPROB at padding
+    ref_logprobs: torch.Tensor  # (b, R) log pi_SFT(token), same temperature; INVALID_LOGPROB at padding
+    values: torch.Tensor  # (b, R) the critic's V(s_t) at rollout time; 0 at padding
+    entropy: torch.Tensor  # (b, R) policy entropy per position (nats); 0 at padding
+    scores: torch.Tensor  # (b,) weighted sum of normalised reward-model scores (+ reward_fn)
+    raw_scores: torch.Tensor  # (b,) the same weighted sum of raw (unnormalised) scores
+    kl_per_sequence: torch.Tensor  # (b,) k1 KL summed over each response (nats per response)
+    rewards: torch.Tensor  # (b, R) per-token rewards of eq. 15.8: -beta * KL, + the score on the last real token
+    non_score_rewards: torch.Tensor  # (b, R) the -beta * KL part of rewards
+    advantages: torch.Tensor  # (b, R) GAE advantages, whitened over the whole rollout (all processes)
+    returns: torch.Tensor  # (b, R) value targets: GAE advantages (before whitening) + values
+    timings: dict[str, float]  # seconds spent in generation, forward passes and scoring
+
+
+def rollout_metrics(rollout: Rollout) -> dict[str, torch.Tensor]:
+    """This process's rollout statistics for metrics.jsonl (the caller averages them over processes)."""
+    mask = rollout.response_mask
+    lengths = mask.sum(1).float()
+    explained = core.explained_variance(rollout.values, rollout.returns, mask)
+    return {
+        "reward/score": rollout.scores.mean(), "reward/raw": rollout.raw_scores.mean(),
+        "reward/total": rollout.rewards.sum(1).mean(), "reward/non_score": rollout.non_score_rewards.sum(1).mean(),
+        "kl/per_sequence": rollout.kl_per_sequence.mean(),
+        "kl/per_token": rollout.kl_per_sequence.sum() / lengths.sum(),
+        "policy/entropy": core.masked_mean(rollout.entropy, mask),
+        "value/explained_variance": torch.nan_to_num(explained, nan=0.0),
+        "response/length": lengths.mean(), "response/stop_rate": rollout.has_stop.float().mean(),
+    }
+
+
+def sample_table(rollout: Rollout, step: int, rows: int = 4) -> Table:
+    """The first ``rows`` episodes of a rollout: prompt, completion, score, KL, stop."""
+    table = Table(title=f"samples at step {step}", show_lines=True)
+    for column in ("prompt", "completion", "score", "KL", "stop"):
+        table.add_column(column)
+    for i in range(min(rows, len(rollout.prompts))):
+        table.add_row(rollout.prompts[i][:80], rollout.completions[i][:200], f"{rollout.scores[i]:.3f}",
+                      f"{rollout.kl_per_sequence[i]:.3f}", "yes" if rollout.has_stop[i] else "no")
+    return table
 
 
 # ---------------------------------------------------------------------------
@@ -259,9 +294,6 @@ class PPOTrainer:
 
     def __init__(self, config: PPOConfig, reward_fn: RewardFn | None = None, policy: nn.Module | None = None,
                  accelerator=None):
-        from accelerate import Accelerator
-        from accelerate.utils import set_seed
-
         if not config.reward_models and reward_fn is None:
             raise PPOConfigError("reward_models: at least one reward model (or a reward_fn in Python) is needed")
         self.config = config
@@ -281,15 +313,11 @@ class PPOTrainer:
         self.reward_fn = reward_fn
         set_seed(config.seed)
 
-        from rlhf.models import load_model
-
         policy = policy if policy is not None else load_model(config.policy_model, seed=config.seed)
-        disable_dropout(policy)
+        disable_dropout_in_model(policy)
         policy.config.use_cache = False
         self.ref_policy = None
         if config.use_lora:
-            from peft import LoraConfig, get_peft_model
-
             policy = get_peft_model(policy, LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha,
                                                        lora_dropout=0.0, target_modules="all-linear",
                                                        task_type="CAUSAL_LM"))
@@ -297,13 +325,9 @@ class PPOTrainer:
             self.ref_policy = copy.deepcopy(policy).eval().requires_grad_(False).to(acc.device)
         value_model = None
         if config.value_init == "reward_model":
-            from transformers import AutoModelForSequenceClassification
-
-            folder = Path(config.reward_models[0]["path"])
-            if (folder / "ensemble.json").exists():
-                folder = folder / json.loads((folder / "ensemble.json").read_text())["members"][0]
+            folder = member_dirs(config.reward_models[0]["path"])[0]  # an ensemble's critic copies its first member
             value_model = AutoModelForSequenceClassification.from_pretrained(folder, dtype=torch.float32)
-            disable_dropout(value_model)
+            disable_dropout_in_model(value_model)
         model = PolicyAndValue(policy, value_model)
         self.reward_models = [(TextRewardModel(e["path"], acc.device), e["weight"]) for e in config.reward_models]
 
@@ -353,58 +377,35 @@ class PPOTrainer:
             indices.append(int(order[g % n]))
         return indices
 
-    @torch.no_grad()
-    def _sample(self, prompt_ids: list[list[int]], seed: int, max_new_tokens: int | None = None,
-                return_scores: bool = False):
-        """Sample one response per prompt (left padding; T-scaled logits, no top-k/top-p)."""
-        from transformers import GenerationConfig
-
-        policy = self.unwrapped.policy
-        pad = self.tokenizer.pad_token_id
-        width = max(len(p) for p in prompt_ids)
-        input_ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompt_ids], device=self.accelerator.device)
-        attention_mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompt_ids],
-                                      device=self.accelerator.device)
-        generation_config = GenerationConfig(
-            do_sample=True, temperature=self.config.temperature, top_k=0, top_p=1.0,
-            max_new_tokens=max_new_tokens or self.config.max_new_tokens, eos_token_id=self.stop_id,
-            pad_token_id=pad, use_cache=True, output_scores=return_scores, return_dict_in_generate=True,
-        )
-        torch.manual_seed(seed)
-        was_training = policy.training
-        policy.eval()
+    def sample(self, prompt_ids: list[list[int]], seed: int, max_new_tokens: int | None = None,
+               keep_scores: bool = False) -> SampledResponses:
+        """One response per prompt from the current policy: ``rlhf.generation.sample_responses``
+        with this run's temperature, stop token, response length and mixed precision."""
         with self.accelerator.autocast():
-            out = policy.generate(input_ids=input_ids, attention_mask=attention_mask,
-                                  generation_config=generation_config)
-        policy.train(was_training)
-        new = out.sequences[:, width:].tolist()
-        responses, has_stop = zip(*(truncate_at_stop(row, self.stop_id) for row in new))
-        if return_scores:
-            return list(responses), list(has_stop), out.scores
-        return list(responses), list(has_stop)
+            return sample_responses(self.unwrapped.policy, prompt_ids, pad_token_id=self.tokenizer.pad_token_id,
+                                    stop_id=self.stop_id, max_new_tokens=max_new_tokens or self.config.max_new_tokens,
+                                    temperature=self.config.temperature, seed=seed, keep_scores=keep_scores)
 
     @torch.no_grad()
-    def _forward_rollout(self, prompts: list[list[int]], responses: list[list[int]]):
-        """Policy/reference log-probs, values and entropy for a chunk, as per-row tensors."""
-        cfg, device = self.config, self.accelerator.device
-        input_ids, attention_mask, response_mask, width_p = collate(prompts, responses, self.tokenizer.pad_token_id)
+    def response_statistics(self, prompt_ids: list[list[int]], responses: list[list[int]]) -> ResponseStatistics:
+        """Policy and reference log-probs, values and entropy of given responses, in one forward pass."""
+        temperature, device = self.config.temperature, self.accelerator.device
+        input_ids, attention_mask, _, width_p = pad_prompts_and_responses(prompt_ids, responses,
+                                                                           self.tokenizer.pad_token_id)
         input_ids, attention_mask = input_ids.to(device), attention_mask.to(device)
-        response_mask = response_mask.to(device)
         tokens = input_ids[:, width_p:]
         with self.accelerator.autocast():
             logits, values, _ = self.unwrapped(input_ids, attention_mask)
             ref_logits = self._reference_logits(input_ids, attention_mask)
-        logits = logits[:, width_p - 1:-1].float() / cfg.temperature
-        logprobs = response_logprobs(logits, tokens, 1.0)
-        ref_logprobs = response_logprobs(ref_logits[:, width_p - 1:-1], tokens, cfg.temperature)
+        # logits at column P + j - 1 predict response token j
+        tempered = logits[:, width_p - 1:-1].float() / temperature
+        logprobs = core.token_logprobs(tempered, tokens)
+        ref_logprobs = core.token_logprobs(ref_logits[:, width_p - 1:-1], tokens, temperature)
         values = values[:, width_p - 1:-1]
-        entropy = core.entropy_from_logits(logits)
-        rows = []
-        for i, r in enumerate(responses):
-            n = len(r)
-            rows.append({"logprobs": logprobs[i, :n].cpu(), "ref_logprobs": ref_logprobs[i, :n].cpu(),
-                         "values": values[i, :n].cpu(), "entropy": entropy[i, :n].cpu()})
-        return rows
+        entropy = core.entropy_from_logits(tempered)
+        lengths = [len(r) for r in responses]
+        return ResponseStatistics(*([x[i, :n].cpu() for i, n in enumerate(lengths)]
+                                    for x in (logprobs, ref_logprobs, values, entropy)))
 
     def _reference_logits(self, input_ids, attention_mask):
         """Logits of pi_SFT: the same network with LoRA adapters disabled, or the frozen copy."""
@@ -416,10 +417,6 @@ class PPOTrainer:
         with policy.disable_adapter():
             return policy(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
                           use_cache=False).logits
-
-    def reference_logprobs(self, prompts: list[list[int]], responses: list[list[int]]) -> list[torch.Tensor]:
-        """Reference log-probs (under logits / temperature) of given responses, per row."""
-        return [row["ref_logprobs"] for row in self._forward_rollout(prompts, responses)]
 
     @torch.no_grad()
     def _score(self, prompts: list[str], completions: list[str], responses: list[list[int]]):
@@ -443,7 +440,7 @@ class PPOTrainer:
                     raw[start:end] += weight * raw_part
         return score, raw
 
-    def rollout(self, step: int) -> dict:
+    def rollout(self, step: int) -> Rollout:
         """Generate, score and compute advantages for iteration ``step`` (this process's share)."""
         cfg, acc = self.config, self.accelerator
         timings = {}
@@ -454,74 +451,60 @@ class PPOTrainer:
         chunk_size = self.generation_chunk
         chunks_per_process = self.local_rollout_size // chunk_size
         for c in range(chunks_per_process):
-            chunk = prompt_ids[c * chunk_size:(c + 1) * chunk_size]
-            global_chunk = acc.process_index * chunks_per_process + c
-            r, s = self._sample(chunk, seed=derive_seed(cfg.seed, "sample", step, global_chunk))
-            responses += r
-            has_stop += s
+            global_chunk = acc.process_index * chunks_per_process + c  # seeds do not depend on the process count
+            sampled = self.sample(prompt_ids[c * chunk_size:(c + 1) * chunk_size],
+                                  seed=derive_seed(cfg.seed, "sample", step, global_chunk))
+            responses += sampled.responses
+            has_stop += sampled.has_stop
         timings["time/generation"] = time.perf_counter() - t0
 
         t0 = time.perf_counter()
-        rows = []
+        stats = ResponseStatistics([], [], [], [])
         for start in range(0, len(responses), cfg.micro_batch_size):
             end = start + cfg.micro_batch_size
-            rows += self._forward_rollout(prompt_ids[start:end], responses[start:end])
+            stats += self.response_statistics(prompt_ids[start:end], responses[start:end])
         timings["time/forward"] = time.perf_counter() - t0
 
         t0 = time.perf_counter()
-        prompt_texts = [self.prompts[i] for i in indices]
-        completions = self.tokenizer.batch_decode(responses, skip_special_tokens=True)
-        completions = [c.strip() for c in completions]
-        scores, raw_scores = self._score(prompt_texts, completions, responses)
+        prompts = [self.prompts[i] for i in indices]
+        completions = decode_responses(self.tokenizer, responses)
+        scores, raw_scores = self._score(prompts, completions, responses)
         timings["time/scoring"] = time.perf_counter() - t0
 
         # Per-token rewards (eq. 15.8), GAE and whitening on the padded (b, R) batch.
-        mask = pad_rows([torch.ones(len(r), dtype=torch.bool) for r in responses], False)
-        logprobs = pad_rows([row["logprobs"] for row in rows], INVALID_LOGPROB)
-        ref_logprobs = pad_rows([row["ref_logprobs"] for row in rows], INVALID_LOGPROB)
-        values = pad_rows([row["values"] for row in rows])
-        has_stop_t = torch.tensor(has_stop)
+        mask = right_pad([torch.ones(len(r), dtype=torch.bool) for r in responses], False)
+        logprobs = right_pad(stats.logprobs, INVALID_LOGPROB)
+        ref_logprobs = right_pad(stats.ref_logprobs, INVALID_LOGPROB)
+        values = right_pad(stats.values)
+        has_stop = torch.tensor(has_stop)
         kl = core.kl_penalty(logprobs, ref_logprobs, cfg.kl_estimator, clamp=cfg.kl_clamp)
-        rewards, non_score = core.token_rewards(scores, kl, mask, self.kl_ctl.value, score_clip=cfg.score_clip,
-                                                missing_stop_penalty=cfg.missing_stop_penalty, has_stop=has_stop_t)
+        rewards, non_score_rewards = core.token_rewards(
+            scores, kl, mask, self.kl_ctl.value, score_clip=cfg.score_clip,
+            missing_stop_penalty=cfg.missing_stop_penalty, has_stop=has_stop)
+        pooled = self._sum_across_processes if acc.num_processes > 1 else None  # whiten over the whole rollout
         if cfg.whiten_rewards:
-            rewards = self._whiten(rewards, mask, shift_mean=False)
+            rewards = core.whiten(rewards, mask, shift_mean=False, sum_across_processes=pooled)
         advantages, returns = core.compute_gae(rewards, values, mask, gamma=cfg.gamma, lam=cfg.lam)
-        advantages = self._whiten(advantages, mask)
-        k1_per_sequence = torch.where(mask, logprobs - ref_logprobs, 0.0).sum(1)
+        advantages = core.whiten(advantages, mask, sum_across_processes=pooled)
 
-        return {
-            "prompt_ids": prompt_ids, "responses": responses, "has_stop": has_stop_t, "mask": mask,
-            "logprobs": logprobs, "ref_logprobs": ref_logprobs, "values": values, "rewards": rewards,
-            "non_score_rewards": non_score, "advantages": advantages, "returns": returns, "scores": scores,
-            "raw_scores": raw_scores, "kl_per_sequence": k1_per_sequence,
-            "entropy": pad_rows([row["entropy"] for row in rows]), "prompts": prompt_texts,
-            "completions": completions, "timings": timings,
-        }
+        return Rollout(
+            prompts=prompts, prompt_ids=prompt_ids, responses=responses, completions=completions,
+            has_stop=has_stop, response_mask=mask, logprobs=logprobs, ref_logprobs=ref_logprobs, values=values,
+            entropy=right_pad(stats.entropy), scores=scores, raw_scores=raw_scores,
+            kl_per_sequence=core.sequence_kl(logprobs, ref_logprobs, mask), rewards=rewards,
+            non_score_rewards=non_score_rewards, advantages=advantages, returns=returns, timings=timings)
 
-    def _whiten(self, x: torch.Tensor, mask: torch.Tensor, shift_mean: bool = True) -> torch.Tensor:
-        """core.whiten on one process; the same statistics pooled over all processes otherwise."""
-        if self.accelerator.num_processes == 1:
-            return core.whiten(x, mask, shift_mean=shift_mean)
-        valid = mask.bool()
-        sums = torch.stack([torch.where(valid, x, 0.0).sum(), torch.where(valid, x * x, 0.0).sum(),
-                            valid.sum().to(x.dtype)]).to(self.accelerator.device)
-        s, s2, n = self.accelerator.reduce(sums, reduction="sum").cpu()
-        mean = s / n
-        var = (s2 / n - mean**2) * n / (n - 1)
-        out = (x - mean) * torch.rsqrt(var + 1e-8)
-        if not shift_mean:
-            out = out + mean
-        return torch.where(valid, out, 0.0)
+    def _sum_across_processes(self, x: torch.Tensor) -> torch.Tensor:
+        return self.accelerator.reduce(x.to(self.accelerator.device), reduction="sum").cpu()
 
     # -- update ----------------------------------------------------------------------
 
-    def update(self, batch: dict, step: int) -> dict:
+    def update(self, rollout: Rollout, step: int) -> dict:
         """ppo_epochs x shuffled mini-batches; one optimizer step per mini-batch."""
         cfg, acc, device = self.config, self.accelerator, self.accelerator.device
         local_mini = cfg.mini_batch_size // acc.num_processes
         micro_per_mini = local_mini // cfg.micro_batch_size
-        n = len(batch["responses"])
+        n = len(rollout.responses)
         totals: dict[str, float] = {}
         count = 0
         self.model.train()
@@ -535,7 +518,7 @@ class PPOTrainer:
                                if self.ptx is not None else None)
                     sync = contextlib.nullcontext() if k == micro_per_mini - 1 else acc.no_sync(self.model)
                     with sync:
-                        loss, stats = self._micro_loss(batch, idx, ptx_ids)
+                        loss, stats = self._micro_loss(rollout, idx, ptx_ids)
                         acc.backward(loss / micro_per_mini)
                     for key, value in stats.items():
                         totals[key] = totals.get(key, 0.0) + float(value)
@@ -547,21 +530,28 @@ class PPOTrainer:
         self.scheduler.step()
         return {key: value / count for key, value in totals.items()}
 
-    def _micro_loss(self, batch: dict, idx: list[int], ptx_ids):
+    def _micro_loss(self, rollout: Rollout, idx: list[int], ptx_ids):
+        """The loss of eq. 15.12 on the episodes ``idx`` of the rollout (+ a pretraining micro-batch)."""
         cfg, device = self.config, self.accelerator.device
-        prompts = [batch["prompt_ids"][i] for i in idx]
-        responses = [batch["responses"][i] for i in idx]
-        input_ids, attention_mask, response_mask, width_p = collate(prompts, responses, self.tokenizer.pad_token_id)
+        prompts = [rollout.prompt_ids[i] for i in idx]
+        responses = [rollout.responses[i] for i in idx]
+        input_ids, attention_mask, response_mask, width_p = pad_prompts_and_responses(prompts, responses,
+                                                                                       self.tokenizer.pad_token_id)
         input_ids, attention_mask = input_ids.to(device), attention_mask.to(device)
         width_r = response_mask.shape[1]
-        take = lambda name: batch[name][idx, :width_r].to(device)  # noqa: E731
+
+        def rows(x: torch.Tensor) -> torch.Tensor:  # the rollout's (b, R) tensor cut to these rows and width
+            return x[idx, :width_r].to(device)
+
         mask = response_mask.to(device)
         with self.accelerator.autocast():
             logits, values, ptx_nll = self.model(input_ids, attention_mask, ptx_input_ids=ptx_ids)
-        logprobs = response_logprobs(logits[:, width_p - 1:-1], input_ids[:, width_p:], cfg.temperature)
+        logprobs = core.token_logprobs(logits[:, width_p - 1:-1], input_ids[:, width_p:], cfg.temperature)
         values = values[:, width_p - 1:-1]
-        pg_loss, pg_stats = core.policy_loss(logprobs, take("logprobs"), take("advantages"), mask, cfg.clip_range)
-        vf_loss, vf_stats = core.value_loss(values, take("values"), take("returns"), mask, cfg.clip_range_value)
+        pg_loss, pg_stats = core.policy_loss(logprobs, rows(rollout.logprobs), rows(rollout.advantages), mask,
+                                             cfg.clip_range)
+        vf_loss, vf_stats = core.value_loss(values, rows(rollout.values), rows(rollout.returns), mask,
+                                            cfg.clip_range_value)
         loss = pg_loss + cfg.vf_coef * vf_loss
         stats = {"loss/policy": pg_loss.detach(), "loss/value": vf_loss.detach(),
                  "policy/clip_fraction": pg_stats["clip_fraction"], "policy/approx_kl": pg_stats["approx_kl"],
@@ -579,26 +569,14 @@ class PPOTrainer:
         cfg, acc = self.config, self.accelerator
         step = self.state.step
         t0 = time.perf_counter()
-        batch = self.rollout(step)
+        rollout = self.rollout(step)
         t1 = time.perf_counter()
         kl_coef_used = self.kl_ctl.value
         lr_used = self.scheduler.get_last_lr()[0]
-        train_stats = self.update(batch, step)
+        train_stats = self.update(rollout, step)
         t2 = time.perf_counter()
 
-        mask = batch["mask"]
-        lengths = mask.sum(1).float()
-        ev = core.explained_variance(batch["values"], batch["returns"], mask)
-        local = {
-            "reward/score": batch["scores"].mean(), "reward/raw": batch["raw_scores"].mean(),
-            "reward/total": batch["rewards"].sum(1).mean(), "reward/non_score": batch["non_score_rewards"].sum(1).mean(),
-            "kl/per_sequence": batch["kl_per_sequence"].mean(),
-            "kl/per_token": batch["kl_per_sequence"].sum() / lengths.sum(),
-            "policy/entropy": core.masked_mean(batch["entropy"], mask),
-            "value/explained_variance": torch.nan_to_num(ev, nan=0.0),
-            "response/length": lengths.mean(), "response/stop_rate": batch["has_stop"].float().mean(),
-        }
-        local |= {k: torch.tensor(v) for k, v in train_stats.items()}
+        local = rollout_metrics(rollout) | {k: torch.tensor(v) for k, v in train_stats.items()}
         keys = sorted(local)
         values = torch.stack([torch.as_tensor(local[k], dtype=torch.float32) for k in keys]).to(acc.device)
         values = acc.reduce(values, reduction="mean").cpu().tolist()
@@ -612,8 +590,8 @@ class PPOTrainer:
         metrics |= {"step": step + 1, "kl/coef": kl_coef_used, "kl/next_coef": self.kl_ctl.value,
                     "lr": lr_used, "time/rollout": t1 - t0, "time/update": t2 - t1,
                     "time/step": t2 - t0, "samples_per_second": cfg.rollout_batch_size / (t2 - t0)}
-        metrics |= {k: v for k, v in batch["timings"].items()}
-        self._last_batch = batch
+        metrics |= rollout.timings
+        self._last_rollout = rollout
         return metrics
 
     def _log(self, metrics: dict) -> None:
@@ -622,18 +600,6 @@ class PPOTrainer:
             with open(self.output_dir / "metrics.jsonl", "a") as handle:
                 handle.write(json.dumps(metrics) + "\n")
         acc.log(metrics, step=metrics["step"])
-
-    def _sample_table(self, batch: dict, step: int, rows: int = 4) -> None:
-        from rich.console import Console
-        from rich.table import Table
-
-        table = Table(title=f"samples at step {step}", show_lines=True)
-        for column in ("prompt", "completion", "score", "KL", "stop"):
-            table.add_column(column)
-        for i in range(min(rows, len(batch["prompts"]))):
-            table.add_row(batch["prompts"][i][:80], batch["completions"][i][:200], f"{batch['scores'][i]:.3f}",
-                          f"{batch['kl_per_sequence'][i]:.3f}", "yes" if batch["has_stop"][i] else "no")
-        Console().print(table)
 
     # -- checkpoints -------------------------------------------------------------------
 
@@ -675,8 +641,6 @@ class PPOTrainer:
     def train(self, max_steps: int | None = None) -> dict:
         """Run until ``num_steps`` iterations (or ``max_steps`` more, to simulate an
         interruption); checkpoint every ``save_every``; save the policy at the end."""
-        from tqdm.auto import tqdm
-
         cfg, acc = self.config, self.accelerator
         if acc.is_main_process and cfg.report_to != "none":
             acc.init_trackers("ppo", config={k: v for k, v in cfg.to_dict().items()
@@ -697,7 +661,7 @@ class PPOTrainer:
                 bar.write(f"step {step}: score {metrics['reward/score']:.4f} KL/seq {metrics['kl/per_sequence']:.3f} "
                       f"beta {metrics['kl/coef']:.4f} len {metrics['response/length']:.1f}")
             if acc.is_main_process and cfg.sample_table_every and step % cfg.sample_table_every == 0:
-                self._sample_table(self._last_batch, step)
+                Console().print(sample_table(self._last_rollout, step))
             if cfg.save_every and step % cfg.save_every == 0:
                 self.save_checkpoint()
         bar.close()
@@ -714,54 +678,14 @@ class PPOTrainer:
         }
 
     def generate(self, prompts: list[str], max_new_tokens: int | None = None, seed: int = 0) -> list[str]:
-        """Completions of the current policy for evaluation (same sampling as rollouts)."""
-        from rlhf.generation import chat_prompt_ids
-
-        ids = [chat_prompt_ids(self.tokenizer, p) for p in prompts]
-        out = []
-        for start in range(0, len(ids), self.generation_chunk):
-            responses, _ = self._sample(ids[start:start + self.generation_chunk],
-                                        seed=derive_seed(seed, "eval", start), max_new_tokens=max_new_tokens)
-            out += [t.strip() for t in self.tokenizer.batch_decode(responses, skip_special_tokens=True)]
-        return out
-
-
-@torch.no_grad()
-def generate_completions(policy: str | Path | nn.Module, prompts: list[str], tokenizer=None,
-                         max_new_tokens: int = 64, temperature: float = 0.7, stop_token: str = "eos",
-                         seed: int = 0, batch_size: int = 8) -> list[str]:
-    """Sample one completion per prompt from a trained policy (a ``policy/`` folder saved by
-    the trainer, any model name, or a model object) for evaluation.
-
-    Same sampling as the rollouts: chat template, left padding, logits / temperature, no
-    top-k/top-p, cut after the first stop token; seeded per batch."""
-    from transformers import GenerationConfig
-
-    from rlhf.generation import chat_prompt_ids
-    from rlhf.models import load_model, load_tokenizer
-
-    if isinstance(policy, (str, Path)):
-        tokenizer = tokenizer or load_tokenizer(str(policy), padding_side="left")
-        policy = load_model(str(policy))
-    if tokenizer is None:
-        raise ValueError("tokenizer: required when policy is a model object")
-    stop_id = stop_token_id(tokenizer, stop_token)
-    policy.eval()
-    device = next(policy.parameters()).device
-    pad = tokenizer.pad_token_id
-    texts = []
-    for start in range(0, len(prompts), batch_size):
-        ids = [chat_prompt_ids(tokenizer, p) for p in prompts[start:start + batch_size]]
-        width = max(len(i) for i in ids)
-        input_ids = torch.tensor([[pad] * (width - len(i)) + i for i in ids], device=device)
-        attention_mask = (torch.arange(width, device=device)[None] >= torch.tensor(
-            [width - len(i) for i in ids], device=device)[:, None]).long()
-        torch.manual_seed(derive_seed(seed, "eval", start))
-        out = policy.generate(input_ids=input_ids, attention_mask=attention_mask, generation_config=GenerationConfig(
-            do_sample=True, temperature=temperature, top_k=0, top_p=1.0, max_new_tokens=max_new_tokens,
-            eos_token_id=stop_id, pad_token_id=pad))
-        for row in out[:, width:].tolist():
-            tokens, _ = truncate_at_stop(row, stop_id)
-            texts.append(tokenizer.decode(tokens, skip_special_tokens=True).strip())
-    return texts
-
+        """Completions of the current policy for evaluation: ``rlhf.generation.generate_completions``
+        with this run's sampling, in chunks of ``generation_batch_size``."""
+        policy = self.unwrapped.policy
+        was_training = policy.training
+        with self.accelerator.autocast():
+            texts = generate_completions(policy, prompts, self.tokenizer,
+                                         max_new_tokens=max_new_tokens or self.config.max_new_tokens,
+                                         temperature=self.config.temperature, stop_token=self.config.stop_token,
+                                         seed=seed, batch_size=self.generation_chunk)
+        policy.train(was_training)
+        return texts

@@ -3,6 +3,7 @@
 import torch
 
 from ppo.config import PPOConfig
+from rlhf.models import load_model
 
 SHORT_PROMPTS = ["Say hi.", "Name a colour.", "Count to three.", "Pick a fruit.", "Greet me.", "Name a planet.",
                  "Say yes.", "Name a tree.", "Pick a number.", "Say bye.", "Name a bird.", "Name a river."]
@@ -14,8 +15,6 @@ def planted_policy(name="tiny-random-llama", seed=0):
     fixed half of the vocabulary (first coordinate of the initial embedding > 0). The
     set is learnable: moving the last hidden state along that coordinate raises all of
     its tokens at once (tied embeddings)."""
-    from rlhf.models import load_model
-
     torch.set_num_threads(1)
     policy = load_model(name, seed=seed, initializer_range=0.3)
     good = policy.get_input_embeddings().weight.detach()[:, 0] > 0

@@ -18,6 +18,9 @@ from ppo.core import (
     masked_mean,
     masked_var,
     policy_loss,
+    pretraining_nll,
+    sequence_kl,
+    token_logprobs,
     token_rewards,
     value_loss,
     whiten,
@@ -77,6 +80,44 @@ def test_k1_and_k3_are_unbiased_in_exact_expectation():
         assert math.isclose(expected, true_kl, rel_tol=1e-12)
     k2_expected = (p * kl_penalty(p.log(), q.log(), "k2")).sum().item()
     assert not math.isclose(k2_expected, true_kl, rel_tol=1e-3)  # k2 is biased
+
+
+def test_token_logprobs_vs_loop():
+    gen = torch.Generator().manual_seed(11)
+    logits = torch.randn(2, 3, 5, generator=gen, dtype=torch.float64)
+    tokens = torch.tensor([[0, 4, 2], [3, 3, 1]])
+    for temperature in (1.0, 0.7):
+        got = token_logprobs(logits, tokens, temperature)
+        for i in range(2):
+            for t in range(3):
+                row = [v / temperature for v in logits[i, t].tolist()]
+                expected = row[tokens[i, t]] - math.log(sum(math.exp(v) for v in row))
+                assert close(got[i, t], expected, 1e-6)  # computed in float32, as the trainer does
+    assert got.dtype == torch.float32
+
+
+def test_sequence_kl_vs_loop():
+    gen = torch.Generator().manual_seed(12)
+    logprobs = -torch.rand(3, 4, generator=gen, dtype=torch.float64)
+    ref_logprobs = -torch.rand(3, 4, generator=gen, dtype=torch.float64)
+    mask = right_padded_mask([4, 1, 2], T=4)
+    logprobs[1, 3] = float("inf")  # padding must not leak
+    expected = [sum(logprobs[i, t].item() - ref_logprobs[i, t].item() for t in range(4) if mask[i, t])
+                for i in range(3)]
+    assert close(sequence_kl(logprobs, ref_logprobs, mask), expected, 1e-12)
+    assert close(sequence_kl(logprobs[:1], ref_logprobs[:1]), expected[:1], 1e-12)  # no mask: every token
+
+
+def test_pretraining_nll_vs_loop():
+    gen = torch.Generator().manual_seed(13)
+    logits = torch.randn(2, 4, 6, generator=gen)
+    input_ids = torch.tensor([[1, 5, 0, 2], [4, 4, 3, 0]])
+    terms = []
+    for i in range(2):
+        for t in range(3):  # logit t predicts token t + 1; the last logit predicts nothing
+            row = logits[i, t].tolist()
+            terms.append(-(row[input_ids[i, t + 1]] - math.log(sum(math.exp(v) for v in row))))
+    assert close(pretraining_nll(logits, input_ids), sum(terms) / len(terms), 1e-5)
 
 
 def test_kl_clamp_float_and_pair():
@@ -310,6 +351,31 @@ def test_whiten_shift_mean_false_keeps_mean():
     kept = white[:4]
     assert close(kept.mean(), 4.0, 1e-5)  # mean of [1, 2, 3, 10]
     assert close(kept.std(unbiased=True), 1.0, 1e-5)
+
+
+def test_whiten_pooled_over_processes_equals_whitening_the_whole():
+    """Two 'processes' each hold some rows; with their moments summed, each shard is
+    whitened with the statistics of all kept entries (plain loop over both shards)."""
+    gen = torch.Generator().manual_seed(7)
+    x = torch.randn(5, 4, generator=gen, dtype=torch.float64) * 2 - 1
+    mask = right_padded_mask([4, 1, 3, 2, 4], T=4).to(torch.float64)
+    shards = [(x[:2], mask[:2]), (x[2:], mask[2:])]
+    local_moments = []
+    for xs, ms in shards:  # an identity "all-reduce" records each shard's (sum, sum of squares, count)
+        whiten(xs, ms, sum_across_processes=lambda m: local_moments.append(m) or m)
+    pooled = local_moments[0] + local_moments[1]
+    values = x[mask.bool()].tolist()
+    mean = sum(values) / len(values)
+    std = math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
+    for shift_mean in (True, False):
+        white = torch.cat([whiten(xs, ms, shift_mean=shift_mean, sum_across_processes=lambda m: pooled)
+                           for xs, ms in shards])
+        expected = [[((x[i, t].item() - mean) / std + (0.0 if shift_mean else mean)) if mask[i, t] else 0.0
+                     for t in range(4)] for i in range(5)]
+        assert close(white, expected, 1e-9)
+    # one process: the pooled formula agrees with the two-pass one
+    identity = whiten(x, mask, sum_across_processes=lambda m: m)
+    assert close(identity, whiten(x, mask), 1e-9)
 
 
 def test_explained_variance():

@@ -11,7 +11,8 @@ import torch
 
 from ppo.config import PPOConfig
 from ppo.train import main
-from ppo.trainer import PPOTrainer, generate_completions
+from ppo.trainer import PPOTrainer
+from rlhf.generation import generate_completions, pad_prompts_and_responses
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -58,22 +59,21 @@ def test_reward_model_with_another_tokenizer_scores_decoded_text(tmp_path, rewar
                        progress_bar=False, sample_table_every=0, score_clip=None, reward_format=reward_format)
     trainer = PPOTrainer(config)
     batch = trainer.rollout(step=0)
-    prompts, completions = batch["prompts"], batch["completions"]
+    prompts, completions = batch.prompts, batch.completions
     if reward_format == "chat":  # user/assistant turns through the reward model's chat template
         prompts = [[{"role": "user", "content": p}] for p in prompts]
         completions = [[{"role": "assistant", "content": c}] for c in completions]
     # the trainer's score equals 2 x the reward model's own normalised score of the decoded text
     expected, _ = RewardModel.load(other).score(prompts, completions)
-    torch.testing.assert_close(batch["scores"], 2.0 * expected, atol=1e-5, rtol=0)
+    torch.testing.assert_close(batch.scores, 2.0 * expected, atol=1e-5, rtol=0)
     raw = RewardModel.load(other).member_scores(prompts, completions, normalize=False)[0]
-    torch.testing.assert_close(batch["raw_scores"], 2.0 * raw, atol=1e-5, rtol=0)
+    torch.testing.assert_close(batch.raw_scores, 2.0 * raw, atol=1e-5, rtol=0)
 
 
 def test_critic_initialised_from_the_reward_model(tmp_path, reward_model_dir, prompts_file):
     """value_init=reward_model: V(s_t) at rollout 0 is the reward model's raw score of the
     prompt plus the first t response tokens (the RM read at every position)."""
     from reward_model.modeling import RewardModel, sequence_scores
-    from ppo.trainer import collate
 
     config = PPOConfig(policy_model="tiny-random-llama", reward_models=[str(reward_model_dir)],
                        value_init="reward_model", prompts=str(prompts_file), rollout_batch_size=4, mini_batch_size=4,
@@ -83,8 +83,9 @@ def test_critic_initialised_from_the_reward_model(tmp_path, reward_model_dir, pr
     batch = trainer.rollout(step=0)
     member = RewardModel.load(reward_model_dir).members[0]
     for t in range(3):
-        prefixes = [r[:t] + [0] for r in batch["responses"]]  # state s_t = prompt + t tokens (+1 ignored)
-        input_ids, mask, _, width = collate(batch["prompt_ids"], prefixes, trainer.tokenizer.pad_token_id)
+        prefixes = [r[:t] + [0] for r in batch.responses]  # state s_t = prompt + t tokens (+1 ignored)
+        input_ids, mask, _, width = pad_prompts_and_responses(batch.prompt_ids, prefixes,
+                                                              trainer.tokenizer.pad_token_id)
         with torch.no_grad():
             expected = sequence_scores(member, input_ids[:, :width + t], mask[:, :width + t])
-        torch.testing.assert_close(batch["values"][:, t], expected, atol=1e-5, rtol=0)
+        torch.testing.assert_close(batch.values[:, t], expected, atol=1e-5, rtol=0)

@@ -22,6 +22,8 @@ from pathlib import Path
 
 import torch
 
+from rlhf.models import load_model
+
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 COMPARED = ["reward/score", "kl/per_sequence", "kl/coef", "kl/next_coef", "loss/policy", "loss/value",
@@ -62,6 +64,4 @@ def test_two_processes_match_one_process_with_accumulation(tmp_path, prompts_fil
 
 
 def _initial():
-    from rlhf.models import load_model
-
     return {"policy." + k: v for k, v in load_model("tiny-random-llama", seed=0).state_dict().items()}

@@ -3,9 +3,12 @@ log-probabilities use the same temperature, the score sits on the last real toke
 the LoRA reference is the base model."""
 
 import torch
+from torch import nn
+from trl.trainer.utils import disable_dropout_in_model
 
-from ppo.trainer import PPOTrainer, collate, response_logprobs
-from rlhf.generation import chat_prompt_ids
+from ppo.core import token_logprobs
+from ppo.trainer import PPOTrainer
+from rlhf.generation import SampledResponses, chat_prompt_ids, pad_prompts_and_responses
 from rlhf.models import load_model
 from ppo_test_utils import planted_policy, tiny_config
 
@@ -37,26 +40,27 @@ def test_temperature_is_the_same_for_sampling_and_logprobs(tmp_path, prompts_fil
     policy, reward = planted_policy()
     trainer = PPOTrainer(tiny_config(tmp_path, prompts_file, temperature=0.5), reward_fn=reward, policy=policy)
     prompts = [chat_prompt_ids(trainer.tokenizer, p) for p in ["Say hi.", "Name a planet, please."]]
-    responses, _, scores = trainer._sample(prompts, seed=3, return_scores=True)
-    rows = trainer._forward_rollout(prompts, responses)
+    sampled = trainer.sample(prompts, seed=3, keep_scores=True)
+    responses, scores = sampled.responses, sampled.step_scores
+    stats = trainer.response_statistics(prompts, responses)
     for i, response in enumerate(responses):
         # generate's processed scores are logits / T; their log-softmax at the sampled token
         # must equal the stored log-probs (left padding and KV cache included).
         from_generate = torch.stack([torch.log_softmax(scores[t][i].float(), -1)[tok]
                                      for t, tok in enumerate(response)])
-        torch.testing.assert_close(rows[i]["logprobs"], from_generate, atol=1e-4, rtol=0)
+        torch.testing.assert_close(stats.logprobs[i], from_generate, atol=1e-4, rtol=0)
     # and they are really tempered: T = 1 log-probs differ
-    input_ids, mask, _, width = collate(prompts, responses, trainer.tokenizer.pad_token_id)
+    input_ids, mask, _, width = pad_prompts_and_responses(prompts, responses, trainer.tokenizer.pad_token_id)
     with torch.no_grad():
         logits, _, _ = trainer.unwrapped(input_ids, mask)
-    untempered = response_logprobs(logits[:, width - 1:-1], input_ids[:, width:], 1.0)
-    tempered = response_logprobs(logits[:, width - 1:-1], input_ids[:, width:], 0.5)
+    untempered = token_logprobs(logits[:, width - 1:-1], input_ids[:, width:], 1.0)
+    tempered = token_logprobs(logits[:, width - 1:-1], input_ids[:, width:], 0.5)
     n = len(responses[0])
-    torch.testing.assert_close(rows[0]["logprobs"], tempered[0, :n], atol=1e-5, rtol=0)
-    assert (rows[0]["logprobs"] - untempered[0, :n]).abs().max() > 0.1
+    torch.testing.assert_close(stats.logprobs[0], tempered[0, :n], atol=1e-5, rtol=0)
+    assert (stats.logprobs[0] - untempered[0, :n]).abs().max() > 0.1
 
 
-def test_score_on_last_real_token_when_responses_stop_early(tmp_path, prompts_file):
+def test_score_on_last_real_token_when_responses_stop_early(tmp_path, prompts_file, monkeypatch):
     policy, _ = planted_policy()
     config = tiny_config(tmp_path, prompts_file, rollout_batch_size=4, mini_batch_size=4, micro_batch_size=4,
                          max_new_tokens=6, missing_stop_penalty=-1.0, score_clip=None)
@@ -64,22 +68,22 @@ def test_score_on_last_real_token_when_responses_stop_early(tmp_path, prompts_fi
     stop = trainer.stop_id
     planted = [[11, 12, stop], [13, stop], [14, 15, 16, 17, 18, 19], [20, 21, 22, 23, stop]]
 
-    def fake_sample(prompt_ids, seed, max_new_tokens=None, return_scores=False):
-        return [list(r) for r in planted], [r[-1] == stop for r in planted]
+    def fake_sample(prompt_ids, seed, max_new_tokens=None, keep_scores=False):
+        return SampledResponses([list(r) for r in planted], [r[-1] == stop for r in planted])
 
-    trainer._sample = fake_sample
-    batch = trainer.rollout(step=0)
+    monkeypatch.setattr(trainer, "sample", fake_sample)
+    rollout = trainer.rollout(step=0)
     lengths = [3, 2, 6, 5]
-    assert batch["mask"].sum(1).tolist() == lengths
-    assert batch["has_stop"].tolist() == [True, True, False, True]
-    score_part = batch["rewards"] - batch["non_score_rewards"]
+    assert rollout.response_mask.sum(1).tolist() == lengths
+    assert rollout.has_stop.tolist() == [True, True, False, True]
+    score_part = rollout.rewards - rollout.non_score_rewards
     expected_scores = [0.5, 1.5, -1.0, 3.5]  # row 2 never stopped: missing_stop_penalty replaces its score
     for row, (length, score) in enumerate(zip(lengths, expected_scores)):
         assert abs(score_part[row, length - 1].item() - score) < 1e-6  # on the stop token itself
         others = torch.cat([score_part[row, :length - 1], score_part[row, length:]])
         assert others.abs().max().item() < 1e-6  # nowhere else, in particular not on the first pad
-    assert batch["rewards"][~batch["mask"]].abs().max() == 0
-    assert "<|im_end|>" not in " ".join(batch["completions"])  # the stop token is not in the scored text
+    assert rollout.rewards[~rollout.response_mask].abs().max() == 0
+    assert "<|im_end|>" not in " ".join(rollout.completions)  # the stop token is not in the scored text
 
 
 def test_lora_reference_is_the_base_model_with_adapters_disabled(tmp_path, prompts_file):
@@ -92,30 +96,41 @@ def test_lora_reference_is_the_base_model_with_adapters_disabled(tmp_path, promp
     trainer.train()
     prompts = [chat_prompt_ids(trainer.tokenizer, p) for p in ["Say hi.", "Name a colour for me."]]
     responses = [[100, 200, 300], [400, 500]]
-    rows = trainer._forward_rollout(prompts, responses)
-    input_ids, mask, _, width = collate(prompts, responses, trainer.tokenizer.pad_token_id)
+    stats = trainer.response_statistics(prompts, responses)
+    input_ids, mask, _, width = pad_prompts_and_responses(prompts, responses, trainer.tokenizer.pad_token_id)
     position_ids = (mask.cumsum(1) - 1).clamp_min(0)
     with torch.no_grad():
         base_logits = base(input_ids=input_ids, attention_mask=mask, position_ids=position_ids).logits
-    expected = response_logprobs(base_logits[:, width - 1:-1], input_ids[:, width:], config.temperature)
+    expected = token_logprobs(base_logits[:, width - 1:-1], input_ids[:, width:], config.temperature)
     for i, r in enumerate(responses):
-        torch.testing.assert_close(rows[i]["ref_logprobs"], expected[i, :len(r)], atol=1e-5, rtol=0)
+        torch.testing.assert_close(stats.ref_logprobs[i], expected[i, :len(r)], atol=1e-5, rtol=0)
         # the trained policy itself moved away from the base model
-        assert (rows[i]["logprobs"] - expected[i, :len(r)]).abs().max() > 1e-3
+        assert (stats.logprobs[i] - expected[i, :len(r)]).abs().max() > 1e-3
 
 
-def test_generation_batch_size_sets_the_generate_chunks(tmp_path, prompts_file):
+def test_generation_batch_size_sets_the_generate_chunks(tmp_path, prompts_file, monkeypatch):
     policy, reward = planted_policy()
     trainer = PPOTrainer(tiny_config(tmp_path, prompts_file, generation_batch_size=4), reward_fn=reward, policy=policy)
-    calls, sample = [], trainer._sample
+    calls, sample = [], trainer.sample
 
     def counting_sample(prompt_ids, seed, **kwargs):
         calls.append((len(prompt_ids), seed))
         return sample(prompt_ids, seed, **kwargs)
 
-    trainer._sample = counting_sample
-    batch = trainer.rollout(step=0)
+    monkeypatch.setattr(trainer, "sample", counting_sample)
+    rollout = trainer.rollout(step=0)
     # 8 prompts per iteration: 2 generate calls of 4 (not 4 calls of micro_batch_size 2), each with its own seed
     assert [size for size, _ in calls] == [4, 4] and calls[0][1] != calls[1][1]
-    assert batch["mask"].shape[0] == 8
+    assert rollout.response_mask.shape[0] == 8
     assert len(trainer.generate(["Say hi."] * 5, max_new_tokens=3)) == 5  # a last, shorter chunk is fine
+
+
+def test_trl_disable_dropout_in_model_zeroes_every_dropout():
+    """The trainer turns dropout off in the policy and the critic with TRL's function (before: a loop
+    setting p = 0.0 on every nn.Dropout); train-mode outputs then equal eval-mode ones."""
+    model = nn.Sequential(nn.Linear(4, 4), nn.Dropout(0.5), nn.Sequential(nn.Dropout(0.3), nn.Linear(4, 2))).train()
+    disable_dropout_in_model(model)
+    assert [m.p for m in model.modules() if isinstance(m, nn.Dropout)] == [0.0, 0.0]
+    x = torch.randn(8, 4, generator=torch.Generator().manual_seed(0))
+    train_out = model(x)
+    torch.testing.assert_close(train_out, model.eval()(x), rtol=0, atol=0)
