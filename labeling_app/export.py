@@ -18,10 +18,12 @@ task, the comment and, for robot clips, the clip paths; its ``id`` is ``<item>:<
 
 from __future__ import annotations
 
-import argparse
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
+from rlhf.config import parse_config, run_main
 from rlhf.preferences import Comparison, save_comparisons
 
 from .config import ConfigError, load_config
@@ -95,26 +97,35 @@ def export_project(config, fmt: str, out: str | Path, ties: str | None = None, c
     return write_export(comparisons, fmt, out)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m labeling_app.export",
-                                     description="Export a labelling project's votes as preference data (true order).")
-    parser.add_argument("--project", required=True, help="the project config (configs/labeling/<name>.yaml)")
-    parser.add_argument("--format", choices=FORMATS, default="core",
-                        help="core: rlhf.preferences comparisons; trl: chosen/rejected pairs; ranked: ranked lists")
-    parser.add_argument("--out", required=True, help="output JSONL file")
-    parser.add_argument("--ties", choices=("half", "drop"), help="override the config's export.ties")
-    parser.add_argument("--cant-tell", choices=("drop", "half", "keep"), help="override the config's export.cant_tell")
-    args = parser.parse_args(argv)
+@dataclass
+class ExportConfig:
+    """Export a labelling project's votes as preference data (true order)."""
 
+    project: str = field(metadata={"help": "the project config (configs/labeling/<name>.yaml)"})
+    out: str = field(metadata={"help": "output JSONL file"})
+    format: Literal["core", "trl", "ranked"] = field(default="core", metadata={
+        "help": "core: rlhf.preferences comparisons; trl: chosen/rejected pairs; ranked: ranked lists"})
+    ties: str | None = field(default=None, metadata={"help": "half | drop: override the config's export.ties"})
+    cant_tell: str | None = field(default=None, metadata={
+        "help": "drop | half | keep: override the config's export.cant_tell"})
+
+    def __post_init__(self):
+        if self.ties not in (None, "half", "drop"):
+            raise ValueError(f"ties: expected half or drop, got {self.ties!r}")
+        if self.cant_tell not in (None, "drop", "half", "keep"):
+            raise ValueError(f"cant_tell: expected drop, half or keep, got {self.cant_tell!r}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_config(ExportConfig, argv, prog="python -m labeling_app.export")
+    config = load_config(args.project, check_sources=False)
     try:
-        config = load_config(args.project, check_sources=False)
         path, rows = export_project(config, args.format, args.out, args.ties, args.cant_tell)
-    except (ConfigError, FileNotFoundError, ValueError, StorageError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    except (FileNotFoundError, ValueError, StorageError) as err:
+        raise ConfigError(args.project, str(err)) from None
     print(f"{path}: {rows} {args.format} rows")
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_main(main))

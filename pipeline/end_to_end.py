@@ -36,10 +36,11 @@ from rich.console import Console
 from pipeline.comparisons import ComparisonsConfig, make_comparisons, reward_model_paths
 from pipeline.report import plot_curves, plot_gold_vs_kl, write_report
 from ppo.config import PPOConfig
-from ppo.trainer import PPOTrainer, generate_completions
+from ppo.trainer import PPOTrainer
 from reward_model.train import RewardModelConfig
 from reward_model.train import train as train_reward_model
 from rlhf.config import ConfigError, parse_nested_config, run_main
+from rlhf.generation import generate_completions
 from rlhf.models import load_model, load_tokenizer
 from rlhf.rubric import gold_score
 

@@ -27,9 +27,15 @@ import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from transformers import AutoConfig, AutoTokenizer
+
 from ppo.core import KL_ESTIMATORS
+from reward_model.modeling import RewardModel
+from rlhf import generation
 from rlhf.config import ConfigError
 from rlhf.config import parse_config as parse_dataclass
+from rlhf.generation import builtin_prompts, chat_prompt_ids
+from rlhf.models import TINY_MODELS, load_tokenizer, resolve
 
 VALUE_INITS = ("reward_model", "policy_head")
 REWARD_FORMATS = ("text", "chat")
@@ -176,12 +182,8 @@ def parse_config(argv: list[str] | None = None) -> PPOConfig:
 
 def model_context_length(name: str) -> int:
     """max_position_embeddings from the model config only (no weights)."""
-    from rlhf.models import TINY_MODELS, resolve
-
     if name in TINY_MODELS:
         return 1024  # build_tiny_model's max_position_embeddings
-    from transformers import AutoConfig
-
     config = AutoConfig.from_pretrained(resolve(name))
     return int(getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions"))
 
@@ -189,8 +191,6 @@ def model_context_length(name: str) -> int:
 def load_prompts(spec: str) -> list[str]:
     """Prompts from "builtin", a JSONL file of {"prompt": ...} or a text file (one per line)."""
     if spec == "builtin":
-        from rlhf.generation import builtin_prompts
-
         return builtin_prompts()
     path = Path(spec)
     if not path.exists():
@@ -215,12 +215,11 @@ def load_prompts(spec: str) -> list[str]:
 
 
 def stop_token_id(tokenizer, stop_token: str) -> int:
-    if stop_token == "eos":
-        return tokenizer.eos_token_id
-    ids = tokenizer.encode(stop_token, add_special_tokens=False)
-    if len(ids) != 1:
-        _fail("stop_token", f"{stop_token!r} is {len(ids)} tokens for the policy tokenizer; it must be exactly one")
-    return ids[0]
+    """`rlhf.generation.stop_token_id`, with its error as a config error."""
+    try:
+        return generation.stop_token_id(tokenizer, stop_token)
+    except ValueError as err:
+        _fail("stop_token", str(err).removeprefix("stop_token: "))
 
 
 def same_tokenizer(a, b) -> bool:
@@ -233,14 +232,6 @@ def validate_inputs(config: PPOConfig, world_size: int = 1, tokenizer=None) -> d
     Returns what was loaded on the way (prompts, tokenised prompts, pretraining text),
     so the trainer does not read the files twice.
     """
-    # Function-level imports: the module's import block belongs to another change in flight;
-    # these move to the top when the two are merged (no cycle: none of them imports ppo).
-    from transformers import AutoTokenizer
-
-    from reward_model.modeling import member_dirs
-    from rlhf.generation import chat_prompt_ids
-    from rlhf.models import load_tokenizer
-
     if config.rollout_batch_size % (world_size * config.micro_batch_size):
         _fail("rollout_batch_size", f"{config.rollout_batch_size} must be a multiple of processes x micro_batch_size "
                                     f"= {world_size} x {config.micro_batch_size}")
@@ -280,10 +271,10 @@ def validate_inputs(config: PPOConfig, world_size: int = 1, tokenizer=None) -> d
 
     for index, entry in enumerate(config.reward_models):
         folder = Path(entry["path"])
-        if not all((member / "config.json").exists() for member in member_dirs(folder)):
+        if not all((member / "config.json").exists() for member in RewardModel.member_dirs(folder)):
             _fail("reward_models", f"entry {index}: {folder} is not a reward model folder (no config.json/ensemble.json)")
     if config.value_init == "reward_model":
-        folder = member_dirs(config.reward_models[0]["path"])[0]  # the critic copies an ensemble's first member
+        folder = RewardModel.member_dirs(config.reward_models[0]["path"])[0]  # the critic copies an ensemble's first member
         if not same_tokenizer(tokenizer, AutoTokenizer.from_pretrained(folder)):
             _fail("value_init", f"'reward_model' needs the reward model's tokenizer to equal the policy's ({folder} "
                                 "differs): the critic reads the policy's tokens. Use value_init: policy_head (scoring "

@@ -53,7 +53,7 @@ from trl.trainer.utils import disable_dropout_in_model
 
 from ppo import core
 from ppo.config import PPOConfig, PPOConfigError, stop_token_id, validate_inputs
-from reward_model.modeling import RewardModel, member_dirs
+from reward_model.modeling import RewardModel
 from rlhf.generation import (
     SampledResponses,
     decode_responses,
@@ -325,7 +325,7 @@ class PPOTrainer:
             self.ref_policy = copy.deepcopy(policy).eval().requires_grad_(False).to(acc.device)
         value_model = None
         if config.value_init == "reward_model":
-            folder = member_dirs(config.reward_models[0]["path"])[0]  # an ensemble's critic copies its first member
+            folder = RewardModel.member_dirs(config.reward_models[0]["path"])[0]  # an ensemble's critic copies its first member
             value_model = AutoModelForSequenceClassification.from_pretrained(folder, dtype=torch.float32)
             disable_dropout_in_model(value_model)
         model = PolicyAndValue(policy, value_model)

@@ -195,12 +195,3 @@ class RewardModel:
     def score(self, prompts: list, completions: list, normalize: bool = True, **kwargs) -> tuple[torch.Tensor, torch.Tensor]:
         """Mean and std over ensemble members (std is 0 for a single model)."""
         return ensemble_statistics(self.member_scores(prompts, completions, normalize, **kwargs))
-
-
-def member_dirs(path: str | Path) -> list[Path]:
-    """The model folders of a saved reward model: the members listed in its ``ensemble.json``,
-    or the folder itself for a single model."""
-    path = Path(path)
-    if (path / ENSEMBLE_FILE).exists():
-        return [path / name for name in json.loads((path / ENSEMBLE_FILE).read_text())["members"]]
-    return [path]

@@ -15,6 +15,7 @@ from labeling_app.handlers import AnswerError, LabelingService, answer_from_disp
 from labeling_app.sources import Item, SourceError, load_items
 from labeling_app.storage import Storage, display_order_for
 from labeling_app.users import UserStore, UsersError, add_user, main as users_main, read_users
+from rlhf.config import run_main
 from rlhf.preferences import load_comparisons
 
 
@@ -405,5 +406,5 @@ def test_export_cli(tmp_path, capsys):
     out = tmp_path / "out.jsonl"
     assert export_main(["--project", str(config), "--format", "trl", "--out", str(out)]) == 0
     assert "2 trl rows" in capsys.readouterr().out
-    assert export_main(["--project", str(tmp_path / "nope.yaml"), "--format", "core", "--out", str(out)]) == 2
+    assert run_main(export_main, ["--project", str(tmp_path / "nope.yaml"), "--format", "core", "--out", str(out)]) == 2
     assert "config file not found" in capsys.readouterr().err

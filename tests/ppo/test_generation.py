@@ -10,7 +10,7 @@ from transformers import GenerationConfig
 
 from ppo.config import validate_inputs
 from ppo_test_utils import tiny_config
-from reward_model.modeling import member_dirs
+from reward_model.modeling import RewardModel
 from rlhf.generation import (
     chat_prompt_ids,
     derive_seed,
@@ -137,8 +137,8 @@ def test_reward_model_members_are_read_through_reward_model_modeling(tmp_path, p
     for name in ("m0", "m1"):
         (folder / name).mkdir(parents=True)
     (folder / "ensemble.json").write_text(json.dumps({"members": ["m0", "m1"]}))
-    assert member_dirs(folder) == [folder / "m0", folder / "m1"]
-    assert member_dirs(tmp_path / "single") == [tmp_path / "single"]
+    assert RewardModel.member_dirs(folder) == [folder / "m0", folder / "m1"]
+    assert RewardModel.member_dirs(tmp_path / "single") == [tmp_path / "single"]
     (folder / "m0" / "config.json").write_text("{}")  # m1 is not a model folder
     with pytest.raises(ValueError, match="reward_models: entry 0: .* is not a reward model folder"):
         validate_inputs(tiny_config(tmp_path, prompts_file, reward_models=[str(folder)]))
