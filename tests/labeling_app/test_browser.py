@@ -5,6 +5,7 @@ Screenshots go to test-artifacts/labeling_app/."""
 from __future__ import annotations
 
 import json
+import pytest
 import os
 import tempfile
 from pathlib import Path
@@ -30,6 +31,7 @@ ROWS = [
 GIVEN_RANKS = {"alpha": "1", "beta": "2", "gamma": "2", "delta": "4"}
 
 
+@pytest.mark.slow
 def test_label_in_a_real_browser(tmp_path, server_factory):
     from playwright.sync_api import expect, sync_playwright
 

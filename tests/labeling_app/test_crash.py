@@ -4,6 +4,7 @@ server resumes every queue."""
 from __future__ import annotations
 
 import json
+import pytest
 import os
 import re
 import signal
@@ -40,6 +41,7 @@ def start_server(config: Path, port: int, log: Path) -> subprocess.Popen:
     raise AssertionError(f"server did not come up in 60 s:\n{log.read_text()}")
 
 
+@pytest.mark.slow
 def test_sigkill_loses_no_acknowledged_vote(tmp_path):
     config = make_project(tmp_path / "p", pair_rows(200), overlap=2, users=ANNOTATORS)
     port = free_port()

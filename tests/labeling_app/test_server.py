@@ -27,6 +27,7 @@ def login(url: str, user: str, password: str = PASSWORD) -> httpx.Client:
     return http
 
 
+@pytest.mark.slow
 def test_twenty_annotators_fifty_votes_each(tmp_path, server_factory):
     config = make_project(tmp_path / "p", pair_rows(600), overlap=2, users=ANNOTATORS)
     server = server_factory(config)
@@ -84,6 +85,7 @@ def test_requests_without_login_are_refused(tmp_path, server_factory):
     assert server.service.storage.votes() == []
 
 
+@pytest.mark.slow
 def test_annotators_cannot_read_or_touch_others_votes(tmp_path, server_factory):
     server = server_factory(make_project(tmp_path / "p", pair_rows(4)))
     alice, bob = server.client("alice"), server.client("bob")

@@ -1,6 +1,7 @@
 """The `rlhf` command, `rlhf convert` and `rlhf demo` (on the tiny model)."""
 
 import json
+import pytest
 import subprocess
 import sys
 
@@ -16,6 +17,7 @@ def test_help_lists_every_subcommand(capsys):
     assert "unknown command 'frobnicate'" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_every_subcommand_has_help():
     for name in SUBCOMMANDS:
         result = subprocess.run([sys.executable, "-m", "pipeline.cli", name, "--help"], capture_output=True, text=True)

@@ -29,6 +29,7 @@ def reward_model_dir(tmp_path_factory):
     return out
 
 
+@pytest.mark.slow
 def test_cli_smoke_run_with_reward_model_critic(tmp_path, reward_model_dir, prompts_file):
     out = tmp_path / "ppo"
     code = main(["--config", str(ROOT / "configs/ppo/smoke.yaml"), "--reward_models", str(reward_model_dir),
@@ -43,6 +44,7 @@ def test_cli_smoke_run_with_reward_model_critic(tmp_path, reward_model_dir, prom
     assert len(texts) == 2 and all(isinstance(t, str) for t in texts)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("reward_format", ["text", "chat"])
 def test_reward_model_with_another_tokenizer_scores_decoded_text(tmp_path, reward_model_dir, prompts_file,
                                                                   reward_format):
@@ -70,6 +72,7 @@ def test_reward_model_with_another_tokenizer_scores_decoded_text(tmp_path, rewar
     torch.testing.assert_close(batch.raw_scores, 2.0 * raw, atol=1e-5, rtol=0)
 
 
+@pytest.mark.slow
 def test_critic_initialised_from_the_reward_model(tmp_path, reward_model_dir, prompts_file):
     """value_init=reward_model: V(s_t) at rollout 0 is the reward model's raw score of the
     prompt plus the first t response tokens (the RM read at every position)."""

@@ -88,6 +88,7 @@ def test_values_wrong_on_their_own():
         expect(field, lambda: PPOConfig(**kwargs))
 
 
+@pytest.mark.slow
 def test_bad_inputs_fail_before_any_model_is_loaded(tmp_path, prompts_file, no_model_loading):
     # a prompt longer than the context minus max_new_tokens (tiny models: 1024 positions)
     long_prompts = tmp_path / "long.txt"
@@ -121,6 +122,7 @@ def test_bad_inputs_fail_before_any_model_is_loaded(tmp_path, prompts_file, no_m
     expect("resume_from", tiny_config(tmp_path, prompts_file, resume_from=str(tmp_path / "no_checkpoint")))
 
 
+@pytest.mark.slow
 def test_critic_from_a_reward_model_with_another_tokenizer_is_refused(tmp_path, prompts_file, no_model_loading):
     from rlhf.models import load_tokenizer
 

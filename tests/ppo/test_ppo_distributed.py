@@ -15,6 +15,7 @@ however rows are grouped. Tolerance 1e-5: float32 summation order only.
 """
 
 import json
+import pytest
 import os
 import subprocess
 import sys
@@ -35,6 +36,7 @@ def prepare(folder: Path) -> None:
     (folder / "pretrain.txt").write_text("\n\n".join(f"line {i}: the cat sat on the mat." for i in range(60)))
 
 
+@pytest.mark.slow
 def test_two_processes_match_one_process_with_accumulation(tmp_path, prompts_file):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
     ddp, single = tmp_path / "ddp", tmp_path / "single"

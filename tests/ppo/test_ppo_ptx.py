@@ -3,6 +3,7 @@ same seed and planted reward, the NLL on HELD-OUT pretraining text rises less (h
 falls) with ptx_coef > 0 than with ptx_coef = 0, while the reward still rises."""
 
 import random
+import pytest
 
 import torch
 
@@ -39,6 +40,7 @@ def run(tmp_path, prompts_file, ptx_coef: float):
     return before, after, summary
 
 
+@pytest.mark.slow
 def test_ptx_reduces_nll_drift_on_held_out_pretraining_text(tmp_path, prompts_file):
     before_0, after_0, plain = run(tmp_path, prompts_file, ptx_coef=0.0)
     before_1, after_1, with_ptx = run(tmp_path, prompts_file, ptx_coef=1.0)

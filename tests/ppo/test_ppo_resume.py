@@ -4,6 +4,7 @@ same pretraining-stream position. Covers the model, optimizer (AdamW moments),
 scheduler, adaptive KL controller and data positions (prompts, ptx)."""
 
 import torch
+import pytest
 
 from ppo.trainer import PPOTrainer
 from ppo_test_utils import planted_policy, tiny_config
@@ -25,6 +26,7 @@ def weights(trainer):
     return {k: v.detach().clone() for k, v in trainer.unwrapped.state_dict().items()}
 
 
+@pytest.mark.slow
 def test_resume_continues_the_same_trajectory(tmp_path, prompts_file):
     straight = make(tmp_path, prompts_file, "straight")
     full = straight.train()

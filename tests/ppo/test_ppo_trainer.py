@@ -3,6 +3,7 @@ log-probabilities use the same temperature, the score sits on the last real toke
 the LoRA reference is the base model."""
 
 import torch
+import pytest
 from torch import nn
 from trl.trainer.utils import disable_dropout_in_model
 
@@ -13,6 +14,7 @@ from rlhf.models import load_model
 from ppo_test_utils import planted_policy, tiny_config
 
 
+@pytest.mark.slow
 def test_planted_reward_rises_with_bounded_kl(tmp_path, prompts_file):
     policy, reward = planted_policy()
     config = tiny_config(tmp_path, prompts_file, rollout_batch_size=16, mini_batch_size=16, micro_batch_size=8,
@@ -36,6 +38,7 @@ def test_planted_reward_rises_with_bounded_kl(tmp_path, prompts_file):
     assert (tmp_path / "run" / "policy" / "config.json").exists()
 
 
+@pytest.mark.slow
 def test_temperature_is_the_same_for_sampling_and_logprobs(tmp_path, prompts_file):
     policy, reward = planted_policy()
     trainer = PPOTrainer(tiny_config(tmp_path, prompts_file, temperature=0.5), reward_fn=reward, policy=policy)
@@ -86,6 +89,7 @@ def test_score_on_last_real_token_when_responses_stop_early(tmp_path, prompts_fi
     assert "<|im_end|>" not in " ".join(rollout.completions)  # the stop token is not in the scored text
 
 
+@pytest.mark.slow
 def test_lora_reference_is_the_base_model_with_adapters_disabled(tmp_path, prompts_file):
     policy, reward = planted_policy()
     base = load_model("tiny-random-llama", seed=0, initializer_range=0.3).eval()

@@ -27,6 +27,7 @@ about the learning rate (1e-3) per step.
 """
 
 import json
+import pytest
 import os
 import subprocess
 import sys
@@ -55,6 +56,7 @@ def logged(output_dir: Path) -> dict[int, dict]:
     return {entry["step"]: entry for entry in state["log_history"] if "loss" in entry}
 
 
+@pytest.mark.slow
 def test_two_process_ddp_matches_gradient_accumulation(tmp_path):
     ddp_dir, single_dir = tmp_path / "ddp", tmp_path / "single"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}

@@ -171,6 +171,7 @@ def trained_model(tmp_path_factory):
     return out
 
 
+@pytest.mark.slow
 def test_cli_end_to_end(trained_model, tmp_path, capsys):
     out = tmp_path / "eval"
     code = main(["--model", str(trained_model), "--data", f"{FIXTURES}/ranked_small.jsonl", "--out", str(out),

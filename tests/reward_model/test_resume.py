@@ -10,6 +10,7 @@ the same computation: losses and final weights must agree to 1e-6 (in practice e
 """
 
 import shutil
+import pytest
 
 import torch
 from safetensors.torch import load_file
@@ -31,6 +32,7 @@ def step_losses(summary):
     return {entry["step"]: entry["loss"] for entry in summary["log_history"][0] if "loss" in entry}
 
 
+@pytest.mark.slow
 def test_resume_from_mid_checkpoint_matches_uninterrupted_run(tmp_path):
     full = train(config(tmp_path / "full"))
     assert (tmp_path / "full" / "checkpoint-4").is_dir()

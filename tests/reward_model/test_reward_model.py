@@ -236,6 +236,7 @@ def held_out_accuracy(output_dir, k, loss, n=40, seed=99):
 
 @pytest.mark.parametrize("loss,k", [("bradley_terry", 2), ("best_of_k", 4), ("pairwise_ranking", 4),
                                     ("plackett_luce", 4)])
+@pytest.mark.slow
 def test_every_loss_learns_a_planted_preference(tmp_path, loss, k):
     data = save_comparisons(planted(96, k, seed=0), tmp_path / "train.jsonl")
     config = RewardModelConfig(output_dir=str(tmp_path / "rm"), model_name_or_path="tiny-random-llama-wide",

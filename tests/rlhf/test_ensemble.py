@@ -23,6 +23,7 @@ def planted_segments(n_pairs, steps=10, dim=6, seed=0):
     return a, b, (a @ true_w).sum(-1), (b @ true_w).sum(-1)
 
 
+@pytest.mark.slow
 def test_ensemble_recovers_planted_linear_reward():
     torch.set_num_threads(1)
     a, b, ret_a, ret_b = planted_segments(1500, seed=0)

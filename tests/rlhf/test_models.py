@@ -9,6 +9,7 @@ from rlhf import models
 from rlhf.models import EMBEDDED_MODEL, ModelNotFoundError, embedded_checkpoint, load_model, load_tokenizer
 
 
+@pytest.mark.slow
 def test_embedded_conversion_then_cache_hit(tmp_path, monkeypatch):
     monkeypatch.setenv("RLHF_CACHE", str(tmp_path))
     path = embedded_checkpoint()

@@ -67,6 +67,7 @@ def test_segment_longer_than_episode_is_a_clear_error(segments, tmp_path):
         Run(RobotConfig(segment_length=60, num_envs=2, out_dir=str(tmp_path)))
 
 
+@pytest.mark.slow
 def test_reward_learning_recovers_planted_reward(segments):
     train, heldout = segments.subset(np.arange(600)), segments.subset(np.arange(600, 900))
     gold = planted_reward(train)
@@ -116,6 +117,7 @@ def test_label_schedule_decreases_and_sums_to_budget():
     assert all(x >= y for x, y in zip(schedule[1:], schedule[2:]))
 
 
+@pytest.mark.slow
 def test_ppo_on_true_reward_improves_reach():
     # Measured with this seed: eval return -11.4 (untrained) -> -6.6 after 24k steps (about 25 s).
     config = RobotConfig(num_envs=16, total_timesteps=24_000, seed=0)
@@ -128,6 +130,7 @@ def test_ppo_on_true_reward_improves_reach():
     assert after > before + 3.0, (before, after)
 
 
+@pytest.mark.slow
 def test_smoke_loop_end_to_end_then_clips_and_imported_labels(tmp_path):
     from robot.clips import write_clips
     from robot.evaluate import main as evaluate_main

@@ -50,6 +50,7 @@ def test_render_qpos_frames(reach_segment):
     np.testing.assert_array_equal(again[0], frames[0])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("suffix", [".webm", ".mp4"])
 def test_clip_encodes_and_decodes(reach_segment, tmp_path, suffix):
     model, qpos, mocap = reach_segment

@@ -208,6 +208,7 @@ def tiny_study(tmp_path_factory):
     return out, json.loads((out / "study.json").read_text())
 
 
+@pytest.mark.slow
 def test_study_numbers_match_the_runs_metrics(tiny_study):
     out, summary = tiny_study
     assert summary["seeds"] == [0, 1]
@@ -239,6 +240,7 @@ def test_study_numbers_match_the_runs_metrics(tiny_study):
     assert mean["baseline_success"] == 0.0 and summary["target_met"] is False
 
 
+@pytest.mark.slow
 def test_study_curves_are_means_over_seeds(tiny_study):
     out, summary = tiny_study
     for mode in ("true_reward", "learned"):
@@ -257,6 +259,7 @@ def test_study_curves_are_means_over_seeds(tiny_study):
     assert summary["label_efficiency"]["score_mean"][0] == pytest.approx(0.0)  # round 0: the untrained policy
 
 
+@pytest.mark.slow
 def test_study_report_shows_the_numbers(tiny_study):
     out, summary = tiny_study
     report = (out / "study.md").read_text()
