@@ -192,32 +192,39 @@ def _build(parser: _Parser, argv: list[str], where: str):
     return config
 
 
+def _pop_config_file(argv: list[str]) -> str | None:
+    """Remove ``--config FILE`` from ``argv`` and return FILE (None without ``--config``)."""
+    if "--config" not in argv:
+        return None
+    index = argv.index("--config")
+    if index + 1 >= len(argv):
+        raise ConfigError("--config", "a YAML file path")
+    path = argv[index + 1]
+    del argv[index:index + 2]
+    return path
+
+
+def _parser_with_values(config_class, values: dict, where: str, prog: str | None = None) -> _Parser:
+    """A parser whose defaults are ``values`` (from a file or a section); unknown keys refused."""
+    _check_keys(config_class, values, where)
+    parser = _Parser(config_class, prog=prog)
+    parser.set_defaults_with_config(**values)
+    return parser
+
+
 def parse_config(config_class, argv: list[str] | None = None, prog: str | None = None):
     """``--config FILE.yaml`` plus ``--field value`` overrides into ``config_class``
     (TRL's parser and rules; YAML keys that are not fields are refused)."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = _Parser(config_class, prog=prog)
-    where = "command line"
-    if "--config" in argv:
-        index = argv.index("--config")
-        if index + 1 >= len(argv):
-            raise ConfigError("--config", "a YAML file path")
-        path = argv[index + 1]
-        del argv[index:index + 2]
-        values = read_yaml(path)
-        _check_keys(config_class, values, path)
-        parser.set_defaults_with_config(**values)
-        where = path
-    return _build(parser, argv, where)
+    path = _pop_config_file(argv)
+    parser = _parser_with_values(config_class, read_yaml(path) if path else {}, path or "command line", prog)
+    return _build(parser, argv, path or "command line")
 
 
 def config_from_dict(config_class, values: dict, where: str):
     """``config_class`` from a mapping (a YAML section) with the same rules as
     ``parse_config``: unknown keys refused, values checked by the dataclass."""
-    _check_keys(config_class, values, where)
-    parser = _Parser(config_class)
-    parser.set_defaults_with_config(**values)
-    return _build(parser, [], where)
+    return _build(_parser_with_values(config_class, values, where), [], where)
 
 
 def parse_nested_config(config_class, sections: dict[str, type], argv: list[str] | None = None,
@@ -231,14 +238,9 @@ def parse_nested_config(config_class, sections: dict[str, type], argv: list[str]
     sets itself (file paths between stages); a user value for one of them is refused.
     Returns the top-level config and one config per section."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    values, path = {}, "command line"
-    if "--config" in argv:
-        index = argv.index("--config")
-        if index + 1 >= len(argv):
-            raise ConfigError("--config", "a YAML file path")
-        path = argv[index + 1]
-        del argv[index:index + 2]
-        values = read_yaml(path)
+    path = _pop_config_file(argv)
+    values = read_yaml(path) if path else {}
+    path = path or "command line"
     nested = {}
     for name in sections:
         section = values.pop(name, None)
@@ -260,10 +262,7 @@ def parse_nested_config(config_class, sections: dict[str, type], argv: list[str]
             nested[name][key] = yaml.safe_load(argv.pop(0))
         else:
             top_argv += [flag, argv.pop(0)]
-    parser = _Parser(config_class, prog=prog)
-    _check_keys(config_class, values, path)
-    parser.set_defaults_with_config(**values)
-    top = _build(parser, top_argv, path)
+    top = _build(_parser_with_values(config_class, values, path, prog), top_argv, path)
     fixed = derived(top) if derived else {}
     configs = {}
     for name, section_class in sections.items():
