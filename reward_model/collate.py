@@ -21,6 +21,7 @@ from typing import Any, Literal
 
 import torch
 
+from rlhf.generation import pad_sequences
 from rlhf.preferences import Comparison
 
 
@@ -79,21 +80,6 @@ def _best_index(comparison: Comparison) -> int:
     ranks = comparison.to_ranks()
     best = [i for i, r in enumerate(ranks) if r == 0]
     return best[0] if len(best) == 1 else -1
-
-
-def pad_sequences(sequences: list[list[int]], pad_token_id: int, padding_side: str = "right",
-                  pad_to_multiple_of: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """(input_ids, attention_mask) of token-id lists padded to one length."""
-    length = max(len(s) for s in sequences)
-    if pad_to_multiple_of:
-        length = -(-length // pad_to_multiple_of) * pad_to_multiple_of
-    input_ids = torch.full((len(sequences), length), pad_token_id, dtype=torch.long)
-    attention_mask = torch.zeros((len(sequences), length), dtype=torch.long)
-    for row, ids in enumerate(sequences):
-        span = slice(0, len(ids)) if padding_side == "right" else slice(length - len(ids), length)
-        input_ids[row, span] = torch.tensor(ids)
-        attention_mask[row, span] = 1
-    return input_ids, attention_mask
 
 
 def pack_sequences(sequences: list[list[int]], pad_token_id: int) -> dict[str, torch.Tensor]:

@@ -19,17 +19,12 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-from reward_model.collate import format_item, pack_sequences, pad_sequences
+from reward_model.collate import format_item, pack_sequences
 from rlhf.ensemble import ensemble_statistics
+from rlhf.generation import last_token_index, pad_sequences, position_ids_from_mask
 
 STATS_FILE = "reward_stats.json"
 ENSEMBLE_FILE = "ensemble.json"
-
-
-def last_token_index(attention_mask: torch.Tensor) -> torch.Tensor:
-    """Index of the rightmost position with attention_mask == 1 (left or right padding)."""
-    positions = torch.arange(attention_mask.shape[1], device=attention_mask.device)
-    return (positions * attention_mask).argmax(dim=1)
 
 
 def _hf_model(model):
@@ -52,7 +47,7 @@ def sequence_scores(model, input_ids: torch.Tensor, attention_mask: torch.Tensor
     head's per-position output is captured with a forward hook and read at our positions
     (the model's own pooling, by pad token, is ignored)."""
     if attention_mask is not None:
-        position_ids = (attention_mask.cumsum(dim=1) - 1).clamp_min(0)
+        position_ids = position_ids_from_mask(attention_mask)
         rows = torch.arange(input_ids.shape[0], device=input_ids.device)
         score_positions = torch.stack([rows, last_token_index(attention_mask)], dim=1)
     elif position_ids is None or score_positions is None:

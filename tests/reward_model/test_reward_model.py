@@ -12,9 +12,10 @@ from peft import LoraConfig
 from trl.trainer.utils import disable_dropout_in_model
 
 from reward_model.collate import ComparisonCollator, format_item, pack_sequences, tokenize_comparisons
-from reward_model.modeling import RewardModel, check_padding_free, last_token_index, sequence_scores
+from reward_model.modeling import RewardModel, check_padding_free, sequence_scores
 from reward_model.train import RewardModelConfig, build_model, lora_config, train
 from reward_model.trainer import comparison_loss, pair_metrics, scatter_scores
+from rlhf.generation import last_token_index
 from rlhf.models import load_model, load_tokenizer
 from rlhf.preferences import Comparison, save_comparisons
 
