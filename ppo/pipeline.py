@@ -129,12 +129,28 @@ def split_prompts(comparisons, fraction: float, seed: int):
                            permutation=lambda n: np.random.default_rng(seed).permutation(n).tolist())
 
 
-def gold_summary(texts: list[str]) -> dict:
+def gold_summary(texts: list[str], prompts: list[str]) -> dict:
     from rlhf.rubric import gold_score
 
-    scores = np.array([gold_score(t) for t in texts])
+    scores = np.array([gold_score(t, p) for t, p in zip(texts, prompts)])
     return {"mean": float(scores.mean()), "std": float(scores.std()), "n": len(scores),
-            "words": float(np.mean([len(t.split()) for t in texts]))}
+            "words": float(np.mean([len(t.split()) for t in texts])), **answer_shares(texts, prompts)}
+
+
+def answer_shares(texts: list[str], prompts: list[str]) -> dict:
+    """Share of answers that address the prompt's topic and share that are content-free
+    (the gold judge's on_topic property and its content-free rule, rlhf.rubric)."""
+    from rlhf.rubric import is_content_free, on_topic_score
+
+    return {"topical": float(np.mean([on_topic_score(t, p) == 1.0 for t, p in zip(texts, prompts)])),
+            "content_free": float(np.mean([is_content_free(t, p) for t, p in zip(texts, prompts)]))}
+
+
+def random_samples(prompts: list[str], before: list[str], after: list[str], n: int = 5, seed: int = 0) -> list:
+    """`n` (prompt, before, after) triples drawn at random with a fixed seed, in prompt order
+    (not the first n, which a reader could suspect were picked)."""
+    chosen = np.random.default_rng(seed).choice(len(prompts), size=min(n, len(prompts)), replace=False)
+    return [(prompts[i], before[i], after[i]) for i in sorted(chosen.tolist())]
 
 
 def plot_curves(history: list[dict], path: Path) -> None:
@@ -190,12 +206,14 @@ def write_report(out: Path, config: PipelineConfig, summary: dict, samples: list
         f"| gold rubric score on held-out prompts (mean ± std) | {before['mean']:.3f} ± {before['std']:.3f} | "
         f"{after['mean']:.3f} ± {after['std']:.3f} |",
         f"| words per held-out answer | {before['words']:.1f} | {after['words']:.1f} |",
+        f"| share of held-out answers on the prompt's topic | {before['topical']:.1%} | {after['topical']:.1%} |",
+        f"| share of held-out answers that are content-free | {before['content_free']:.1%} | {after['content_free']:.1%} |",
         f"| NLL on held-out pretraining text (nats/token) | {summary['nll_before']:.4f} | {summary['nll_after']:.4f} |",
         f"| KL per sequence (last training iteration, nats) | 0 | {summary['kl_final']:.3f} |",
         f"| KL per sequence (mean of the last 5 iterations, nats) | 0 | {summary['kl_mean_last5']:.3f} |", "",
         f"Gold change in units of the initial spread: **{summary['gold_gain_in_std']:+.2f} std**.", "",
         "![training curves](curves.png)", "", "![gold against KL](gold_vs_kl.png)", "",
-        f"Reward model: held-out accuracy {summary['rm_eval_accuracy']}.", "", "## Samples (held-out prompts)", "",
+        f"Reward model: held-out accuracy {summary['rm_eval_accuracy']}.", "", "## Samples (5 held-out prompts drawn at random, seed = the config's seed)", "",
     ]
     for prompt, old, new in samples:
         lines += [f"**{prompt}**", "", f"- before: {old}", f"- after: {new}", ""]
@@ -283,7 +301,7 @@ def main(argv: list[str] | None = None) -> int:
 
     def evaluate(model) -> tuple[list[str], dict, float]:
         texts = generate_completions(model, heldout_prompts, tokenizer=tokenizer, **sample)
-        return texts, gold_summary(texts), text_nll(model, tokenizer, pretrain_text)
+        return texts, gold_summary(texts, heldout_prompts), text_nll(model, tokenizer, pretrain_text)
 
     before_texts, before, nll_before = evaluate(load_model(config.policy_model, seed=config.seed))
     after = {name: evaluate(load_model(summary["policy_dir"])) for name, (_, summary) in runs.items()}
@@ -311,7 +329,7 @@ def main(argv: list[str] | None = None) -> int:
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     plot_curves(history, out / "curves.png")
     plot_gold_vs_kl(history, before, after_gold, out / "gold_vs_kl.png")
-    samples = list(zip(heldout_prompts, before_texts, after_texts))[:5]
+    samples = random_samples(heldout_prompts, before_texts, after_texts, seed=config.seed)
     report = write_report(out, config, summary, samples)
     console.print(
         f"\n[bold]held-out gold rubric[/]: {before['mean']:.3f} -> {after_gold['mean']:.3f} "

@@ -86,7 +86,7 @@ def rubric_rankings(completions: list[list[str]], prompts: list[str], eps: float
     from rlhf.labelers import mistake
     from rlhf.rubric import gold_score
 
-    gold = np.array([[gold_score(text) for text in row] for row in completions])
+    gold = np.array([[gold_score(text, prompt) for text in row] for prompt, row in zip(prompts, completions)])
     rankings = mistake(eps=eps, seed=seed).label_rankings(gold, items=completions, prompts=prompts)
     for index, comparison in enumerate(rankings):
         comparison.id = f"prompt-{index}"

@@ -44,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     from rlhf.labelers import mistake
     from rlhf.models import load_model, load_tokenizer
     from rlhf.preferences import save_comparisons
-    from rlhf.rubric import rubric
+    from rlhf.rubric import PROPERTIES, rubric
 
     console = Console()
     started = time.time()
@@ -60,20 +60,20 @@ def main(argv: list[str] | None = None) -> int:
                                      seed=args.seed)
 
     console.print(f"[bold]3.[/] scoring with the gold rubric; [bold]4.[/] ranking with a mistake teacher (eps={args.eps})")
-    scores = [[rubric(text) for text in row] for row in completions]
+    scores = [[rubric(text, prompt) for text in row] for prompt, row in zip(prompts, completions)]
     gold = np.array([[s.total for s in row] for row in scores])
     teacher = mistake(eps=args.eps, seed=args.seed)
     comparisons = teacher.label_rankings(gold, items=completions, prompts=prompts)
 
     for prompt, row, row_scores, comparison in zip(prompts, completions, scores, comparisons):
         table = Table(title=prompt, show_lines=True, title_justify="left")
-        for column in ("teacher rank", "completion", "concise", "plain", "finished", "gold"):
+        for column in ("teacher rank", "completion", *PROPERTIES, "gold"):
             table.add_column(column, overflow="fold")
         ranks = comparison.ranks if comparison is not None else [None] * len(row)
         for rank, text, score in sorted(zip(ranks, row, row_scores), key=lambda x: (x[0] is None, x[0])):
             shown = text if len(text) <= 160 else text[:157] + "..."
-            table.add_row(str(rank), shown, f"{score.concise:.2f}", f"{score.plain_prose:.2f}",
-                          f"{score.finished:.2f}", f"{score.total:.3f}")
+            table.add_row(str(rank), shown, *(f"{getattr(score, name):.2f}" for name in PROPERTIES),
+                          f"{score.total:.3f}")
         console.print(table)
 
     out = Path(args.out)
