@@ -103,7 +103,7 @@ def demo(k: int, n_train: int, n_held_out: int) -> tuple[list[Comparison], list[
     comparisons = []
     for row in rows[:n_train + n_held_out]:
         items = row["completions"][:k]
-        order = sorted(range(k), key=lambda j: (-gold_score(items[j]), j))
+        order = sorted(range(k), key=lambda j: (-gold_score(items[j], row["prompt"]), j))
         ranks = [order.index(j) for j in range(k)]
         prompt = row["prompt"] + "\n"
         if k == 2:

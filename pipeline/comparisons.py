@@ -96,7 +96,7 @@ def sample_or_reuse(config: ComparisonsConfig, prompts: list[str], out: Path, co
 def rubric_rankings(completions: list[list[str]], prompts: list[str], eps: float, seed: int):
     """Gold rubric scores (prompts x K) and the mistake teacher's rankings of them, with
     ids ``prompt-<index>``."""
-    gold = np.array([[gold_score(text) for text in row] for row in completions])
+    gold = np.array([[gold_score(text, prompt) for text in row] for prompt, row in zip(prompts, completions)])
     rankings = mistake(eps=eps, seed=seed).label_rankings(gold, items=completions, prompts=prompts)
     for index, comparison in enumerate(rankings):
         comparison.id = f"prompt-{index}"

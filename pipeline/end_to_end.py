@@ -42,7 +42,7 @@ from reward_model.train import train as train_reward_model
 from rlhf.config import ConfigError, parse_nested_config, run_main
 from rlhf.generation import generate_completions
 from rlhf.models import load_model, load_tokenizer
-from rlhf.rubric import gold_score
+from rlhf.rubric import gold_score, is_content_free, on_topic_score
 
 STAGES = {"reward_model": RewardModelConfig, "ppo": PPOConfig}
 STAGE_DEFAULTS = {"reward_model": {"config": "configs/reward_model/quickstart.yaml"},
@@ -103,10 +103,22 @@ def text_nll(model, tokenizer, text: str, block: int = 128) -> float:
     return total / max(count, 1)
 
 
-def gold_summary(texts: list[str]) -> dict:
-    scores = np.array([gold_score(t) for t in texts])
+def gold_summary(texts: list[str], prompts: list[str]) -> dict:
+    """Gold judge mean and std of answers to their prompts, words per answer, and the shares
+    of answers on the prompt's topic and content-free (`rlhf.rubric`'s on_topic property
+    and content-free rule)."""
+    scores = np.array([gold_score(text, prompt) for text, prompt in zip(texts, prompts)])
     return {"mean": float(scores.mean()), "std": float(scores.std()), "n": len(scores),
-            "words": float(np.mean([len(t.split()) for t in texts]))}
+            "words": float(np.mean([len(text.split()) for text in texts])),
+            "topical": float(np.mean([on_topic_score(text, prompt) == 1.0 for text, prompt in zip(texts, prompts)])),
+            "content_free": float(np.mean([is_content_free(text, prompt) for text, prompt in zip(texts, prompts)]))}
+
+
+def random_samples(prompts: list[str], before: list[str], after: list[str], n: int = 5, seed: int = 0) -> list:
+    """`n` (prompt, before, after) triples drawn at random with a fixed seed, in prompt order
+    (not the first n, which a reader could suspect were picked)."""
+    chosen = np.random.default_rng(seed).choice(len(prompts), size=min(n, len(prompts)), replace=False)
+    return [(prompts[i], before[i], after[i]) for i in sorted(chosen.tolist())]
 
 
 def run(config: PipelineConfig, rm_config: RewardModelConfig, ppo_config: PPOConfig, console: Console) -> dict:
@@ -150,7 +162,7 @@ def run(config: PipelineConfig, rm_config: RewardModelConfig, ppo_config: PPOCon
         texts = generate_completions(model, heldout_prompts, tokenizer=tokenizer,
                                      max_new_tokens=config.eval_max_new_tokens, temperature=config.eval_temperature,
                                      seed=config.seed, stop_token=ppo_config.stop_token)
-        return texts, gold_summary(texts), text_nll(model, tokenizer, pretrain_text)
+        return texts, gold_summary(texts, heldout_prompts), text_nll(model, tokenizer, pretrain_text)
 
     before_texts, before, nll_before = evaluate(load_model(config.policy_model, seed=config.seed))
     after = {name: evaluate(load_model(summary["policy_dir"])) for name, summary in runs.items()}
@@ -182,7 +194,8 @@ def run(config: PipelineConfig, rm_config: RewardModelConfig, ppo_config: PPOCon
     samples = list(zip(heldout_prompts, before_texts, after_texts))
     (out / "heldout_samples.jsonl").write_text("".join(
         json.dumps({"prompt": prompt, "before": old, "after": new}) + "\n" for prompt, old, new in samples))
-    summary["report"] = str(write_report(out, config.policy_model, summary, samples[:5]))
+    summary["report"] = str(write_report(out, config.policy_model, summary,
+                                          random_samples(heldout_prompts, before_texts, after_texts, seed=config.seed)))
     return summary
 
 

@@ -37,8 +37,8 @@ def plot_gold_vs_kl(history: list[dict], before: dict, after: dict, path: Path) 
     axis.set_ylabel("normalised RM score")
     twin = axis.twinx()
     twin.errorbar([0, kl[-1]], [before["mean"], after["mean"]], yerr=[before["std"], after["std"]],
-                  color="crimson", marker="s", capsize=4, label="held-out gold rubric (before, after)")
-    twin.set_ylabel("gold rubric score", color="crimson")
+                  color="crimson", marker="s", capsize=4, label="held-out gold judge (before, after)")
+    twin.set_ylabel("gold judge score", color="crimson")
     figure.legend(loc="upper left", bbox_to_anchor=(0.12, 0.97), fontsize=8)  # clear of the axis labels
     figure.tight_layout()
     figure.savefig(path, dpi=110)
@@ -52,15 +52,19 @@ def write_report(out: Path, policy_model: str, summary: dict, samples: list[tupl
         f"Policy `{policy_model}`; {summary['train_prompts']} training and {summary['heldout_prompts']} held-out prompts; "
         f"{summary['comparisons']} comparisons ({summary['label_source']}); {summary['ppo_steps']} PPO iterations.", "",
         "| measure | before | after |", "|---|---|---|",
-        f"| gold rubric score on held-out prompts (mean ± std) | {before['mean']:.3f} ± {before['std']:.3f} | "
+        f"| gold judge score on held-out prompts (mean ± std) | {before['mean']:.3f} ± {before['std']:.3f} | "
         f"{after['mean']:.3f} ± {after['std']:.3f} |",
         f"| words per held-out answer | {before['words']:.1f} | {after['words']:.1f} |",
+        f"| share of held-out answers on the prompt's topic | {before['topical']:.1%} | {after['topical']:.1%} |",
+        f"| share of held-out answers that are content-free | {before['content_free']:.1%} | "
+        f"{after['content_free']:.1%} |",
         f"| NLL on held-out pretraining text (nats/token) | {summary['nll_before']:.4f} | {summary['nll_after']:.4f} |",
         f"| KL per sequence (last training iteration, nats) | 0 | {summary['kl_final']:.3f} |",
         f"| KL per sequence (mean of the last 5 iterations, nats) | 0 | {summary['kl_mean_last5']:.3f} |", "",
         f"Gold change in units of the initial spread: **{summary['gold_gain_in_std']:+.2f} std**.", "",
         "![training curves](curves.png)", "", "![gold against KL](gold_vs_kl.png)", "",
-        f"Reward model: held-out accuracy {summary['rm_eval_accuracy']}.", "", "## Samples (held-out prompts)", "",
+        f"Reward model: held-out accuracy {summary['rm_eval_accuracy']}.", "",
+        "## Samples (5 held-out prompts drawn at random, seed = the config's seed)", "",
     ]
     for prompt, old, new in samples:
         lines += [f"**{prompt}**", "", f"- before: {old}", f"- after: {new}", ""]

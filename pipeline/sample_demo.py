@@ -24,7 +24,7 @@ from rlhf.config import parse_config, run_main
 from rlhf.generation import builtin_prompts, sample_completions
 from rlhf.models import load_model, load_tokenizer
 from rlhf.preferences import save_comparisons
-from rlhf.rubric import rubric
+from rlhf.rubric import PROPERTIES, rubric
 
 
 @dataclass
@@ -55,14 +55,14 @@ def main(argv: list[str] | None = None) -> int:
     gold, comparisons = rubric_rankings(completions, prompts, config.eps, config.seed)
     for prompt, row, comparison in zip(prompts, completions, comparisons):
         table = Table(title=prompt, show_lines=True, title_justify="left")
-        for column in ("teacher rank", "completion", "concise", "plain", "finished", "gold"):
+        for column in ("teacher rank", "completion", *PROPERTIES, "gold"):
             table.add_column(column, overflow="fold")
-        scores = [rubric(text) for text in row]
+        scores = [rubric(text, prompt) for text in row]
         ranks = comparison.ranks if comparison is not None else [None] * len(row)
         for rank, text, score in sorted(zip(ranks, row, scores), key=lambda x: (x[0] is None, x[0])):
             shown = text if len(text) <= 160 else text[:157] + "..."
-            table.add_row(str(rank), shown, f"{score.concise:.2f}", f"{score.plain_prose:.2f}",
-                          f"{score.finished:.2f}", f"{score.total:.3f}")
+            table.add_row(str(rank), shown, *(f"{getattr(score, name):.2f}" for name in PROPERTIES),
+                          f"{score.total:.3f}")
         console.print(table)
 
     path = save_comparisons([c for c in comparisons if c is not None], Path(config.out) / "comparisons.jsonl")

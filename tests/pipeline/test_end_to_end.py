@@ -1,8 +1,6 @@
 """`rlhf pipeline` end to end on tiny models (the smoke preset), and its config."""
 
 import json
-import math
-
 import numpy as np
 import pytest
 import torch
@@ -10,7 +8,7 @@ import torch
 from pipeline.end_to_end import main, parse_config, text_nll
 from rlhf.config import ConfigError
 from rlhf.models import load_model, load_tokenizer
-from rlhf.rubric import gold_score
+from rlhf.rubric import gold_score, is_content_free, on_topic_score
 
 SMOKE = ["--config", "configs/pipeline/smoke.yaml"]
 
@@ -24,7 +22,7 @@ def test_smoke_pipeline_writes_report(tmp_path):
     samples = [json.loads(line) for line in (tmp_path / "heldout_samples.jsonl").read_text().splitlines()]
     assert len(samples) == 6
     for key, when in (("gold_before", "before"), ("gold_after", "after")):
-        scores = [gold_score(s[when]) for s in samples]
+        scores = [gold_score(s[when], s["prompt"]) for s in samples]
         assert summary[key]["mean"] == pytest.approx(np.mean(scores)) and summary[key]["n"] == 6
         assert summary[key]["std"] == pytest.approx(np.std(scores))
     gain = (summary["gold_after"]["mean"] - summary["gold_before"]["mean"]) / summary["gold_before"]["std"]
@@ -34,6 +32,9 @@ def test_smoke_pipeline_writes_report(tmp_path):
     assert summary["kl_final"] == pytest.approx(history[-1]["kl/per_sequence"])
     assert summary["nll_increase"] == pytest.approx(summary["nll_after"] - summary["nll_before"])
     report = (tmp_path / "report.md").read_text()
+    topical = [on_topic_score(s["after"], s["prompt"]) == 1.0 for s in samples]
+    free = [is_content_free(s["after"], s["prompt"]) for s in samples]
+    assert summary["gold_after"]["topical"] == np.mean(topical) and summary["gold_after"]["content_free"] == np.mean(free)
     assert f"{summary['gold_gain_in_std']:+.2f} std" in report and "![training curves](curves.png)" in report
     assert (tmp_path / "curves.png").stat().st_size > 1000 and (tmp_path / "gold_vs_kl.png").stat().st_size > 1000
     assert json.loads((tmp_path / "pipeline_config.json").read_text())["ppo"]["num_steps"] == 2
@@ -87,8 +88,9 @@ def test_ptx_ablation_runs_both_and_reports_the_nll_rise_ratio(tmp_path):
     with_ptx, without = summary["ablation"]["runs"]
     assert (with_ptx["run"], with_ptx["ptx_coef"], without["run"], without["ptx_coef"]) == ("ppo", 0.1, "ppo_no_ptx", 0.0)
     assert with_ptx["nll_increase"] == pytest.approx(summary["nll_increase"])
-    # On this seeded two-step smoke run the NLL does not rise without ptx, so the ratio is
-    # undefined (NaN) rather than a meaningless quotient of two falls.
-    assert without["nll_increase"] < 0 and math.isnan(summary["ablation"]["nll_rise_ratio"])
+    # On this seeded two-step smoke run the NLL rises a little without ptx, so the ratio is
+    # defined (it is NaN, not a meaningless quotient, when the NLL falls without ptx).
+    assert without["nll_increase"] > 0
+    assert summary["ablation"]["nll_rise_ratio"] == pytest.approx(with_ptx["nll_increase"] / without["nll_increase"])
     assert (tmp_path / "ppo_no_ptx" / "metrics.jsonl").exists()
     assert "## ptx ablation" in (tmp_path / "report.md").read_text()

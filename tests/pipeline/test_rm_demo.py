@@ -23,7 +23,7 @@ def test_demo_on_tiny_model(tmp_path, capsys):
     correct = total = 0
     for comparison in heldout:
         scores = model.score([comparison.prompt] * 3, list(comparison.items))[0].tolist()
-        gold = [gold_score(text) for text in comparison.items]
+        gold = [gold_score(text, comparison.prompt) for text in comparison.items]
         for i in range(3):
             for j in range(i + 1, 3):
                 if gold[i] != gold[j]:
