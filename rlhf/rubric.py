@@ -8,50 +8,51 @@ style-only rubric (0.5 concise + 0.3 plain + 0.2 finished) gave its maximum to
     gold = 0.30 on_topic + 0.15 task + 0.15 content + 0.10 no_dodge      (substance, 0.70)
          + 0.12 concise  + 0.08 plain_prose + 0.10 finished              (style, 0.30)
 
-Every property is a plain string check in [0, 1] that anyone can recompute by hand. An
-answer with fewer than 3 content words is *content-free*: it gets 0 for on_topic, task and
-no_dodge, so it keeps at most its style and 2/8 of content, 0.3375.
+Every property is a plain string check in [0, 1] that anyone can recompute by hand.
 Words are the whitespace-separated pieces of the answer; sentences are split after
 . ! ? and at line breaks. A *content word* is a lower-cased word (letters, digits,
 apostrophes; a final plural "s" dropped) that is not a stop word (``STOP_WORDS``), not a
 greeting, politeness or hype word (``FILLER_WORDS``: hello, thanks, sure, amazing,
 journey, crucial...) and not a word of the prompt itself. A *content sentence* holds at
 least one content word; the others ("Thanks for asking!", "Sure!", an emoji, "How about
-exploring the water cycle?") say nothing.
+exploring the water cycle?") say nothing. An answer with fewer than 3 distinct content
+words is *content-free* (``is_content_free``): it gets 0 for on_topic, task and
+no_dodge, so it keeps at most its style and 2/8 of content, 0.3375.
 
-- ``on_topic`` (0.30): 1 if the answer names the prompt's topic and is not content-free
-  (it has at least 3 content words, see ``content``), else 0. The topic is named by one of its ``topic_terms`` in
-  ``rlhf/data/prompt_parts.jsonl`` (the topic's own words and a few words specific to
-  it, e.g. photosynthesis: photosynth*, plant, sunlight, chlorophyll, leaf). A term
-  matches a whole word (plural s/es allowed), or any word it begins when it ends in ``*``. The largest weight because an answer about something else is
-  worth less than any answer about the topic, however well written: it keeps a long
-  Markdown answer (style 0.05 at most) above a short, well-written off-topic one.
+- ``on_topic`` (0.30): 1 if the answer names the prompt's topic and is not content-free,
+  else 0. The topic is named by one of its ``topic_terms`` in
+  ``rlhf/data/prompt_parts.jsonl`` (the topic's own words and a few words specific to it,
+  e.g. photosynthesis: photosynth*, plant, sunlight, chlorophyll, leaf). A term matches a
+  whole word (plural s/es allowed), or any word it begins when it ends in ``*``. The
+  largest weight, because an answer about something else is worth less than any answer
+  about the topic, however well written: it keeps a long Markdown answer on the topic
+  above a short, well-written off-topic one (this needs on_topic > concise + plain_prose
+  + finished / 2).
 - ``task`` (0.15): the share of the prompt's ask that a content sentence answers. The
-  built-in prompts come from eight templates (most important thing, a tip, a reason, a
-  misconception, a history, an explanation for a child, a description, a first step) and
-  20 one-off prompts; each ask has cue groups (``ASK_CUES``, or ``ask_cues`` in the
-  data file: "Canberra" for the capital of Australia, "366" and a reason for a leap
-  year), and the score is the share of groups with a term in a content sentence. "In a few sentences"
-  is checked as at least 2 content sentences (too many is the concise property's job). A prompt outside the built-in set has no known
-  ask: its task score equals its on_topic score.
+  built-in prompts come from eight templates (the most important thing, a tip, a reason,
+  a misconception, a history, an explanation for a child, a description, a first step)
+  and 20 one-off prompts; each ask has cue groups (``ASK_CUES``, or ``ask_cues`` in the
+  data file: "canberra" for the capital of Australia, "366" and a reason for a leap
+  year), and the score is the share of groups with a term in a content sentence. "In a
+  few sentences" is checked as at least 2 content sentences (too many is the concise
+  property's job). A prompt outside the built-in set has no known ask: its task score
+  equals its on_topic score.
 - ``content`` (0.15): distinct content words / 8, capped at 1. A correct 20-word answer
-  has 8 or more; "Hello there! Thanks for asking!" has none. Answers with fewer than 3
-  are reported as content-free (``is_content_free``).
+  has 8 or more; "Hello there! Thanks for asking!" has none.
 - ``no_dodge`` (0.10): the share of the answer's words that stand in content sentences
-  (0 for a content-free answer);
-  "Sure! X is Y because Z." loses one word in eight, "Thanks for asking!" alone loses all.
+  (0 for a content-free answer): "Sure! X is Y because Z." loses 1 word of 8.
 - ``concise`` (0.12): 1 for answers of at most 40 words, falling linearly to 0 at 120.
 - ``plain_prose`` (0.08): 1 minus the share of lines that are Markdown (list items,
   headers, tables, code fences), minus 0.5 if bold/italic markers appear; clipped to [0, 1].
 - ``finished`` (0.10): 1 if the answer ends with terminal punctuation (. ! ? or a closing
   quote or parenthesis after one), 0.5 if it is cut off but has a complete sentence, else 0.
 
-Why these weights (checked for every built-in prompt in the tests, and against hand
-orders of written answers in ``docs/gold_judge.md``): a correct plain answer of 20-40
-words scores 1.0; a content-free short reply keeps at most 0.3375; an off-topic
-but well-written answer at most 0.70; a long Markdown answer on the topic 0.75-0.80;
-a correct answer of 60-75 words 0.95-0.96, above the same answer cut off at ~50 words
-(0.93-0.94), because finishing (0.10) weighs more than the 12 points of concision.
+Why these weights (checked for every built-in prompt in tests/rlhf/test_judge_order.py,
+and against hand orders of written answers, docs/gold_judge.md): a correct plain answer
+of 20-40 words scores 1.0; a content-free reply at most 0.3375; a well-written off-topic
+answer at most 0.70; a long Markdown answer on the topic 0.70-0.80; a correct answer of
+60-75 words 0.95-0.97, above the same answer cut off at about 50 words (0.92-0.94),
+because finishing (0.10) weighs more than the part of concise (0.12) it loses.
 """
 
 from __future__ import annotations
