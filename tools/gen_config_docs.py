@@ -61,6 +61,7 @@ class FieldSource:
     comment: str  # trailing comment on the field's lines, "" if none
     section: str  # title of the last ``# --- title ---`` comment above the field, "" if none
     default_source: str  # source text of ``default_factory=...``, "" if none
+    annotation: str  # the type as written in the source (HfArgumentParser rewrites ``Field.type`` in place)
 
 
 def _class_node(cls) -> tuple[ast.ClassDef, str]:
@@ -89,7 +90,8 @@ def class_source_fields(cls) -> list[FieldSource]:
         trailing = [comments[n] for n in range(statement.lineno, statement.end_lineno + 1)
                     if n in comments and not lines[n - 1].lstrip().startswith("#")]
         comment = " ".join(c.lstrip("#").strip() for c in trailing)
-        fields.append(FieldSource(statement.target.id, comment, section, _factory_source(statement, text)))
+        fields.append(FieldSource(statement.target.id, comment, section, _factory_source(statement, text),
+                                  ast.get_source_segment(text, statement.annotation) or ""))
     return fields
 
 
@@ -198,7 +200,7 @@ def render_page(module_name: str, class_name: str) -> str:
         out += ["| field | type | default | description |", "|---|---|---|---|"]
         for source in group:
             field = fields[source.name]
-            out.append(f"| `{source.name}` | {_code(render_type(field.type))} | {render_default(field, source)} "
+            out.append(f"| `{source.name}` | {_code(source.annotation or render_type(field.type))} | {render_default(field, source)} "
                        f"| {describe(field, source, cls)} |")
         out.append("")
     return "\n".join(out).rstrip("\n") + "\n"
