@@ -32,9 +32,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
+from tqdm.auto import tqdm
 
 from rlhf.config import ConfigError, parse_config, run_main
 from robot.config import RobotConfig
+from robot.train import run
 
 MODES = ("true_reward", "learned")
 TARGET_SCORE = 0.9  # learned-reward PPO must reach this normalised score
@@ -302,11 +305,6 @@ def main(argv: list[str] | None = None) -> int:
     if argv and argv[0] in ("-h", "--help"):
         print(__doc__)
         return 0
-    import torch
-    from tqdm.auto import tqdm
-
-    from robot.train import run
-
     torch.set_num_threads(1)
     args = parse_args(argv)
     configs = run_configs(args)

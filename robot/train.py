@@ -35,7 +35,7 @@ from rlhf.preferences import load_comparisons, save_comparisons
 from robot.config import RobotConfig
 from robot.policy import PPO, LearnedReward, TrueReward, evaluate_policy
 from robot.reward import (ask_teacher, build_teacher, choose_queries, feature_columns, fit_reward, label_schedule,
-                          make_ensemble, reward_agreement)
+                          make_ensemble, reward_agreement, segment_scores)
 from robot.segments import Segments, check_segment_length, sample_segments
 
 EVAL_SEED = 10_000  # evaluation episodes use seeds disjoint from training envs
@@ -230,8 +230,6 @@ def write_report(run_state: Run) -> Path:
         axes[0].plot([row["labels"] for row in history], [row["eval_return"] for row in history], marker="o")
         axes[0].set(xlabel="labels asked", ylabel="true return (eval)", title="label efficiency")
         if run_state.last_heldout is not None:
-            from robot.reward import segment_scores
-
             learned = segment_scores(run_state.ensemble, run_state.last_heldout)
             axes[1].scatter(run_state.last_heldout.true_returns(), learned, s=6)
             axes[1].set(xlabel="true segment return", ylabel="learned segment return", title="held-out segments")
@@ -261,8 +259,6 @@ def save_heldout_returns(run_state: Run) -> Path | None:
     (the data behind the final heldout_* metrics), for scatter plots and studies."""
     if run_state.ensemble is None or run_state.last_heldout is None:
         return None
-    from robot.reward import segment_scores
-
     path = run_state.out / "heldout.npz"
     np.savez(path, true=run_state.last_heldout.true_returns(),
              learned=segment_scores(run_state.ensemble, run_state.last_heldout))
