@@ -16,10 +16,6 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 README_LIMIT_BYTES = 12_000
 
-# Images the README shows that only a full run produces (too slow for a test). Copy
-# runs/pipeline/quickstart/curves.png here after `make demo`, commit it, and remove the entry.
-IMAGES_MADE_BY_A_RUN = {"docs/img/pipeline_curves.png"}
-
 # An absolute path into a machine's home or work folders: "/" + one of these + "/", not
 # preceded by a word character or a dot (so URLs and relative paths such as runs/home/ pass).
 # Spelled in pieces so this file does not match itself.
@@ -85,9 +81,6 @@ def broken_links(path: Path, root: Path = ROOT) -> list[str]:
                 continue
             file_part, _, fragment = target.partition("#")
             linked = (path.parent / file_part).resolve() if file_part else path
-            relative = linked.relative_to(root).as_posix() if linked.is_relative_to(root) else str(linked)
-            if relative in IMAGES_MADE_BY_A_RUN:
-                continue
             if not linked.exists():
                 broken.append(f"{path.relative_to(root)}: {target} (no such file)")
             elif fragment and linked.suffix == ".md" and fragment not in anchors(linked):
@@ -161,11 +154,6 @@ def test_link_checker_finds_a_missing_file_and_heading(tmp_path):
     problems = broken_links(page, root=tmp_path)
     assert problems == ["page.md: #nowhere (no such heading)", "page.md: missing.md (no such file)"]
 
-
-@pytest.mark.parametrize("image", sorted(IMAGES_MADE_BY_A_RUN))
-def test_images_made_by_a_run_are_still_missing(image):
-    # Once the image is committed, drop it from IMAGES_MADE_BY_A_RUN so its link is checked.
-    assert not (ROOT / image).exists()
 
 
 # --- no absolute paths -----------------------------------------------------------------
