@@ -89,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     console.print(
-        f"\n[bold]held-out pairwise accuracy[/]: {gold_accuracy:.3f} against the gold rubric order ({gold_pairs} "
+        f"\n[bold]held-out pairwise accuracy[/]: {gold_accuracy:.3f} against the gold judge's order ({gold_pairs} "
         f"pairs), {noisy['accuracy']:.3f} against the teacher's noisy labels (ceiling ~0.90)\n"
         f"time: sampling {timings['sampling_s']:.0f} s, training {timings['training_s']:.0f} s, "
         f"evaluation {timings['evaluation_s']:.0f} s, total {timings['total_s']:.0f} s\n"
