@@ -18,7 +18,6 @@ from pathlib import Path
 
 import pytest
 
-import rlhf.models
 from rlhf.config import parse_config, run_main
 from robot.config import RobotConfig
 
@@ -108,13 +107,12 @@ def _prepare(tmp_path: Path, argv: list[str], files: dict[str, str]) -> list[str
 
 
 @pytest.fixture
-def nothing_expensive(monkeypatch):
-    """A model load, an env or a training run before the error is reported fails the test."""
+def nothing_expensive(monkeypatch, forbid_model_loading):
+    """A model load or a robot training run before the error is reported fails the test."""
     def forbidden(*args, **kwargs):
-        raise AssertionError("an expensive step ran before the bad config was reported")
-    monkeypatch.setattr(rlhf.models, "load_model", forbidden)
-    monkeypatch.setattr(rlhf.models, "build_tiny_model", forbidden)
+        raise AssertionError("a training run started before the bad config was reported")
     monkeypatch.setattr("robot.train.run", forbidden)
+    monkeypatch.setattr("robot.study.run", forbidden)
 
 
 @pytest.mark.parametrize("case_id, module, argv, files, words", CASES, ids=[case[0] for case in CASES])
@@ -173,3 +171,10 @@ def test_one_config_error_class_with_a_one_argument_form():
     assert isinstance(data, ConfigError) and str(data) == "a.jsonl, line 3, field 'completions': expected a list"
     assert issubclass(PPOConfigError, ConfigError) and str(PPOConfigError("num_steps", "expected >= 1, got 0")) == \
         "num_steps: expected >= 1, got 0"
+
+
+def test_forbid_model_loading_reaches_names_bound_at_import(forbid_model_loading):
+    """The guard above must catch a load through any module's own `from rlhf.models import ...`."""
+    for module in ("reward_model.train", "ppo.trainer", "pipeline.comparisons"):
+        with pytest.raises(AssertionError, match="a model was loaded"):
+            importlib.import_module(module).load_model("tiny-random-llama")

@@ -7,7 +7,6 @@ from pathlib import Path
 import pytest
 import yaml
 
-import rlhf.models
 from ppo.config import PPOConfig, PPOConfigError, parse_config
 from rlhf.config import ConfigError
 from ppo.trainer import PPOTrainer
@@ -16,13 +15,6 @@ from ppo_test_utils import tiny_config
 ROOT = Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture
-def no_model_loading(monkeypatch):
-    """Any attempt to load weights fails the test: validation must come first."""
-    def forbidden(*args, **kwargs):
-        raise AssertionError("a model was loaded before the inputs were validated")
-    monkeypatch.setattr(rlhf.models, "load_model", forbidden)
-    monkeypatch.setattr(rlhf.models, "build_tiny_model", forbidden)
 
 
 def expect(field: str, config_or_thunk):
@@ -89,7 +81,7 @@ def test_values_wrong_on_their_own():
 
 
 @pytest.mark.slow
-def test_bad_inputs_fail_before_any_model_is_loaded(tmp_path, prompts_file, no_model_loading):
+def test_bad_inputs_fail_before_any_model_is_loaded(tmp_path, prompts_file, forbid_model_loading):
     # a prompt longer than the context minus max_new_tokens (tiny models: 1024 positions)
     long_prompts = tmp_path / "long.txt"
     long_prompts.write_text("Say hi.\n" + "word " * 1100 + "\n")
@@ -123,7 +115,7 @@ def test_bad_inputs_fail_before_any_model_is_loaded(tmp_path, prompts_file, no_m
 
 
 @pytest.mark.slow
-def test_critic_from_a_reward_model_with_another_tokenizer_is_refused(tmp_path, prompts_file, no_model_loading):
+def test_critic_from_a_reward_model_with_another_tokenizer_is_refused(tmp_path, prompts_file, forbid_model_loading):
     from rlhf.models import load_tokenizer
 
     rm = tmp_path / "rm"
