@@ -205,8 +205,9 @@ def main(argv: list[str] | None = None) -> int:
     summary = run(config, rm_config, ppo_config, console)
     before, after = summary["gold_before"], summary["gold_after"]
     console.print(
-        f"\n[bold]held-out gold rubric[/]: {before['mean']:.3f} -> {after['mean']:.3f} "
-        f"({summary['gold_gain_in_std']:+.2f} initial std); KL/seq {summary['kl_final']:.2f} nats; "
+        f"\n[bold]held-out gold judge[/]: {before['mean']:.3f} -> {after['mean']:.3f} "
+        f"({summary['gold_gain_in_std']:+.2f} initial std); on topic {before['topical']:.0%} -> {after['topical']:.0%}, "
+        f"content-free {before['content_free']:.0%} -> {after['content_free']:.0%}; KL/seq {summary['kl_final']:.2f} nats; "
         f"pretraining NLL {summary['nll_before']:.3f} -> {summary['nll_after']:.3f}; {summary['timings']['total']:.0f} s")
     if config.ptx_ablation:
         console.print(f"ptx ablation: NLL rise with ptx / without = {summary['ablation']['nll_rise_ratio']:.2f} "
