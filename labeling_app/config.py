@@ -19,6 +19,8 @@ project folder can be moved as a whole.
     export: {ties: half, cant_tell: drop}   # ties: half | drop; cant_tell: drop | half | keep
     ensemble: {scores: scores.jsonl}        # optional: active ordering, see active.py
     guidelines: "Prefer the more helpful and harmless answer."
+    api_token_file: api_token       # optional: serve the loop API (api.py) to holders of this token;
+                                    # `sources` may then be empty (items arrive through the API)
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ SOURCE_TYPES = ("jsonl", "generations", "clips")
 TIES = ("half", "drop")
 CANT_TELL = ("drop", "half", "keep")
 KNOWN_KEYS = ("name", "task", "sources", "overlap", "storage", "users", "lease_seconds", "per_annotator",
-              "shuffle", "export", "ensemble", "guidelines", "seed")
+              "shuffle", "export", "ensemble", "guidelines", "seed", "api_token_file")
 
 
 @dataclass
@@ -101,6 +103,7 @@ class ProjectConfig:
     ensemble: dict = field(default_factory=dict)
     guidelines: str = ""
     seed: int = 0
+    api_token_file: Path | None = None  # set: the loop API is served (see api.py)
 
     @property
     def db_path(self) -> Path:
@@ -109,6 +112,11 @@ class ProjectConfig:
     @property
     def audit_path(self) -> Path:
         return self.storage / "audit.jsonl"
+
+    @property
+    def clips_path(self) -> Path:
+        """Where clips uploaded through the loop API are written (and served from)."""
+        return self.storage / "clips"
 
 
 def _fail(path: Path, field_name: str | None, reason: str):
@@ -145,6 +153,21 @@ def _int(raw: dict, name: str, default, path: Path, minimum: int = 1):
     return value
 
 
+def read_api_token(token_file: Path) -> str:
+    """The loop API's token: the file's text without surrounding white space (a final
+    new line is not part of the token)."""
+    return token_file.read_text(encoding="utf-8").strip()
+
+
+def _check_token_file(token_file: Path, path: Path) -> None:
+    """The API token must be there before the server starts: a missing or empty token
+    would otherwise only show up as every loop request being refused."""
+    if not token_file.is_file():
+        _fail(path, "api_token_file", f"token file not found: {token_file} (expected a file holding the API token)")
+    if not read_api_token(token_file):
+        _fail(path, "api_token_file", f"{token_file} is empty (expected a file holding the API token)")
+
+
 def load_config(path: str | os.PathLike, check_sources: bool = True) -> ProjectConfig:
     """Read and validate a project config. With `check_sources`, every source file must exist."""
     path = Path(path)
@@ -161,9 +184,16 @@ def load_config(path: str | os.PathLike, check_sources: bool = True) -> ProjectC
     if task not in TASKS:
         _fail(path, "task", f"expected one of {TASKS}, got {task!r}")
 
-    raw_sources = raw.get("sources")
-    if not isinstance(raw_sources, list) or not raw_sources:
-        _fail(path, "sources", "expected a non-empty list of {type, path}")
+    api_token_file = None
+    if raw.get("api_token_file") is not None:
+        api_token_file = _resolve(base, raw["api_token_file"], path, "api_token_file")
+        if check_sources:
+            _check_token_file(api_token_file, path)
+
+    # with the loop API, items may all arrive through it: no source is needed
+    raw_sources = raw.get("sources", [] if api_token_file else None)
+    if not isinstance(raw_sources, list) or not (raw_sources or api_token_file):
+        _fail(path, "sources", "expected a non-empty list of {type, path} (or an empty list with api_token_file)")
     sources = []
     for i, values in enumerate(raw_sources):
         if not isinstance(values, dict) or not {"type", "path"} <= set(values):
@@ -207,5 +237,5 @@ def load_config(path: str | os.PathLike, check_sources: bool = True) -> ProjectC
         task=task, overlap=_int(raw, "overlap", 1, path),
         lease_seconds=float(lease), per_annotator=_int(raw, "per_annotator", None, path),
         shuffle=shuffle, ties=export.ties, cant_tell=export.cant_tell, ensemble=ensemble, guidelines=guidelines,
-        seed=_int(raw, "seed", 0, path, minimum=0),
+        seed=_int(raw, "seed", 0, path, minimum=0), api_token_file=api_token_file,
     )
