@@ -25,6 +25,7 @@ from typing import Any
 from rlhf.preferences import read_jsonl
 
 MAX_K = 9
+API_SOURCE = "loop API"  # the `source` of items added through the loop API (no file)
 CLIP_SUFFIXES = (".webm", ".mp4")
 
 

@@ -24,7 +24,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .sources import Item
+from .sources import API_SOURCE, Item
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS items (
@@ -69,6 +69,12 @@ CREATE TABLE IF NOT EXISTS skips (
     annotator TEXT NOT NULL,
     at REAL NOT NULL,
     PRIMARY KEY (item_id, annotator)
+);
+-- the last word of each part of the live loop (reward, policy, ...), for the admin page
+CREATE TABLE IF NOT EXISTS heartbeats (
+    part TEXT PRIMARY KEY,
+    state TEXT NOT NULL,            -- JSON object, as the part sent it
+    at REAL NOT NULL                -- unix time it arrived
 );
 """
 
@@ -120,8 +126,12 @@ class Storage:
         self._audit = open(self.audit_path, "a", encoding="utf-8")
         self._recount()
         self._items: dict[str, Item] = {}
-        for row in self._db.execute("SELECT id, data FROM items"):
-            self._items[row["id"]] = Item.from_json(json.loads(row["data"]))
+        self._load_items()
+
+    def _load_items(self) -> None:
+        """The items cache: every lookup of an item's content reads it, not SQLite."""
+        self._items = {row["id"]: Item.from_json(json.loads(row["data"]))
+                       for row in self._db.execute("SELECT id, data FROM items")}
 
     def _recount(self) -> None:
         """Vote counts and 'full' flags from the votes themselves (the overlap may have
@@ -140,14 +150,16 @@ class Storage:
     def sync_items(self, items: list[Item], priorities: dict[str, float] | None = None) -> None:
         """Store the project's items. An item that already has votes must not change
         (its votes would then describe other text); items gone from the sources are kept
-        inactive for their votes."""
+        inactive for their votes. Items that came through the loop API are in no source
+        file, so they stay as they are."""
         priorities = priorities or {}
         with self._lock:
             voted = {r[0] for r in self._db.execute("SELECT DISTINCT item_id FROM votes")}
             stored = {r["id"]: r["fingerprint"] for r in self._db.execute("SELECT id, fingerprint FROM items")}
             self._db.execute("BEGIN IMMEDIATE")
             try:
-                self._db.execute("UPDATE items SET active = 0")
+                self._db.execute("UPDATE items SET active = 0 WHERE json_extract(data, '$.source') != ?",
+                                 (API_SOURCE,))
                 for position, item in enumerate(items):
                     fp = fingerprint(item)
                     if item.id in voted and stored.get(item.id) != fp:
@@ -163,9 +175,41 @@ class Storage:
                 self._db.execute("ROLLBACK")
                 raise
             self._recount()
-            self._items = {}
-            for row in self._db.execute("SELECT id, data FROM items"):
-                self._items[row["id"]] = Item.from_json(json.loads(row["data"]))
+            self._load_items()
+
+    def add_items(self, items: list[Item], priorities: dict[str, float] | None = None) -> tuple[list[str], list[str]]:
+        """Add items while the server runs (the loop API): new ones go after the stored
+        ones and are offered at once; no other item changes. Re-sending a stored item
+        unchanged is a no-op, so a client may simply retry; a changed one is refused, as
+        votes on it would then describe other content. One transaction: all or nothing.
+        Returns (ids added, ids already stored)."""
+        priorities = priorities or {}
+        added, existing = [], []
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                position = self._db.execute("SELECT COALESCE(MAX(position), -1) FROM items").fetchone()[0]
+                for item in items:
+                    stored = self._db.execute("SELECT fingerprint FROM items WHERE id = ?", (item.id,)).fetchone()
+                    if stored is not None:
+                        if stored[0] != fingerprint(item):
+                            raise StorageError(f"item {item.id!r} is already stored with other content; "
+                                               "give the changed item a new id")
+                        existing.append(item.id)
+                        continue
+                    position += 1
+                    self._db.execute(
+                        "INSERT INTO items (id, position, priority, fingerprint, data) VALUES (?,?,?,?,?)",
+                        (item.id, position, float(priorities.get(item.id, 0.0)), fingerprint(item),
+                         json.dumps(item.to_json())))
+                    added.append(item.id)
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            # still under the lock: no annotator can be offered an item before it is cached
+            self._items.update({item.id: item for item in items if item.id in added})
+        return added, existing
 
     def item(self, item_id: str) -> Item:
         return self._items[item_id]
@@ -317,9 +361,42 @@ class Storage:
                 rows = self._db.execute("SELECT * FROM votes WHERE annotator = ? ORDER BY id", (annotator,)).fetchall()
         return [decode_vote(r) for r in rows]
 
+    def votes_after(self, after_id: int, limit: int) -> list[dict]:
+        """At most `limit` votes with ids above `after_id`, oldest first: a reader that
+        remembers the last id it saw gets each vote exactly once."""
+        with self._lock:
+            rows = self._db.execute("SELECT * FROM votes WHERE id > ? ORDER BY id LIMIT ?",
+                                    (after_id, limit)).fetchall()
+        return [decode_vote(r) for r in rows]
+
+    def counts(self) -> dict:
+        """Progress in numbers: items (in the project), open (still short of the
+        overlap), votes, the last vote id and the distinct annotators who voted."""
+        with self._lock:
+            items, open_items = self._db.execute(
+                "SELECT COUNT(*), COALESCE(SUM(full = 0), 0) FROM items WHERE active = 1").fetchone()
+            votes, last_id, annotators = self._db.execute(
+                "SELECT COUNT(*), COALESCE(MAX(id), 0), COUNT(DISTINCT annotator) FROM votes").fetchone()
+        return {"items": items, "open": open_items, "votes": votes, "last_vote_id": last_id,
+                "annotators": annotators}
+
     def skips(self) -> list[dict]:
         with self._lock:
             return [dict(r) for r in self._db.execute("SELECT * FROM skips ORDER BY at")]
+
+    # -- heartbeats of the loop's parts ------------------------------------------------------
+    def record_heartbeat(self, part: str, state: dict) -> None:
+        """Keep the latest state a loop part reported (one row per part)."""
+        state_json = json.dumps(state)
+        with self._lock:  # one statement: its own short transaction
+            self._db.execute("INSERT INTO heartbeats (part, state, at) VALUES (?,?,?) ON CONFLICT(part) DO UPDATE "
+                             "SET state=excluded.state, at=excluded.at", (part, state_json, self.clock()))
+
+    def heartbeats(self) -> dict[str, dict]:
+        """{part: {"state": {...}, "at": unix time}}, parts in name order."""
+        with self._lock:
+            rows = self._db.execute("SELECT * FROM heartbeats ORDER BY part").fetchall()
+        return {r["part"]: {"state": json.loads(r["state"]), "at": r["at"]} for r in rows}
 
 
 def decode_vote(row: sqlite3.Row) -> dict:
