@@ -11,8 +11,12 @@ kappa uses the items that reached the full overlap; Krippendorff's alpha takes e
 
 from __future__ import annotations
 
+import html
+import json
 import math
+import re
 import statistics
+import time
 from collections import Counter, defaultdict
 from itertools import combinations
 
@@ -117,7 +121,24 @@ def report(storage) -> dict:
         "items_table": item_rows,  # item, mode, votes, overlap, status
         "distribution": sorted(distribution.items(), key=lambda kv: -kv[1]),
         "agreement": agreement(votes, storage.overlap),
+        "parts": storage.heartbeats(),  # the live loop's parts: {part: {"state", "at"}}
     }
+
+
+def escape_markdown(text: str) -> str:
+    """Text shown literally in Markdown: HTML escaped and Markdown's marks backslashed,
+    since a loop part's state is arbitrary JSON from the API."""
+    return re.sub(r"([\\`*_{}\[\]()#+\-.!|~])", r"\\\1", html.escape(text, quote=False))
+
+
+def parts_markdown(parts: dict[str, dict]) -> list[str]:
+    """One line per loop part: its last state and when it arrived."""
+    lines = []
+    for part, heartbeat in parts.items():
+        at = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(heartbeat["at"]))
+        state = json.dumps(heartbeat["state"], ensure_ascii=False)
+        lines.append(f"- **{escape_markdown(part)}** (at {at}): {escape_markdown(state)}")
+    return ["", "**Loop parts:**", *lines] if lines else []
 
 
 def summary_markdown(data: dict) -> str:
@@ -134,4 +155,5 @@ def summary_markdown(data: dict) -> str:
         f"- Fleiss' kappa ({a['fleiss_items']} items at full overlap): {fmt(a['fleiss_kappa'])}",
         f"- Krippendorff's alpha, nominal (pairs, clips, best-of-K): {fmt(a['krippendorff_alpha_nominal'])}",
         f"- Krippendorff's alpha, ordinal (rankings): {fmt(a['krippendorff_alpha_rankings_ordinal'])}",
+        *parts_markdown(data.get("parts", {})),
     ])

@@ -26,10 +26,11 @@ import gradio as gr  # noqa: E402
 
 from . import active  # noqa: E402
 from .admin import report, summary_markdown  # noqa: E402
+from .api import add_loop_api  # noqa: E402
 from .config import ProjectConfig  # noqa: E402
 from .export import FORMATS, comparisons_from_storage, write_export  # noqa: E402
 from .handlers import LabelingService, View  # noqa: E402
-from .sources import MAX_K, clip_folders, load_items  # noqa: E402
+from .sources import API_SOURCE, MAX_K, Item, clip_folders, load_items  # noqa: E402
 from .storage import open_storage  # noqa: E402
 from .users import UserStore  # noqa: E402
 
@@ -216,23 +217,56 @@ def build_demo(service: LabelingService, config: ProjectConfig, concurrency: int
     return demo
 
 
+# =====================================================================================
+# Serving
+# =====================================================================================
+
+def served_folders(config: ProjectConfig, items: list[Item]) -> list[str]:
+    """The folders whose files the page may show (behind the login): the clip folders of
+    the sources and, with the loop API, the folder clip uploads go to. That one is made
+    now because Gradio's allowed paths are fixed at launch, before any upload."""
+    folders = clip_folders([item for item in items if item.source != API_SOURCE])
+    if config.api_token_file is not None:
+        config.clips_path.mkdir(parents=True, exist_ok=True)
+        folders.append(str(config.clips_path.resolve()))
+    return folders
+
+
+def private_files(config: ProjectConfig) -> list[str]:
+    """Files no URL may serve, even inside a served folder. Named one by one rather than
+    as the storage folder, because Gradio's block list beats its allow list and uploaded
+    clips live in the storage folder."""
+    database = str(config.db_path)
+    files = [database, database + "-wal", database + "-shm", database + "-journal", str(config.audit_path),
+             str(config.users)]
+    if config.api_token_file is not None:
+        files.append(str(config.api_token_file))
+    return files
+
+
 def launch(config: ProjectConfig, host: str = "127.0.0.1", port: int | None = None, block: bool = True,
            concurrency: int = 8, quiet: bool = False, service: LabelingService | None = None):
-    """Prepare (unless a prepared `service` is given), build and launch.
+    """Prepare (unless a prepared `service` is given), build and launch; with an API token
+    in the config, serve the loop API too (api.py).
     Returns (demo, service, local_url); with `block` it returns only when the server stops."""
     service = service or prepare(config)
-    clips = clip_folders(service.storage.items())
-    if clips:
-        gr.set_static_paths(clips)  # served in place (behind the login) instead of copied per view
+    folders = served_folders(config, service.storage.items())
+    if folders:
+        gr.set_static_paths(folders)  # served in place (behind the login) instead of copied per view
     demo = build_demo(service, config, concurrency=concurrency)
     demo.queue(default_concurrency_limit=concurrency)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
+        # never blocks here: the loop API is added to the running app first
         _, url, _ = demo.launch(
             server_name=host, server_port=port, share=False, auth=service.users.verify,
             auth_message=f"Labelling project '{config.name}': log in with your annotator account.",
-            prevent_thread_lock=not block, quiet=quiet, show_error=True, run_history=False,
-            allowed_paths=clips, blocked_paths=[str(config.storage), str(config.users)],
+            prevent_thread_lock=True, quiet=quiet, show_error=True, run_history=False,
+            allowed_paths=folders, blocked_paths=private_files(config),
             head=HEAD, css=CSS, footer_links=[], enable_monitoring=False, mcp_server=False,
         )
+    if config.api_token_file is not None:
+        add_loop_api(demo.app, service, config)
+    if block:
+        demo.block_thread()
     return demo, service, url

@@ -190,8 +190,9 @@ def load_config(path: str | os.PathLike, check_sources: bool = True) -> ProjectC
         if check_sources:
             _check_token_file(api_token_file, path)
 
-    # with the loop API, items may all arrive through it: no source is needed
-    raw_sources = raw.get("sources", [] if api_token_file else None)
+    raw_sources = raw.get("sources")
+    if raw_sources is None and api_token_file:
+        raw_sources = []  # with the loop API, items may all arrive through it
     if not isinstance(raw_sources, list) or not (raw_sources or api_token_file):
         _fail(path, "sources", "expected a non-empty list of {type, path} (or an empty list with api_token_file)")
     sources = []

@@ -88,9 +88,11 @@ class View:
 
 def render_item(item: Item, order: list[int]) -> str:
     """The item as HTML. The wrapper's data-mode / data-k attributes tell the page script
-    which buttons to show. Rankings get one native <select> per completion (keyboard and
-    mouse work without any script); clips are native looping, muted videos."""
-    head = f'<div class="item-view mode-{item.mode}" data-mode="{item.mode}" data-k="{item.k}">'
+    which buttons to show (data-item names the item for scripted annotators, annotate.py).
+    Rankings get one native <select> per completion (keyboard and mouse work without any
+    script); clips are native looping, muted videos."""
+    head = (f'<div class="item-view mode-{item.mode}" data-mode="{item.mode}" data-k="{item.k}" '
+            f'data-item="{html.escape(item.id, quote=True)}">')
     if item.mode == "clip":
         videos = []
         for slot, true in enumerate(order):

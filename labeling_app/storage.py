@@ -214,6 +214,9 @@ class Storage:
     def item(self, item_id: str) -> Item:
         return self._items[item_id]
 
+    def has_item(self, item_id: str) -> bool:
+        return item_id in self._items
+
     def items(self) -> list[Item]:
         with self._lock:
             rows = self._db.execute("SELECT id FROM items WHERE active = 1 ORDER BY position").fetchall()

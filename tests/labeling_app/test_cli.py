@@ -105,5 +105,8 @@ def test_launch_never_shares(monkeypatch, tmp_path):
     demo, service, _ = real_launch(load_config(make_project(tmp_path / "p", pair_rows(2))), block=False)
     service.storage.close()
     assert seen["share"] is False and seen["server_name"] == "127.0.0.1"
-    assert str(load_config(tmp_path / "p" / "project.yaml").storage) in seen["blocked_paths"]
+    config = load_config(tmp_path / "p" / "project.yaml")
+    # the storage's files one by one: uploaded clips live in the storage folder (api.py)
+    for private in (config.db_path, f"{config.db_path}-wal", config.audit_path, config.users):
+        assert str(private) in seen["blocked_paths"]
     assert demo.analytics_enabled is False
