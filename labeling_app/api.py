@@ -43,14 +43,13 @@ from starlette.concurrency import run_in_threadpool
 from .config import ProjectConfig, read_api_token
 from .export import vote_to_comparison
 from .handlers import LabelingService
-from .sources import API_SOURCE, Item, SourceError, _text_item
+from .sources import API_SOURCE, CLIP_NAMES, Item, SourceError, _text_item
 from .storage import StorageError
 
 PREFIX = "/loop/api"
 MAX_BODY_BYTES = 50 * 2**20  # a batch of clips is a few MB; anything near this is a mistake
 MAX_VOTES_PER_READ = 10_000
 WEBM_MAGIC = b"\x1a\x45\xdf\xa3"  # the EBML header every WebM file starts with
-CLIP_NAMES = ("a.webm", "b.webm")  # true slot 0, true slot 1
 
 
 class ApiRequestError(Exception):

@@ -26,6 +26,7 @@ from rlhf.preferences import read_jsonl
 
 MAX_K = 9
 API_SOURCE = "loop API"  # the `source` of items added through the loop API (no file)
+CLIP_NAMES = ("a.webm", "b.webm")  # an uploaded clip pair's files, in true order (api.py)
 CLIP_SUFFIXES = (".webm", ".mp4")
 
 

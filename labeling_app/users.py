@@ -57,16 +57,20 @@ def read_users(path: str | os.PathLike) -> dict[str, dict]:
     return users
 
 
-def write_users(path: str | os.PathLike, users: dict[str, dict]) -> None:
-    """Atomic write, readable by the owner only (it holds password hashes)."""
+def write_private_json(path: str | os.PathLike, data: dict) -> None:
+    """Atomic write, readable by the owner only (password hashes, bot passwords)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        json.dump({"users": users}, handle, indent=2, sort_keys=True)
+        json.dump(data, handle, indent=2, sort_keys=True)
         handle.write("\n")
     os.replace(tmp, path)
+
+
+def write_users(path: str | os.PathLike, users: dict[str, dict]) -> None:
+    write_private_json(path, {"users": users})
 
 
 def add_user(path, name: str, password: str, admin: bool = False, n: int = SCRYPT_N) -> None:
