@@ -208,6 +208,7 @@ class LoopApi:
                 "comparison": comparison.to_dict() if comparison is not None else None}
 
     def status(self, query: dict) -> dict:
+        """Counts and heartbeats (a GET route like `votes`, but it reads no query)."""
         return {**self.storage.counts(), "parts": self.storage.heartbeats()}
 
     def heartbeat(self, body: Any) -> dict:

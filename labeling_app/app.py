@@ -223,11 +223,13 @@ def build_demo(service: LabelingService, config: ProjectConfig, concurrency: int
 
 def served_folders(config: ProjectConfig, items: list[Item]) -> list[str]:
     """The folders whose files the page may show (behind the login): the clip folders of
-    the sources and, with the loop API, the folder clip uploads go to. That one is made
-    now because Gradio's allowed paths are fixed at launch, before any upload."""
+    the sources and the folder clip uploads go to. With the loop API that one is made now,
+    because Gradio's allowed paths are fixed at launch, before any upload; without it,
+    clips uploaded by an earlier run are still shown."""
     folders = clip_folders([item for item in items if item.source != API_SOURCE])
     if config.api_token_file is not None:
         config.clips_path.mkdir(parents=True, exist_ok=True)
+    if config.clips_path.is_dir():
         folders.append(str(config.clips_path.resolve()))
     return folders
 
