@@ -41,7 +41,7 @@ from rlhf.preferences import load_comparisons
 class RewardModelConfig(TrainingArguments):
     """Reward-model fields; everything else is transformers' `TrainingArguments`."""
 
-    model_name_or_path: str = field(default="tiny-random-llama", metadata={"help": "model name or path (toolkit names: smollm2-135m-instruct, tiny-random-llama)"})
+    model_name_or_path: str = field(default="tiny-random-llama", metadata={"help": "model name or path (toolkit names: smollm2-135m-instruct, tiny-random-llama); a saved reward model or ensemble warm-starts each member from its namesake"})
     train_data: str | None = field(default=None, metadata={"help": "preference file (JSONL/JSON/parquet) in any core format"})
     eval_data: str | None = field(default=None, metadata={"help": "held-out preference file (optional)"})
     data_format: str = field(default="auto", metadata={"help": "auto | trl | hh | ranked | core"})
@@ -114,9 +114,19 @@ def lora_config(config: RewardModelConfig):
                                        lora_modules_to_save=["score"]))
 
 
-def build_model(config: RewardModelConfig, seed: int):
+def initial_weights(config: RewardModelConfig, member: int) -> str:
+    """Where member ``member`` starts: ``model_name_or_path``, or, when that is a saved reward
+    model (a warm start from an earlier fit, as the live loop refits), the saved member of
+    the same index (cycling when the saved ensemble is smaller)."""
+    if not RewardModel.is_model_dir(config.model_name_or_path):
+        return config.model_name_or_path
+    folders = RewardModel.member_dirs(config.model_name_or_path)
+    return str(folders[member % len(folders)])
+
+
+def build_model(config: RewardModelConfig, seed: int, member: int = 0):
     overrides = {"num_hidden_layers": config.backbone_layers} if config.backbone_layers else {}
-    model = load_model(config.model_name_or_path, kind="seq_cls", seed=seed, **overrides)
+    model = load_model(initial_weights(config, member), kind="seq_cls", seed=seed, **overrides)
     if config.disable_dropout:
         disable_dropout_in_model(model)
     if config.use_lora:
@@ -140,7 +150,7 @@ def train(config: RewardModelConfig) -> dict:
         train_comparisons, eval_comparisons = comparisons, load_comparisons(config.eval_data, format=config.data_format)
     else:
         train_comparisons, eval_comparisons = split_by_prompt(comparisons, config.eval_fraction, config.seed)
-    tokenizer = load_tokenizer(config.model_name_or_path, padding_side=config.padding_side)
+    tokenizer = load_tokenizer(initial_weights(config, 0), padding_side=config.padding_side)
     train_examples, left_out = tokenize_comparisons(train_comparisons, tokenizer, config.max_length, config.too_long)
     eval_examples, eval_left_out = tokenize_comparisons(eval_comparisons, tokenizer, config.max_length, config.too_long)
     if not train_examples:
@@ -161,7 +171,7 @@ def train(config: RewardModelConfig) -> dict:
         args = config
         if config.ensemble_size > 1:
             args = replace(config, output_dir=str(member_dir), seed=config.seed + member)
-        model = build_model(config, seed=config.seed + member)
+        model = build_model(config, seed=config.seed + member, member=member)
         if config.padding_free:
             check_padding_free(model, tokenizer.pad_token_id)
         trainer = PreferenceRewardTrainer(

@@ -13,7 +13,7 @@ from trl.trainer.utils import disable_dropout_in_model
 
 from reward_model.collate import ComparisonCollator, format_item, pack_sequences, tokenize_comparisons
 from reward_model.modeling import RewardModel, check_padding_free, sequence_scores
-from reward_model.train import RewardModelConfig, build_model, lora_config, train
+from reward_model.train import RewardModelConfig, build_model, initial_weights, lora_config, train
 from reward_model.trainer import comparison_loss, pair_metrics, scatter_scores
 from rlhf.generation import last_token_index
 from rlhf.models import load_model, load_tokenizer
@@ -309,3 +309,22 @@ def test_dataset_from_list_collates_like_the_list():
     assert ours.keys() == theirs.keys()
     for key in ours:
         torch.testing.assert_close(theirs[key], ours[key], rtol=0, atol=0, equal_nan=True, msg=key)
+
+
+def test_warm_start_takes_each_member_from_its_namesake(tmp_path):
+    """A saved ensemble as model_name_or_path: member i starts from member_i (cycling), so a
+    refit (the live loop's) continues each member; a plain model name is used as it is."""
+    members = []
+    for i in range(2):
+        model = build_model(RewardModelConfig(output_dir=str(tmp_path / "run"), use_cpu=True), seed=i)
+        model.save_pretrained(tmp_path / "saved" / f"member_{i}")
+        members.append(tmp_path / "saved" / f"member_{i}")
+    RewardModel.write_ensemble_index(tmp_path / "saved", members)
+    config = RewardModelConfig(output_dir=str(tmp_path / "run"), model_name_or_path=str(tmp_path / "saved"),
+                               use_cpu=True)
+    assert [initial_weights(config, i) for i in range(3)] == [str(members[0]), str(members[1]), str(members[0])]
+    warm = build_model(config, seed=7, member=1)
+    saved = load_model(members[1], kind="seq_cls")
+    assert all(torch.equal(a, b) for a, b in zip(warm.state_dict().values(), saved.state_dict().values()))
+    plain = RewardModelConfig(output_dir=str(tmp_path / "run"), use_cpu=True)
+    assert initial_weights(plain, 1) == "tiny-random-llama"
