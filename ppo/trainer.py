@@ -591,10 +591,11 @@ class PPOTrainer:
                     "lr": lr_used, "time/rollout": t1 - t0, "time/update": t2 - t1,
                     "time/step": t2 - t0, "samples_per_second": cfg.rollout_batch_size / (t2 - t0)}
         metrics |= rollout.timings
-        self._last_rollout = rollout
+        self.last_rollout = rollout
         return metrics
 
-    def _log(self, metrics: dict) -> None:
+    def log(self, metrics: dict) -> None:
+        """One line of metrics.jsonl (main process) and the trackers' step."""
         acc = self.accelerator
         if acc.is_main_process:
             with open(self.output_dir / "metrics.jsonl", "a") as handle:
@@ -653,7 +654,7 @@ class PPOTrainer:
         while self.state.step < end:
             metrics = self.step()
             history.append(metrics)
-            self._log(metrics)
+            self.log(metrics)
             step = self.state.step
             bar.update(1)
             bar.set_postfix(score=f"{metrics['reward/score']:.3f}", kl=f"{metrics['kl/per_sequence']:.2f}")
@@ -661,7 +662,7 @@ class PPOTrainer:
                 bar.write(f"step {step}: score {metrics['reward/score']:.4f} KL/seq {metrics['kl/per_sequence']:.3f} "
                       f"beta {metrics['kl/coef']:.4f} len {metrics['response/length']:.1f}")
             if acc.is_main_process and cfg.sample_table_every and step % cfg.sample_table_every == 0:
-                Console().print(sample_table(self._last_rollout, step))
+                Console().print(sample_table(self.last_rollout, step))
             if cfg.save_every and step % cfg.save_every == 0:
                 self.save_checkpoint()
         bar.close()
