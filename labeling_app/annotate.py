@@ -399,8 +399,10 @@ def summary(records: list[dict], bots: int, seconds: float) -> str:
 
 
 def write_log(records: list[dict], path: Path) -> None:
+    """Appended, so bots restarted on the same log (the live loop does) keep the earlier votes."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
+    with path.open("a", encoding="utf-8") as handle:
+        handle.write("".join(json.dumps(r) + "\n" for r in records))
 
 
 def main(argv: list[str] | None = None) -> int:
