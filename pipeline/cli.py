@@ -22,6 +22,8 @@ SUBCOMMANDS = {
     "eval-rm": ("reward_model.evaluate", "evaluate a reward model: accuracy, RewardBench, calibration, length bias"),
     "ppo": ("ppo.train", "PPO-ptx fine-tuning with a per-token KL penalty (accelerate launch -m ppo.train works too)"),
     "label": ("labeling_app.__main__", "serve the Gradio labelling app for a project config"),
+    "annotate": ("labeling_app.annotate", "simulated annotators (B-Pref teachers) that label in the app over HTTP"),
+    "loop": ("pipeline.loop.__main__", "the live loop: app, reward and policy parts at once (status | study)"),
     "robot": ("robot.cli", "robot preference learning: train | evaluate | clips | study"),
 }
 

@@ -40,6 +40,8 @@ CONFIGS = [
     ("pipeline.rm_demo", "RewardModelDemoConfig", "rm_demo"),
     ("pipeline.sample_demo", "SampleDemoConfig", "sample_demo"),
     ("pipeline.convert", "ConvertConfig", "convert"),
+    ("pipeline.loop.config", "LoopConfig", "loop"),
+    ("labeling_app.annotate", "AnnotateConfig", "annotate"),
 ]
 
 # Reference pages of library base classes a config may extend.

@@ -1,0 +1,2 @@
+"""The live preference loop (`rlhf loop`): the labelling app, a reward part and a policy part
+running at once; see docs/loop.md."""
