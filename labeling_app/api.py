@@ -1,5 +1,5 @@
 """The live loop's HTTP API: the reward and policy parts add items and read votes while
-annotators label (the contract is LOOP_SPEC.md; `http_client.AdminClient` is its client).
+annotators label (documented in docs/loop.md; `http_client.AdminClient` is its client).
 
     POST /loop/api/items      {"items": [ITEM, ...], "priorities": {id: float}} -> {"added", "existing"}
     GET  /loop/api/votes?after=<vote id>&limit=<n>                           -> {"votes", "last_id"}
