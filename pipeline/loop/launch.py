@@ -21,6 +21,7 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import httpx
 import numpy as np
@@ -137,6 +138,20 @@ def prepare(config: LoopConfig, rm_config, ppo_config, console: Console) -> Loop
 # The parts
 # =====================================================================================
 
+def lower_priority(niceness: int) -> None:
+    """Run this part behind the app. Each part is its own session (the launcher starts it
+    so), and with Linux's autogroup scheduling a process's niceness only ranks it within its
+    session's group: the group's niceness must be raised too, or the trainers would share
+    the CPU equally with the app and votes would wait."""
+    os.nice(niceness)
+    autogroup = Path("/proc/self/autogroup")
+    if niceness and autogroup.exists():
+        try:
+            autogroup.write_text(str(niceness))
+        except OSError:
+            pass  # not Linux-with-autogroup, or not allowed: the process niceness still applies
+
+
 def run_app(config: LoopConfig, paths: LoopPaths) -> int:
     from labeling_app import app  # gradio: only this part needs it
     from labeling_app.config import load_config
@@ -156,7 +171,7 @@ def run_app(config: LoopConfig, paths: LoopPaths) -> int:
 def run_reward(config: LoopConfig, rm_config) -> int:
     from pipeline.loop.reward import RewardPart
 
-    os.nice(config.nice)
+    lower_priority(config.nice)
     stopping = []
     signal.signal(signal.SIGTERM, lambda *_: stopping.append(True))
     RewardPart(config, rm_config).run(stop=lambda: bool(stopping))
@@ -166,7 +181,7 @@ def run_reward(config: LoopConfig, rm_config) -> int:
 def run_policy(config: LoopConfig, ppo_config) -> int:
     from pipeline.loop.policy import PolicyPart
 
-    os.nice(config.nice)
+    lower_priority(config.nice)
     PolicyPart(config, ppo_config).run()
     return 0
 
