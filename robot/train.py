@@ -41,6 +41,13 @@ from robot.segments import Segments, check_segment_length, sample_segments
 EVAL_SEED = 10_000  # evaluation episodes use seeds disjoint from training envs
 
 
+def reward_train_config(config: RobotConfig, round_index: int) -> EnsembleTrainConfig:
+    """The ensemble's training settings for the fit of one round (its own seed)."""
+    return EnsembleTrainConfig(epochs=config.reward_epochs, batch_size=config.reward_batch_size,
+                               learning_rate=config.reward_learning_rate, weight_decay=config.reward_weight_decay,
+                               noise=config.preference_noise, seed=config.seed * 1000 + round_index)
+
+
 class Run:
     """State of one training run: PPO, reward model, segments, labels and the metrics log."""
 
@@ -90,10 +97,7 @@ class Run:
         return {k: np.concatenate([e[k] for e in episodes]) for k in episodes[0]}
 
     def train_config(self, round_index: int) -> EnsembleTrainConfig:
-        cfg = self.config
-        return EnsembleTrainConfig(epochs=cfg.reward_epochs, batch_size=cfg.reward_batch_size,
-                                   learning_rate=cfg.reward_learning_rate, weight_decay=cfg.reward_weight_decay,
-                                   noise=cfg.preference_noise, seed=cfg.seed * 1000 + round_index)
+        return reward_train_config(self.config, round_index)
 
     # --- evaluation ----------------------------------------------------------------------
     def evaluate(self, round_index: int, extra: dict) -> dict:
