@@ -41,6 +41,26 @@ from robot.segments import Segments, check_segment_length, sample_segments
 EVAL_SEED = 10_000  # evaluation episodes use seeds disjoint from training envs
 
 
+def random_policy_episodes(ppo: PPO, num_segments: int, rng: np.random.Generator) -> dict:
+    """Whole episodes of uniformly random actions, about 2 segments drawn per episode."""
+    cfg = ppo.config
+    rollouts_needed = max(1, math.ceil(num_segments / (2 * cfg.num_envs * cfg.episodes_per_rollout)))
+    return rollout_episodes([ppo.rollout(random_policy=rng) for _ in range(rollouts_needed)])
+
+
+def rollout_episodes(rollouts: list) -> dict:
+    """The whole episodes of several rollouts, as one `sample_segments` input."""
+    episodes = [rollout.episodes() for rollout in rollouts]
+    return {k: np.concatenate([e[k] for e in episodes]) for k in episodes[0]}
+
+
+def reward_train_config(config: RobotConfig, round_index: int) -> EnsembleTrainConfig:
+    """The ensemble's training settings for the fit of one round (its own seed)."""
+    return EnsembleTrainConfig(epochs=config.reward_epochs, batch_size=config.reward_batch_size,
+                               learning_rate=config.reward_learning_rate, weight_decay=config.reward_weight_decay,
+                               noise=config.preference_noise, seed=config.seed * 1000 + round_index)
+
+
 class Run:
     """State of one training run: PPO, reward model, segments, labels and the metrics log."""
 
@@ -83,17 +103,10 @@ class Run:
         return segments
 
     def random_policy_episodes(self, num_segments: int) -> dict:
-        """Whole episodes of uniformly random actions, about 2 segments drawn per episode."""
-        cfg = self.config
-        rollouts_needed = max(1, math.ceil(num_segments / (2 * cfg.num_envs * cfg.episodes_per_rollout)))
-        episodes = [self.ppo.rollout(random_policy=self.rng).episodes() for _ in range(rollouts_needed)]
-        return {k: np.concatenate([e[k] for e in episodes]) for k in episodes[0]}
+        return random_policy_episodes(self.ppo, num_segments, self.rng)
 
     def train_config(self, round_index: int) -> EnsembleTrainConfig:
-        cfg = self.config
-        return EnsembleTrainConfig(epochs=cfg.reward_epochs, batch_size=cfg.reward_batch_size,
-                                   learning_rate=cfg.reward_learning_rate, weight_decay=cfg.reward_weight_decay,
-                                   noise=cfg.preference_noise, seed=cfg.seed * 1000 + round_index)
+        return reward_train_config(self.config, round_index)
 
     # --- evaluation ----------------------------------------------------------------------
     def evaluate(self, round_index: int, extra: dict) -> dict:
@@ -150,8 +163,7 @@ class Run:
             extra = {"train_true_return": stats[-1]["true_return"] if stats else None}
             if self.ppo.recent_rollouts:
                 # New segments every round; with imported labels they are the next clips to label by hand.
-                episodes = {k: np.concatenate([r.episodes()[k] for r in self.ppo.recent_rollouts])
-                            for k in self.ppo.recent_rollouts[0].episodes()}
+                episodes = rollout_episodes(self.ppo.recent_rollouts)
                 pool = self.new_segments(episodes, cfg.segments_per_round, round_index)
             if teacher is not None and schedule[round_index] > 0 and self.ppo.recent_rollouts:
                 self.query(teacher, self.ensemble, pool, schedule[round_index])
