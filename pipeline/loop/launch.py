@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import shutil
 import signal
 import socket
 import subprocess
@@ -33,6 +32,7 @@ from labeling_app.users import add_user
 from pipeline.comparisons import sample_or_reuse, save_prompts, split_prompts
 from pipeline.loop.config import PARTS, LoopConfig, LoopPaths, parse_config, read_task, save_config
 from rlhf.config import ConfigError
+from rlhf.outputs import check_output_folder, start_output_folder
 
 RESTARTS = 3  # a part killed by a signal is restarted this many times at most
 
@@ -88,14 +88,13 @@ def free_port() -> int:
 # =====================================================================================
 
 def check_out(config: LoopConfig, paths: LoopPaths) -> None:
-    """Nothing lost: an earlier run is refused unless the user says overwrite or resume."""
-    if paths.config.exists() and not (config.overwrite or config.resume):
-        raise ConfigError("out", f"{paths.out} holds an earlier loop; pass --resume true to continue it or "
-                                 "--overwrite true to delete it")
+    """Nothing lost (`rlhf.outputs`): an earlier run is refused unless the user says
+    overwrite or resume; a resume needs a loop to resume."""
+    check_output_folder(paths.out, "--out", overwrite=config.overwrite, resume=config.resume,
+                        resume_flag="--resume true")
     if config.resume and not paths.config.exists():
         raise ConfigError("resume", f"a loop to resume in {paths.out} (none found)")
-    if config.overwrite and paths.out.exists():
-        shutil.rmtree(paths.out)
+    start_output_folder(paths.out, overwrite=config.overwrite)
 
 
 def write_split(config: LoopConfig, paths: LoopPaths, console: Console) -> None:

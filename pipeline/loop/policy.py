@@ -42,6 +42,7 @@ from ppo.config import PPOConfig
 from ppo.trainer import PPOTrainer, TextRewardModel
 from rlhf.ensemble import ranking_disagreement
 from rlhf.generation import decode_responses, derive_seed
+from rlhf.outputs import cut_log
 from rlhf.preferences import read_jsonl
 from rlhf.rubric import gold_score
 
@@ -52,17 +53,6 @@ def checkpoints(folder: Path) -> list[Path]:
     """Complete checkpoints (their loop state is written last), oldest first."""
     found = [p for p in folder.glob("step_*") if (p / LOOP_STATE).exists()]
     return sorted(found, key=lambda p: int(p.name.split("_")[1]))
-
-
-def keep_steps(path: Path, last_step: int) -> None:
-    """Cut a JSONL log back to the rows of steps <= last_step (a resumed run logs the rest
-    again, so each step is in the log once)."""
-    if not path.exists():
-        return
-    rows = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line)["step"] <= last_step]
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text("".join(line + "\n" for line in rows))
-    tmp.replace(path)
 
 
 def gain_in_std(now: np.ndarray, initial: np.ndarray) -> float:
@@ -182,8 +172,8 @@ class PolicyPart(QueryingPart):
                                                                           "weight": 1.0}],
                                          resume_from=str(resume) if resume else None, report_to="none")
         self.trainer = PPOTrainer(ppo_config)
-        keep_steps(self.paths.policy / "metrics.jsonl", self.step)
-        keep_steps(self.paths.eval, self.step)
+        cut_log(self.paths.policy / "metrics.jsonl", self.step)
+        cut_log(self.paths.eval, self.step)
         initial_file = self.paths.policy / "eval_initial.jsonl"
         if initial_file.exists():
             self.initial_texts = [row["text"] for _, row in read_jsonl(initial_file)]

@@ -41,11 +41,12 @@ import torch
 from labeling_app.http_client import AdminClient
 from pipeline.loop import report
 from pipeline.loop.config import LoopFields, LoopPaths
-from pipeline.loop.policy import QueryingPart, keep_steps
+from pipeline.loop.policy import QueryingPart
 from pipeline.loop.reward import RewardPart, append_durably, is_heldout
 from rlhf.config import ConfigError, parse_nested_config
 from rlhf.ensemble import SegmentRewardEnsemble, disagreement
 from rlhf.metrics import pairwise_accuracy
+from rlhf.outputs import cut_log
 from rlhf.preferences import Comparison, load_comparisons
 from robot.config import RobotConfig
 from robot.policy import PPO, LearnedReward, evaluate_policy
@@ -304,7 +305,7 @@ class RobotPolicyPart(QueryingPart):
         if self.checkpoint.exists():
             self.resume(torch.load(self.checkpoint, map_location="cpu", weights_only=False))
         self.ensemble = load_ensemble(self.paths.version_dir(self.version))
-        keep_steps(self.metrics, self.round)
+        cut_log(self.metrics, self.round)
 
     def maybe_switch(self) -> None:
         """At a round boundary: the newest published ensemble, if newer than the one in use."""

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from pipeline.loop.config import LoopPaths, parse_config
-from pipeline.loop.policy import gain_in_std, keep_steps
+from pipeline.loop.policy import gain_in_std
 from pipeline.loop.reward import RewardPart, is_heldout, publish, read_labels
 from reward_model.modeling import RewardModel
 from rlhf.config import ConfigError
@@ -126,13 +126,6 @@ def test_publish_replaces_the_pointer_by_rename(tmp_path):
     assert not list(paths.reward.glob("*.tmp"))
 
 
-def test_keep_steps_cuts_a_log_back_to_a_checkpoint(tmp_path):
-    log = tmp_path / "metrics.jsonl"
-    log.write_text("".join(json.dumps({"step": s, "x": s * 2}) + "\n" for s in (1, 2, 3, 4)))
-    keep_steps(log, 2)
-    assert [json.loads(line)["step"] for line in log.read_text().splitlines()] == [1, 2]
-
-
 def test_gain_in_std_by_hand():
     initial, now = np.array([0.2, 0.4, 0.6]), np.array([0.5, 0.7, 0.9])
     assert gain_in_std(now, initial) == pytest.approx(0.3 / np.std([0.2, 0.4, 0.6]))
@@ -205,7 +198,7 @@ def test_loop_runs_with_two_bots(tmp_path):
     assert f"report: {out / 'report.md'}" in output.replace("\n", "")
     again = start_loop(out)  # an earlier run is refused unless resumed or overwritten
     output, _ = again.communicate(timeout=120)
-    assert again.returncode == 2 and "error: out:" in output and "--resume true" in output
+    assert again.returncode == 2 and "error: --out:" in output and "--resume true" in output
 
 
 def wait_for(condition, timeout: float = 240.0, what: str = ""):
