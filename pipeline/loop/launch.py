@@ -20,6 +20,7 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import httpx
 import numpy as np
@@ -155,6 +156,20 @@ def prepare(config: LoopConfig, rm_config, ppo_config, console: Console) -> Loop
 # The parts
 # =====================================================================================
 
+def lower_priority(niceness: int) -> None:
+    """Run this part behind the app. Each part is its own session (the launcher starts it
+    so), and with Linux's autogroup scheduling a process's niceness only ranks it within its
+    session's group: the group's niceness must be raised too, or the trainers would share
+    the CPU equally with the app and votes would wait."""
+    os.nice(niceness)
+    autogroup = Path("/proc/self/autogroup")
+    if niceness and autogroup.exists():
+        try:
+            autogroup.write_text(str(niceness))
+        except OSError:
+            pass  # not Linux-with-autogroup, or not allowed: the process niceness still applies
+
+
 def run_app(config: LoopConfig, paths: LoopPaths) -> int:
     from labeling_app import app  # gradio: only this part needs it
     from labeling_app.config import load_config
@@ -173,7 +188,7 @@ def run_app(config: LoopConfig, paths: LoopPaths) -> int:
 
 def run_reward(config: LoopConfig, rm_config) -> int:
     _, reward_part, _ = loop_task(config.task)
-    os.nice(config.nice)
+    lower_priority(config.nice)
     stopping = []
     signal.signal(signal.SIGTERM, lambda *_: stopping.append(True))
     reward_part(config, rm_config).run(stop=lambda: bool(stopping))
@@ -182,7 +197,7 @@ def run_reward(config: LoopConfig, rm_config) -> int:
 
 def run_policy(config: LoopConfig, ppo_config) -> int:
     _, _, policy_part = loop_task(config.task)
-    os.nice(config.nice)
+    lower_priority(config.nice)
     policy_part(config, ppo_config).run()
     return 0
 
