@@ -6,8 +6,9 @@ STAMP  := $(VENV)/.rlhf-installed
 
 .PHONY: demo test install system-deps model clean-venv
 
+# `make demo` is re-runnable: it replaces its own earlier run (runs/pipeline/quickstart).
 demo: install system-deps model
-	$(VENV)/bin/rlhf pipeline --config configs/pipeline/quickstart.yaml
+	$(VENV)/bin/rlhf pipeline --config configs/pipeline/quickstart.yaml --overwrite true
 
 test: install system-deps model
 	$(PY) -m pytest -q

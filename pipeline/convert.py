@@ -1,6 +1,9 @@
 """`rlhf convert`: read preference data in any supported format and write another.
 
     rlhf convert ranked.jsonl pairs.jsonl --to trl --ties drop
+
+An existing output file (the input itself included) is refused unless `--overwrite true`;
+the output is written under a temporary name and renamed into place (`rlhf.outputs`).
 """
 
 from __future__ import annotations
@@ -9,7 +12,8 @@ import sys
 from dataclasses import dataclass, field
 
 from rlhf.config import ConfigError, parse_config, run_main
-from rlhf.preferences import FORMATS, load_comparisons, save_comparisons, to_trl_rows
+from rlhf.outputs import check_output_file
+from rlhf.preferences import FORMATS, PreferenceDataError, load_comparisons, save_comparisons, to_trl_rows
 
 
 @dataclass
@@ -20,6 +24,8 @@ class ConvertConfig:
     target_format: str = field(default="core", metadata={"help": "core | trl | ranked", "aliases": ["--to"]})
     ties: str = field(default="error", metadata={
         "help": "ties and not-comparable answers have no TRL/ranked form: error (default) or drop them, counted"})
+    overwrite: bool = field(default=False, metadata={
+        "help": "replace an existing output file (without it an existing output, the input included, is refused)"})
 
     def __post_init__(self):
         if self.source_format not in ("auto",) + FORMATS:
@@ -37,11 +43,12 @@ def main(argv: list[str] | None = None) -> int:
         positional.append(argv.pop(0))
     argv = [item for name, value in zip(("--input", "--output"), positional) for item in (name, value)] + argv
     config = parse_config(ConvertConfig, argv, prog="rlhf convert")
+    check_output_file(config.output, "--output", config.overwrite)
     comparisons = load_comparisons(config.input, format=config.source_format)
     try:
         path = save_comparisons(comparisons, config.output, format=config.target_format, ties=config.ties)
-    except ValueError as err:  # a tie or not-comparable answer with no TRL/ranked form
-        raise ConfigError(config.input, f"{err} (or pass --ties drop)") from None
+    except PreferenceDataError as err:  # a tie or not-comparable answer with no TRL/ranked form
+        raise ConfigError(config.input, f"{err.reason} (pass --ties drop to leave them out, counted)") from None
     summary = f"read {len(comparisons)} comparisons from {config.input}; wrote {path} ({config.target_format})"
     if config.target_format == "trl":
         rows, dropped = to_trl_rows(comparisons, ties=config.ties)

@@ -17,6 +17,9 @@ a stage field. Every value is checked before anything is sampled or trained.
 With `ptx_ablation: true` PPO runs twice from the same reward model, prompts and seed: as
 configured, and with `ptx_coef: 0`; the report compares how much each run raised the NLL
 of held-out pretraining text (the point of the ptx term; Ouyang et al. 2022, eq. 2).
+
+An `out` folder holding an earlier run is refused unless `--overwrite true`; the earlier
+run is then deleted once the configs and labels are checked (`rlhf.outputs`).
 """
 
 from __future__ import annotations
@@ -42,6 +45,8 @@ from reward_model.train import train as train_reward_model
 from rlhf.config import ConfigError, parse_nested_config, run_main
 from rlhf.generation import generate_completions
 from rlhf.models import load_model, load_tokenizer
+from rlhf.outputs import check_output_folder, start_output_folder, write_text
+from rlhf.preferences import load_comparisons
 from rlhf.rubric import gold_score, is_content_free, on_topic_score
 
 STAGES = {"reward_model": RewardModelConfig, "ppo": PPOConfig}
@@ -62,6 +67,8 @@ class PipelineConfig(ComparisonsConfig):
     ptx_ablation: bool = field(default=False, metadata={
         "help": "also run PPO with ptx_coef 0 and compare the NLL rise on held-out pretraining text"})
     out: str = field(default="runs/pipeline/quickstart", metadata={"help": "output folder"})
+    overwrite: bool = field(default=False, metadata={
+        "help": "replace an earlier run in `out` (deleted once the inputs are checked); without it an earlier run is refused"})
 
     def __post_init__(self):
         super().__post_init__()
@@ -85,7 +92,18 @@ def parse_config(argv: list[str] | None = None) -> tuple[PipelineConfig, RewardM
     ppo = stages["ppo"]
     if ppo.pretrain_data is not None and not Path(ppo.pretrain_data).is_file():
         raise ConfigError("ppo.pretrain_data", f"an existing text file, got {ppo.pretrain_data}")
+    if config.labels is not None:
+        check_labels(config.labels)
     return config, stages["reward_model"], ppo
+
+
+def check_labels(labels: str) -> None:
+    """People's labels must hold something to train on: found here, naming the user's
+    file, rather than by the reward-model stage naming the pipeline's own train.jsonl."""
+    comparisons = load_comparisons(labels)
+    if not any(comparison.trainable for comparison in comparisons):
+        raise ConfigError("--labels", f"{labels}: no trainable comparison ({len(comparisons)} not comparable); "
+                                      "expected at least one judged pair, choice or ranking")
 
 
 @torch.no_grad()
@@ -123,9 +141,8 @@ def random_samples(prompts: list[str], before: list[str], after: list[str], n: i
 
 def run(config: PipelineConfig, rm_config: RewardModelConfig, ppo_config: PPOConfig, console: Console) -> dict:
     """Steps 1-4; returns the summary written to ``out/summary.json``."""
-    out = Path(config.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "pipeline_config.json").write_text(json.dumps(
+    out = start_output_folder(config.out, config.overwrite)
+    write_text(out / "pipeline_config.json", json.dumps(
         {"pipeline": dataclasses.asdict(config), "reward_model": rm_config.to_dict(), "ppo": ppo_config.to_dict()},
         indent=2, default=str))
     timings, started = {}, time.time()
@@ -188,11 +205,11 @@ def run(config: PipelineConfig, rm_config: RewardModelConfig, ppo_config: PPOCon
         with_ptx, without = rows[0]["nll_increase"], rows[1]["nll_increase"]
         # a ratio only means something when dropping ptx let the NLL rise
         summary["ablation"] = {"runs": rows, "nll_rise_ratio": with_ptx / without if without > 0 else math.nan}
-    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    write_text(out / "summary.json", json.dumps(summary, indent=2))
     plot_curves(history, out / "curves.png")
     plot_gold_vs_kl(history, before, after_gold, out / "gold_vs_kl.png")
     samples = list(zip(heldout_prompts, before_texts, after_texts))
-    (out / "heldout_samples.jsonl").write_text("".join(
+    write_text(out / "heldout_samples.jsonl", "".join(
         json.dumps({"prompt": prompt, "before": old, "after": new}) + "\n" for prompt, old, new in samples))
     summary["report"] = str(write_report(out, config.policy_model, summary,
                                           random_samples(heldout_prompts, before_texts, after_texts, seed=config.seed)))
@@ -201,6 +218,7 @@ def run(config: PipelineConfig, rm_config: RewardModelConfig, ppo_config: PPOCon
 
 def main(argv: list[str] | None = None) -> int:
     config, rm_config, ppo_config = parse_config(argv)
+    check_output_folder(config.out, "--out", config.overwrite)
     console = Console()
     summary = run(config, rm_config, ppo_config, console)
     before, after = summary["gold_before"], summary["gold_after"]

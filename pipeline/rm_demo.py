@@ -31,12 +31,15 @@ from reward_model.modeling import RewardModel
 from reward_model.train import RewardModelConfig, train
 from reward_model.trainer import pair_metrics
 from rlhf.config import parse_nested_config, run_main
+from rlhf.outputs import check_output_folder, start_output_folder, write_text
 from rlhf.metrics import gold_pair_accuracy
 
 
 @dataclass
 class RewardModelDemoConfig(ComparisonsConfig):
     out: str = field(default="runs/demo", metadata={"help": "output folder"})
+    overwrite: bool = field(default=False, metadata={
+        "help": "replace an earlier run in `out` (deleted once the config is checked); without it an earlier run is refused"})
 
 
 def parse_config(argv: list[str] | None = None) -> tuple[RewardModelDemoConfig, RewardModelConfig]:
@@ -49,8 +52,9 @@ def parse_config(argv: list[str] | None = None) -> tuple[RewardModelDemoConfig, 
 
 def main(argv: list[str] | None = None) -> int:
     config, rm_config = parse_config(argv)
+    check_output_folder(config.out, "--out", config.overwrite)
     console = Console()
-    out = Path(config.out)
+    out = start_output_folder(config.out, config.overwrite)
     timings, started = {}, time.time()
 
     console.print(f"[bold]1.[/] comparisons: {config.k} completions per prompt from {config.policy_model}, "
@@ -87,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
         "gold_score_std": float(np.std(list(comparisons.gold.values()))),
         "timings": timings, "report": str(eval_dir / "report.json"),
     }
-    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    write_text(out / "summary.json", json.dumps(summary, indent=2))
     console.print(
         f"\n[bold]held-out pairwise accuracy[/]: {gold_accuracy:.3f} against the gold judge's order ({gold_pairs} "
         f"pairs), {noisy['accuracy']:.3f} against the teacher's noisy labels (ceiling ~0.90)\n"

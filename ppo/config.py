@@ -35,7 +35,7 @@ from rlhf import generation
 from rlhf.config import ConfigError
 from rlhf.config import parse_config as parse_dataclass
 from rlhf.generation import builtin_prompts, chat_prompt_ids
-from rlhf.models import TINY_MODELS, load_tokenizer, resolve
+from rlhf.models import TINY_MODELS, ModelNotFoundError, load_tokenizer, resolve
 
 VALUE_INITS = ("reward_model", "policy_head")
 REWARD_FORMATS = ("text", "chat")
@@ -103,6 +103,7 @@ class PPOConfig:
     output_dir: str = "runs/ppo"  # metrics.jsonl, checkpoints/step_N (accelerate save_state), policy/ (final model)
     save_every: int = 0  # checkpoint every N iterations (0 = only at the end)
     resume_from: str | None = None  # a checkpoints/step_N folder, or "latest" for the newest one in output_dir
+    overwrite: bool = False  # replace an earlier run in output_dir (deleted once the inputs are checked); without it an earlier run is refused unless resumed
     log_every: int = 1  # print a one-line summary every N iterations (metrics.jsonl gets every iteration)
     sample_table_every: int = 10  # rich table of sample prompts/completions every N iterations (0 = never)
     report_to: str = "none"  # accelerate tracker: "none", "tensorboard", "wandb", ... (metrics.jsonl is always written)
@@ -242,7 +243,10 @@ def validate_inputs(config: PPOConfig, world_size: int = 1, tokenizer=None) -> d
     if config.generation_batch_size is not None and local_rollout % config.generation_batch_size:
         _fail("generation_batch_size", f"{config.generation_batch_size} must divide the per-process rollout "
                                        f"rollout_batch_size / processes = {local_rollout}")
-    tokenizer = tokenizer or load_tokenizer(config.policy_model, padding_side="left")
+    try:
+        tokenizer = tokenizer or load_tokenizer(config.policy_model, padding_side="left")
+    except ModelNotFoundError as err:
+        _fail("policy_model", f"{err}; expected a toolkit model name, a model folder or a hub id")
     stop_token_id(tokenizer, config.stop_token)
 
     prompts = load_prompts(config.prompts)
@@ -281,5 +285,7 @@ def validate_inputs(config: PPOConfig, world_size: int = 1, tokenizer=None) -> d
                                 "still works: reward models re-tokenise the decoded text)")
     if config.resume_from not in (None, "latest") and not Path(config.resume_from).exists():
         _fail("resume_from", f"{config.resume_from} does not exist")
+    if config.resume_from == "latest" and not any((Path(config.output_dir) / "checkpoints").glob("step_*")):
+        _fail("resume_from", f"'latest' needs a checkpoint under {Path(config.output_dir) / 'checkpoints'} (none found)")
     return {"prompts": prompts, "prompt_ids": prompt_ids, "pretrain_text": pretrain_text, "tokenizer": tokenizer,
             "context": context}

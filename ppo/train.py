@@ -6,7 +6,9 @@
 
 Every field of ``ppo.config.PPOConfig`` can be set in the YAML file and overridden on the
 command line; unknown keys are an error. Bad inputs (too-long prompts, empty pretraining
-data, batch sizes that do not divide, ...) fail before any model is loaded.
+data, batch sizes that do not divide, ...) fail before any model is loaded. An output_dir
+holding an earlier run is refused unless ``--overwrite true`` or ``--resume_from latest``
+(``rlhf.outputs``).
 """
 
 from __future__ import annotations
@@ -17,10 +19,13 @@ import sys
 from ppo.config import parse_config
 from ppo.trainer import PPOTrainer
 from rlhf.config import run_main
+from rlhf.outputs import check_output_folder
 
 
 def main(argv: list[str] | None = None) -> int:
     config = parse_config(argv)  # a ConfigError here or in PPOTrainer: "error: ..." and exit 2 (run_main)
+    check_output_folder(config.output_dir, "--output_dir", config.overwrite, resume=config.resume_from is not None,
+                        resume_flag="--resume_from latest")
     trainer = PPOTrainer(config)
     summary = trainer.train()
     if trainer.accelerator.is_main_process:

@@ -65,6 +65,7 @@ from rlhf.generation import (
     sample_responses,
 )
 from rlhf.models import load_model
+from rlhf.outputs import cut_log, start_output_folder
 
 RewardFn = Callable[[list[str], list[str], list[list[int]]], Sequence[float]]
 INVALID_LOGPROB = 1.0  # same constant in policy and reference log-probs at padding, so KL there is 0
@@ -306,6 +307,11 @@ class PPOTrainer:
         acc = self.accelerator
         # Everything that can be wrong with the inputs is checked before loading weights.
         inputs = validate_inputs(config, world_size=acc.num_processes)
+        # The inputs are good: replace an earlier run now if asked (once every process has checked the folder).
+        self.output_dir = Path(config.output_dir)
+        acc.wait_for_everyone()
+        if acc.is_main_process:
+            start_output_folder(self.output_dir, config.overwrite)
         self.tokenizer, self.prompts, self.prompt_ids = inputs["tokenizer"], inputs["prompts"], inputs["prompt_ids"]
         self.stop_id = stop_token_id(self.tokenizer, config.stop_token)
         self.ptx = (PretrainBlocks(inputs["pretrain_text"], self.tokenizer, config.ptx_max_length, config.seed)
@@ -343,9 +349,6 @@ class PPOTrainer:
                        if config.target_kl is not None else core.FixedKLController(config.init_kl_coef))
         self.state = TrainerState()
         acc.register_for_checkpointing(self.scheduler, self.state)
-        self.output_dir = Path(config.output_dir)
-        if acc.is_main_process:
-            self.output_dir.mkdir(parents=True, exist_ok=True)
         if config.resume_from:
             self.load_checkpoint(config.resume_from)
 
@@ -624,6 +627,8 @@ class PPOTrainer:
             self.kl_ctl.load_state_dict(self.state.kl_state)
         if self.ptx is not None:
             self.ptx.position = self.state.ptx_position
+        if self.accelerator.is_main_process:  # the steps after the checkpoint run again: log each once
+            cut_log(self.output_dir / "metrics.jsonl", self.state.step)
 
     def save_policy(self, folder: str | Path | None = None) -> Path:
         """The trained policy (LoRA merged into a copy) + tokenizer, loadable by load_model."""

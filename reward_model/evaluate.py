@@ -48,6 +48,7 @@ from rlhf.metrics import (
     reliability,
     top1_credit,
 )
+from rlhf.outputs import check_output_folder, start_output_folder, write_text
 from rlhf.preferences import PreferenceDataError, write_jsonl
 
 # =====================================================================================
@@ -215,12 +216,11 @@ def evaluate_scores(examples: list[ScoredExample], bootstrap: int = 1000, seed: 
 
 
 def write_outputs(report: dict, examples: list[ScoredExample], out: Path) -> None:
-    out.mkdir(parents=True, exist_ok=True)
     write_jsonl(score_rows(examples), out / "scores.jsonl")
     plot_margins(examples, out / "margins.png")
     plot_reliability(report["calibration"], out / "reliability.png")
     plot_subset_accuracy(report["subsets"], out / "subset_accuracy.png")
-    (out / "report.json").write_text(json.dumps(report, indent=2))
+    write_text(out / "report.json", json.dumps(report, indent=2))
 
 
 # =====================================================================================
@@ -242,12 +242,19 @@ class EvaluateConfig:
                                                              "(default: raw scores, whose differences are the "
                                                              "model's Bradley-Terry log-odds)"})
     no_progress: bool = field(default=False, metadata={"help": "no progress bar"})
+    overwrite: bool = field(default=False, metadata={"help": "replace an earlier evaluation in the output folder "
+                                                             "(without it an earlier one is refused)"})
 
     def __post_init__(self):
         if self.format not in FORMATS:
             raise ValueError(f"format: expected one of {FORMATS}, got {self.format!r}")
         if self.batch_size < 1:
             raise ValueError(f"batch_size: expected a positive integer, got {self.batch_size}")
+        if self.bootstrap < 0:
+            raise ValueError(f"bootstrap: expected >= 0 (0: no confidence intervals), got {self.bootstrap}")
+
+    def output_folder(self) -> Path:
+        return Path(self.out) if self.out else Path(self.model) / "eval"
 
 
 def summary_line(report: dict, out: Path) -> str:
@@ -269,7 +276,7 @@ def evaluate(config: EvaluateConfig) -> dict:
     for name in ("model", "data"):
         if getattr(config, name) is None:
             raise ConfigError(f"--{name}", "a value (required)")
-    out = Path(config.out) if config.out else Path(config.model) / "eval"
+    out = config.output_folder()
     try:
         # Data first: a bad file fails in a second, before the model loads.
         examples, not_comparable = load_examples(config.data, config.format)
@@ -284,13 +291,17 @@ def evaluate(config: EvaluateConfig) -> dict:
     report = {"model": str(config.model), "data": str(config.data), "format": config.format,
               "score_scale": "normalized" if config.normalize else "raw",
               "skipped_not_comparable": not_comparable} | report
+    start_output_folder(out, config.overwrite)  # scored: replace an earlier evaluation only now
     write_outputs(report, examples, out)
     print(summary_line(report, out))
     return report
 
 
 def main(argv: list[str] | None = None) -> int:
-    evaluate(parse_config(EvaluateConfig, argv, prog="python -m reward_model.evaluate"))
+    config = parse_config(EvaluateConfig, argv, prog="python -m reward_model.evaluate")
+    if config.model is not None:
+        check_output_folder(config.output_folder(), "--out", config.overwrite)
+    evaluate(config)
     return 0
 
 

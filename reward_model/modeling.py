@@ -22,6 +22,7 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer
 from reward_model.collate import format_item, pack_sequences
 from rlhf.ensemble import ensemble_statistics
 from rlhf.generation import last_token_index, pad_sequences, position_ids_from_mask
+from rlhf.outputs import write_text
 
 STATS_FILE = "reward_stats.json"
 ENSEMBLE_FILE = "ensemble.json"
@@ -138,13 +139,12 @@ class RewardModel:
 
     @staticmethod
     def write_stats(member_dir: str | Path, stats: dict) -> None:
-        (Path(member_dir) / STATS_FILE).write_text(json.dumps(stats, indent=2))
+        write_text(Path(member_dir) / STATS_FILE, json.dumps(stats, indent=2))
 
     @staticmethod
     def write_ensemble_index(path: str | Path, member_dirs: list[Path]) -> None:
         """``ensemble.json`` listing the member folders (relative to ``path``)."""
-        (Path(path) / ENSEMBLE_FILE).write_text(json.dumps({"members": [Path(m).name for m in member_dirs]},
-                                                           indent=2))
+        write_text(Path(path) / ENSEMBLE_FILE, json.dumps({"members": [Path(m).name for m in member_dirs]}, indent=2))
 
     @classmethod
     def load(cls, path: str | Path, dtype: torch.dtype = torch.float32) -> "RewardModel":

@@ -11,6 +11,10 @@ Output folder: the model (a `*ForSequenceClassification` checkpoint, LoRA merged
 tokenizer and `reward_stats.json` (mean/std of scores on the reference set, used to
 normalise rewards downstream); with `ensemble_size: N`, one such folder per member under
 `member_<i>/` and an `ensemble.json` listing them.
+
+An output folder holding an earlier run is refused unless `--overwrite true` (the earlier
+run is deleted once the data and model are checked) or `--resume_from_checkpoint` (a
+`checkpoint-N` folder, or `true` for the newest one under `--output_dir`).
 """
 
 from __future__ import annotations
@@ -21,9 +25,11 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
+from accelerate import PartialState
 from datasets import Dataset
 from peft import get_peft_model
 from transformers import TrainingArguments
+from transformers.trainer_utils import get_last_checkpoint
 from trl import ModelConfig, get_peft_config
 from trl.trainer.utils import disable_dropout_in_model
 
@@ -33,7 +39,8 @@ from reward_model.trainer import LOSSES, PreferenceRewardTrainer
 from rlhf.config import ConfigError, run_main
 from rlhf.config import parse_config as parse_dataclass
 from rlhf.ensemble import bootstrap_indices
-from rlhf.models import load_model, load_tokenizer
+from rlhf.models import ModelNotFoundError, load_model, load_tokenizer
+from rlhf.outputs import check_output_folder, start_output_folder
 from rlhf.preferences import load_comparisons
 
 
@@ -62,6 +69,7 @@ class RewardModelConfig(TrainingArguments):
     padding_side: str = field(default="right", metadata={"help": "right | left (scores are identical); unused with padding_free"})
     padding_free: bool = field(default=True, metadata={"help": "pack the sequences of a batch into rows instead of padding each (same scores, fewer tokens; checked once per model)"})
     disable_dropout: bool = field(default=True)
+    overwrite: bool = field(default=False, metadata={"help": "replace an earlier run in output_dir (deleted once the data and model are checked); without it an earlier run is refused unless resumed"})
     # TRL RewardConfig defaults that differ from TrainingArguments'
     learning_rate: float = field(default=1e-4)
     logging_steps: float = field(default=10)
@@ -124,6 +132,26 @@ def initial_weights(config: RewardModelConfig, member: int) -> str:
     return str(folders[member % len(folders)])
 
 
+def resume_checkpoint(config: RewardModelConfig) -> str | bool | None:
+    """What to pass to ``Trainer.train(resume_from_checkpoint=...)``: None, a checkpoint
+    folder, or True for the newest ``checkpoint-N`` (``--resume_from_checkpoint true`` or
+    ``latest``; the command line gives it as text). A checkpoint that is not there is a
+    ConfigError now, not a traceback after the model is built."""
+    value = config.resume_from_checkpoint
+    if value in (None, False, ""):
+        return None
+    if value is True or str(value).lower() in ("true", "latest"):
+        first_member = Path(config.output_dir) / ("member_0" if config.ensemble_size > 1 else "")
+        if not first_member.is_dir() or get_last_checkpoint(str(first_member)) is None:
+            raise ConfigError("--resume_from_checkpoint", f"no checkpoint-N folder in {first_member} to resume; "
+                                                          "expected a checkpoint folder, or true with one under --output_dir")
+        return True
+    if not Path(value).is_dir():
+        raise ConfigError("--resume_from_checkpoint", f"{value} not found; expected a checkpoint-N folder, or true "
+                                                      "for the newest one under --output_dir")
+    return str(value)
+
+
 def build_model(config: RewardModelConfig, seed: int, member: int = 0):
     overrides = {"num_hidden_layers": config.backbone_layers} if config.backbone_layers else {}
     model = load_model(initial_weights(config, member), kind="seq_cls", seed=seed, **overrides)
@@ -150,7 +178,11 @@ def train(config: RewardModelConfig) -> dict:
         train_comparisons, eval_comparisons = comparisons, load_comparisons(config.eval_data, format=config.data_format)
     else:
         train_comparisons, eval_comparisons = split_by_prompt(comparisons, config.eval_fraction, config.seed)
-    tokenizer = load_tokenizer(initial_weights(config, 0), padding_side=config.padding_side)
+    resume = resume_checkpoint(config)
+    try:
+        tokenizer = load_tokenizer(initial_weights(config, 0), padding_side=config.padding_side)
+    except ModelNotFoundError as err:
+        raise ConfigError("--model_name_or_path", f"{err}; expected a toolkit model name, a model folder or a hub id") from None
     train_examples, left_out = tokenize_comparisons(train_comparisons, tokenizer, config.max_length, config.too_long)
     eval_examples, eval_left_out = tokenize_comparisons(eval_comparisons, tokenizer, config.max_length, config.too_long)
     if not train_examples:
@@ -160,6 +192,12 @@ def train(config: RewardModelConfig) -> dict:
     collator = ComparisonCollator(tokenizer.pad_token_id, padding_side=config.padding_side,
                                   padding_free=config.padding_free)
 
+    # The inputs are good: replace an earlier run (once every process has checked the folder).
+    state = PartialState()
+    state.wait_for_everyone()
+    if state.is_main_process:
+        start_output_folder(config.output_dir, config.overwrite)
+    state.wait_for_everyone()
     output_dir = Path(config.output_dir)
     members = []
     resamples = (bootstrap_indices(len(train_examples), config.ensemble_size,
@@ -181,7 +219,7 @@ def train(config: RewardModelConfig) -> dict:
             loss_type=config.loss, noise=config.noise, use_margin=config.use_margin,
             center_rewards_coefficient=config.center_rewards_coefficient,
         )
-        trainer.train(resume_from_checkpoint=config.resume_from_checkpoint)
+        trainer.train(resume_from_checkpoint=resume)
         histories.append(trainer.state.log_history)
         final = trainer.model
         if config.use_lora:
@@ -207,9 +245,9 @@ def parse_config(argv: list[str] | None = None) -> RewardModelConfig:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from accelerate import PartialState
-
     config = parse_config(argv)
+    check_output_folder(config.output_dir, "--output_dir", config.overwrite, resume=resume_checkpoint(config) is not None,
+                        resume_flag="--resume_from_checkpoint true")
     summary = train(config)
     if not PartialState().is_main_process:
         return 0

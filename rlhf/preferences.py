@@ -35,9 +35,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Literal, Sequence
 
-from rlhf.metrics import ranking_pairs
-
 from rlhf.config import ConfigError
+from rlhf.metrics import ranking_pairs
+from rlhf.outputs import atomic_path
 
 JudgementKind = Literal["pair", "best_of_k", "ranking", "not_comparable"]
 JUDGEMENT_KINDS = ("pair", "best_of_k", "ranking", "not_comparable")
@@ -377,6 +377,14 @@ def detect_format(row: dict, source: str | None = None, line: int | None = None)
 # Readers and writers
 # =====================================================================================
 
+def _utf8_lines(handle, path, error) -> Iterator[str]:
+    """The lines of a text file; bytes that are not UTF-8 raise ``error`` naming the file."""
+    try:
+        yield from handle
+    except UnicodeDecodeError:
+        raise error("expected a UTF-8 text file", str(path), None) from None
+
+
 def read_jsonl(path: str | os.PathLike, error: Callable[..., Exception] = PreferenceDataError
                ) -> Iterator[tuple[int, dict]]:
     """Yield (1-based line number, row) for every non-blank line of a JSONL file.
@@ -386,7 +394,7 @@ def read_jsonl(path: str | os.PathLike, error: Callable[..., Exception] = Prefer
     class taking (reason, source, line), such as the labelling app's ``SourceError``, fits.
     Preference files, task files, score files and prompt files are all read this way."""
     with Path(path).open(encoding="utf-8") as handle:
-        for number, text in enumerate(handle, start=1):
+        for number, text in enumerate(_utf8_lines(handle, path, error), start=1):
             if not text.strip():
                 continue  # blank lines are layout, not data
             try:
@@ -404,7 +412,7 @@ def iter_rows(data: Any) -> Iterator[tuple[dict, str, int | None]]:
     if isinstance(data, (str, os.PathLike)):
         path = Path(data)
         if not path.exists():
-            raise PreferenceDataError(f"{path}: file not found")
+            raise PreferenceDataError("file not found", str(path))
         suffix = path.suffix.lower()
         if suffix in (".jsonl", ".ndjson"):
             for number, row in read_jsonl(path):
@@ -412,6 +420,8 @@ def iter_rows(data: Any) -> Iterator[tuple[dict, str, int | None]]:
         elif suffix == ".json":
             try:
                 rows = json.loads(path.read_text(encoding="utf-8"))
+            except UnicodeDecodeError:
+                _fail("expected a UTF-8 text file", str(path))
             except json.JSONDecodeError as err:
                 _fail(f"malformed JSON ({err.msg} at line {err.lineno}, column {err.colno})", str(path), err.lineno)
             if isinstance(rows, dict) and isinstance(rows.get("data"), list):
@@ -426,7 +436,7 @@ def iter_rows(data: Any) -> Iterator[tuple[dict, str, int | None]]:
             for number, row in enumerate(pq.read_table(path).to_pylist(), start=1):
                 yield row, f"{path} (row {number})", None
         else:
-            raise PreferenceDataError(f"{path}: unsupported file type {suffix!r}; expected .jsonl, .json or .parquet")
+            raise PreferenceDataError(f"unsupported file type {suffix!r}; expected .jsonl, .json or .parquet", str(path))
     else:
         try:
             iterator = iter(data)
@@ -451,7 +461,7 @@ def load_comparisons(data: Any, format: str = "auto") -> list[Comparison]:
         row_format = detect_format(row, source, line) if format == "auto" else format
         comparisons.append(PARSERS[row_format](row, source, line))
     if not comparisons:
-        raise PreferenceDataError(f"{data if isinstance(data, (str, os.PathLike)) else 'dataset'}: no rows found")
+        raise PreferenceDataError("no rows found", str(data) if isinstance(data, (str, os.PathLike)) else "dataset")
     return comparisons
 
 
@@ -492,7 +502,7 @@ def to_trl_rows(comparisons: Iterable[Comparison], ties: Literal["error", "drop"
     def leave_out(comparison: Comparison, key: str, count: int = 1) -> None:
         if ties == "error":
             raise PreferenceDataError(f"comparison {comparison.id!r}: {key.replace('_', ' ')} cannot be written as "
-                                      "TRL rows (pass ties='drop' to leave them out, counted)")
+                                      "TRL rows; expected strict pairs, or ties dropped (counted)")
         dropped[key] += count
 
     for comparison in comparisons:
@@ -542,15 +552,12 @@ def to_ranked_row(comparison: Comparison) -> dict:
 
 
 def write_jsonl(rows: Iterable[dict], path: str | os.PathLike) -> Path:
-    """Write rows as JSONL atomically (a temporary file renamed into place)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with tmp.open("w", encoding="utf-8") as handle:
+    """Write rows as JSONL atomically (`rlhf.outputs.atomic_path`: no half-written file,
+    no temporary file left behind when writing fails)."""
+    with atomic_path(path) as tmp, tmp.open("w", encoding="utf-8") as handle:
         for row in rows:
             handle.write(json.dumps(row, ensure_ascii=False) + "\n")
-    os.replace(tmp, path)
-    return path
+    return Path(path)
 
 
 def save_comparisons(comparisons: Iterable[Comparison], path: str | os.PathLike,

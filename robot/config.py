@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import typing
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import yaml
 
@@ -42,6 +43,7 @@ class RobotConfig:
     seed: int = 0  # seeds envs, torch, teacher and segment sampling
     out_dir: str = "runs/robot/reach"  # checkpoints, metrics.jsonl, report.md, plots, segments
     progress: bool = True  # tqdm bars
+    overwrite: bool = False  # replace an earlier run in out_dir (deleted once the config is checked); without it an earlier run is refused
 
     # --- environment / rollouts --------------------------------------------------------
     num_envs: int = 16  # parallel sub-envs; all reset together, so rollouts are whole episodes
@@ -77,7 +79,7 @@ class RobotConfig:
     teacher: str = "mistake"  # B-Pref teacher: oracle, stochastic, myopic, mistake, skip, equal
     teacher_kwargs: dict = field(default_factory=lambda: {"eps": 0.1})  # teacher arguments (its seed is added); on the command line a YAML mapping: --teacher_kwargs "{eps: 0.2}"
     labels_file: str | None = None  # core-format JSONL of human labels (items = segment ids) instead of a teacher
-    segments_file: str | None = None  # segments.npz the labels refer to (default: out_dir/segments.npz)
+    segments_file: str | None = None  # segments.npz the labels refer to (RUN/segments.npz of the run that drew them); needed with labels_file
     ensemble_members: int = 3  # reward ensemble size
     reward_features: str = "relative"  # obs_action (Christiano) | obs | relative (task-space positions) | relative_action (robot.reward.feature_columns)
     reward_hidden: int = 64  # width of the 2 leaky-ReLU hidden layers of each member
@@ -120,6 +122,17 @@ class RobotConfig:
             _fail("reward_features", f"one of {', '.join(REWARD_FEATURES)}, got {self.reward_features!r}")
         if self.query_selection == "disagreement" and self.ensemble_members < 2:
             _fail("ensemble_members", f">= 2 for query_selection 'disagreement', got {self.ensemble_members}")
+        task = next((name for name, env_id in ENV_IDS.items() if env_id == self.task), self.task)
+        episode = TASKS[task]().max_episode_steps
+        if self.segment_length > episode:
+            _fail("segment_length", f"at most the {task} task's {episode}-step episode (segments never cross "
+                                    f"episodes), got {self.segment_length}")
+        for name in ("labels_file", "segments_file"):
+            if getattr(self, name) is not None and not Path(getattr(self, name)).is_file():
+                _fail(name, f"an existing file, got {getattr(self, name)}")
+        if self.labels_file is not None and self.segments_file is None:
+            _fail("segments_file", "the segments.npz the labels_file refers to (RUN/segments.npz of the run "
+                                   "that drew them), got none")
 
     def _check_types(self) -> None:
         """YAML values arrive untyped (TRL's parser converts only strings): check each

@@ -36,6 +36,7 @@ import torch
 from tqdm.auto import tqdm
 
 from rlhf.config import ConfigError, parse_config, run_main
+from rlhf.outputs import check_output_folder, start_output_folder
 from robot.config import RobotConfig
 from robot.train import run
 
@@ -308,8 +309,8 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(1)
     args = parse_args(argv)
     configs = run_configs(args)
-    out_dir = Path(args.out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    check_output_folder(args.out_dir, "--out_dir", configs[0].overwrite)
+    out_dir = start_output_folder(args.out_dir, configs[0].overwrite)  # every config is checked: replace an earlier study
     command = "python -m robot.study " + " ".join(argv)
     started = time.time()
     with tqdm(total=sum(c.total_timesteps for c in configs), desc="study", unit="step", dynamic_ncols=True) as bar:

@@ -14,6 +14,7 @@ mode = true_reward: PPO on the env's reward, same budget and evaluation points.
 
 Writes to out_dir: metrics.jsonl, checkpoint.pt, segments.npz (every segment the run drew,
 so clips and labels can refer to them by id), labels.jsonl, report.md and PNG curves.
+An out_dir holding an earlier run is refused unless `--overwrite true` (`rlhf.outputs`).
 """
 
 from __future__ import annotations
@@ -29,8 +30,9 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from rlhf.config import ConfigError, parse_config, run_main
+from rlhf.config import parse_config, run_main
 from rlhf.ensemble import EnsembleTrainConfig
+from rlhf.outputs import atomic_path, check_output_folder, start_output_folder, write_text
 from rlhf.preferences import load_comparisons, save_comparisons
 from robot.config import RobotConfig
 from robot.policy import PPO, LearnedReward, TrueReward, evaluate_policy
@@ -41,13 +43,32 @@ from robot.segments import Segments, check_segment_length, sample_segments
 EVAL_SEED = 10_000  # evaluation episodes use seeds disjoint from training envs
 
 
+def random_policy_episodes(ppo: PPO, num_segments: int, rng: np.random.Generator) -> dict:
+    """Whole episodes of uniformly random actions, about 2 segments drawn per episode."""
+    cfg = ppo.config
+    rollouts_needed = max(1, math.ceil(num_segments / (2 * cfg.num_envs * cfg.episodes_per_rollout)))
+    return rollout_episodes([ppo.rollout(random_policy=rng) for _ in range(rollouts_needed)])
+
+
+def rollout_episodes(rollouts: list) -> dict:
+    """The whole episodes of several rollouts, as one `sample_segments` input."""
+    episodes = [rollout.episodes() for rollout in rollouts]
+    return {k: np.concatenate([e[k] for e in episodes]) for k in episodes[0]}
+
+
+def reward_train_config(config: RobotConfig, round_index: int) -> EnsembleTrainConfig:
+    """The ensemble's training settings for the fit of one round (its own seed)."""
+    return EnsembleTrainConfig(epochs=config.reward_epochs, batch_size=config.reward_batch_size,
+                               learning_rate=config.reward_learning_rate, weight_decay=config.reward_weight_decay,
+                               noise=config.preference_noise, seed=config.seed * 1000 + round_index)
+
+
 class Run:
     """State of one training run: PPO, reward model, segments, labels and the metrics log."""
 
     def __init__(self, config: RobotConfig):
         self.config = config
-        self.out = Path(config.out_dir)
-        self.out.mkdir(parents=True, exist_ok=True)
+        self.out = start_output_folder(config.out_dir, config.overwrite)  # the config is checked: replace an earlier run
         torch.manual_seed(config.seed)
         self.rng = np.random.default_rng(config.seed)
         self.ppo = PPO(config)
@@ -61,7 +82,6 @@ class Run:
         self.last_heldout: Segments | None = None  # those plus segments of the latest evaluation
         self.round_offset = 0  # imported segments keep their rounds; new ones are numbered after them
         self.metrics_path = self.out / "metrics.jsonl"
-        self.metrics_path.write_text("")
         self.history: list[dict] = []
         self.started = time.time()
 
@@ -83,17 +103,10 @@ class Run:
         return segments
 
     def random_policy_episodes(self, num_segments: int) -> dict:
-        """Whole episodes of uniformly random actions, about 2 segments drawn per episode."""
-        cfg = self.config
-        rollouts_needed = max(1, math.ceil(num_segments / (2 * cfg.num_envs * cfg.episodes_per_rollout)))
-        episodes = [self.ppo.rollout(random_policy=self.rng).episodes() for _ in range(rollouts_needed)]
-        return {k: np.concatenate([e[k] for e in episodes]) for k in episodes[0]}
+        return random_policy_episodes(self.ppo, num_segments, self.rng)
 
     def train_config(self, round_index: int) -> EnsembleTrainConfig:
-        cfg = self.config
-        return EnsembleTrainConfig(epochs=cfg.reward_epochs, batch_size=cfg.reward_batch_size,
-                                   learning_rate=cfg.reward_learning_rate, weight_decay=cfg.reward_weight_decay,
-                                   noise=cfg.preference_noise, seed=cfg.seed * 1000 + round_index)
+        return reward_train_config(self.config, round_index)
 
     # --- evaluation ----------------------------------------------------------------------
     def evaluate(self, round_index: int, extra: dict) -> dict:
@@ -150,8 +163,7 @@ class Run:
             extra = {"train_true_return": stats[-1]["true_return"] if stats else None}
             if self.ppo.recent_rollouts:
                 # New segments every round; with imported labels they are the next clips to label by hand.
-                episodes = {k: np.concatenate([r.episodes()[k] for r in self.ppo.recent_rollouts])
-                            for k in self.ppo.recent_rollouts[0].episodes()}
+                episodes = rollout_episodes(self.ppo.recent_rollouts)
                 pool = self.new_segments(episodes, cfg.segments_per_round, round_index)
             if teacher is not None and schedule[round_index] > 0 and self.ppo.recent_rollouts:
                 self.query(teacher, self.ensemble, pool, schedule[round_index])
@@ -173,13 +185,10 @@ class Run:
             save_comparisons(self.comparisons, self.out / "labels.jsonl")
 
     def import_labels(self) -> None:
-        """Human (or any core-format) labels on segments saved by an earlier run."""
+        """Human (or any core-format) labels on segments saved by an earlier run (both files
+        checked by RobotConfig)."""
         cfg = self.config
-        segments_file = Path(cfg.segments_file) if cfg.segments_file else self.out / "segments.npz"
-        if not segments_file.is_file():
-            raise ConfigError("segments_file", f"labels_file needs the segments the labels refer to: {segments_file} "
-                                               "not found (set segments_file to the run's segments.npz)")
-        self.segments = [Segments.load(segments_file)]
+        self.segments = [Segments.load(cfg.segments_file)]
         self.round_offset = int(self.segments[0].source_round.max()) + 1
         self.comparisons = [c for c in load_comparisons(cfg.labels_file, format="core")]
         self.labels_asked = len(self.comparisons)
@@ -187,15 +196,16 @@ class Run:
     # --- outputs ---------------------------------------------------------------------------
     def save_checkpoint(self) -> Path:
         path = self.out / "checkpoint.pt"
-        torch.save({
-            "config": dataclasses.asdict(self.config),
-            "obs_dim": self.obs_dim,
-            "action_dim": self.ppo.action_dim,
-            "agent": self.ppo.agent.state_dict(),
-            "ensemble": None if self.ensemble is None else self.ensemble.state_dict(),
-            "timesteps": self.ppo.timesteps,
-            "labels": self.labels_asked,
-        }, path)
+        with atomic_path(path) as tmp:
+            torch.save({
+                "config": dataclasses.asdict(self.config),
+                "obs_dim": self.obs_dim,
+                "action_dim": self.ppo.action_dim,
+                "agent": self.ppo.agent.state_dict(),
+                "ensemble": None if self.ensemble is None else self.ensemble.state_dict(),
+                "timesteps": self.ppo.timesteps,
+                "labels": self.labels_asked,
+            }, tmp)
         if self.segments:  # imported segments included, so later labels can refer to old and new ids
             self.all_segments().save(self.out / "segments.npz")
         return path
@@ -249,9 +259,7 @@ def write_report(run_state: Run) -> Path:
         lines.append(f"| {row['round']} | {row['timesteps']} | {row['labels']} | {row['eval_return']:.2f} | "
                      f"{row['eval_success']:.0%} | {'' if pearson is None else f'{pearson:.3f}'} |")
     lines += [""] + [f"![{name}]({name})" for name in images] + [""]
-    report = out / "report.md"
-    report.write_text("\n".join(lines))
-    return report
+    return write_text(out / "report.md", "\n".join(lines))
 
 
 def save_heldout_returns(run_state: Run) -> Path | None:
@@ -294,6 +302,7 @@ def run(config: RobotConfig, bar=None) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     config = parse_config(RobotConfig, argv, prog="python -m robot.train")
+    check_output_folder(config.out_dir, "--out_dir", config.overwrite)
     summary = run(config)
     print(f"done: {summary['timesteps']} steps, {summary['labels']} labels, eval return {summary['eval_return']:.2f}, "
           f"success {summary['eval_success']:.0%} in {summary['seconds']} s")

@@ -41,6 +41,7 @@ CONFIGS = [
     ("pipeline.sample_demo", "SampleDemoConfig", "sample_demo"),
     ("pipeline.convert", "ConvertConfig", "convert"),
     ("pipeline.loop.config", "LoopConfig", "loop"),
+    ("pipeline.loop.robot", "RobotLoopConfig", "loop_robot"),
     ("labeling_app.annotate", "AnnotateConfig", "annotate"),
 ]
 

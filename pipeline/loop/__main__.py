@@ -20,14 +20,14 @@ from rich.console import Console
 
 from labeling_app.http_client import AdminClient, ApiError
 from pipeline.loop import study
-from pipeline.loop.config import LoopPaths, parse_config
-from pipeline.loop.launch import launch, pop_part, prepare, run_app, run_bots, run_policy, run_reward
+from pipeline.loop.config import LoopPaths
+from pipeline.loop.launch import launch, parse_loop_config, pop_part, prepare, run_app, run_bots, run_policy, run_reward
 from rlhf.config import run_main
 
 
 def status(argv: list[str]) -> int:
     """What the app and the parts last reported."""
-    config, _, _ = parse_config(argv, prog="rlhf loop status")
+    config, _, _ = parse_loop_config(argv, prog="rlhf loop status")
     paths = LoopPaths(config.out)
     console = Console()
     try:
@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     if argv[:1] == ["study"]:
         return study.main(argv[1:])
     part, config_argv = pop_part(argv)
-    config, rm_config, ppo_config = parse_config(config_argv)
+    config, rm_config, ppo_config = parse_loop_config(config_argv)
     console = Console()
     paths = LoopPaths(config.out)
     if part == "all":

@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import shutil
 import signal
 import socket
 import subprocess
@@ -32,9 +31,9 @@ from labeling_app.annotate import make_bot_accounts
 from labeling_app.http_client import AdminClient, ApiError
 from labeling_app.users import add_user
 from pipeline.comparisons import sample_or_reuse, save_prompts, split_prompts
-from pipeline.loop.config import PARTS, LoopConfig, LoopPaths, save_config
-from pipeline.loop.report import write_report
+from pipeline.loop.config import PARTS, LoopConfig, LoopPaths, parse_config, read_task, save_config
 from rlhf.config import ConfigError
+from rlhf.outputs import check_output_folder, start_output_folder
 
 RESTARTS = 3  # a part killed by a signal is restarted this many times at most
 
@@ -60,6 +59,25 @@ def pop_part(argv: list[str]) -> tuple[str, list[str]]:
     return part, argv
 
 
+def loop_task(task: str) -> tuple:
+    """(parse_config, reward part class, policy part class) of a loop's task: the text loop's,
+    or with ``task: robot`` the robot loop's (`pipeline.loop.robot`). Imported here, not at
+    the top: the app part needs neither PyTorch models nor MuJoCo."""
+    if task == "robot":
+        from pipeline.loop import robot
+
+        return robot.parse_config, robot.RobotRewardPart, robot.RobotPolicyPart
+    from pipeline.loop.policy import PolicyPart
+    from pipeline.loop.reward import RewardPart
+
+    return parse_config, RewardPart, PolicyPart
+
+
+def parse_loop_config(argv: list[str], prog: str = "rlhf loop") -> tuple:
+    """(loop config, reward stage config, policy stage config) for the task the arguments name."""
+    return loop_task(read_task(argv))[0](argv, prog=prog)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -71,14 +89,13 @@ def free_port() -> int:
 # =====================================================================================
 
 def check_out(config: LoopConfig, paths: LoopPaths) -> None:
-    """Nothing lost: an earlier run is refused unless the user says overwrite or resume."""
-    if paths.config.exists() and not (config.overwrite or config.resume):
-        raise ConfigError("out", f"{paths.out} holds an earlier loop; pass --resume true to continue it or "
-                                 "--overwrite true to delete it")
+    """Nothing lost (`rlhf.outputs`): an earlier run is refused unless the user says
+    overwrite or resume; a resume needs a loop to resume."""
+    check_output_folder(paths.out, "--out", overwrite=config.overwrite, resume=config.resume,
+                        resume_flag="--resume true")
     if config.resume and not paths.config.exists():
         raise ConfigError("resume", f"a loop to resume in {paths.out} (none found)")
-    if config.overwrite and paths.out.exists():
-        shutil.rmtree(paths.out)
+    start_output_folder(paths.out, overwrite=config.overwrite)
 
 
 def write_split(config: LoopConfig, paths: LoopPaths, console: Console) -> None:
@@ -128,7 +145,8 @@ def prepare(config: LoopConfig, rm_config, ppo_config, console: Console) -> Loop
     check_out(config, paths)
     if not config.resume:
         paths.data.mkdir(parents=True, exist_ok=True)
-        write_split(config, paths, console)
+        if config.task == "text":  # a robot loop's policy part draws its start-up segments itself
+            write_split(config, paths, console)
         write_project(config, paths)
         save_config(paths, config, rm_config, ppo_config)
     return paths
@@ -169,20 +187,18 @@ def run_app(config: LoopConfig, paths: LoopPaths) -> int:
 
 
 def run_reward(config: LoopConfig, rm_config) -> int:
-    from pipeline.loop.reward import RewardPart
-
+    _, reward_part, _ = loop_task(config.task)
     lower_priority(config.nice)
     stopping = []
     signal.signal(signal.SIGTERM, lambda *_: stopping.append(True))
-    RewardPart(config, rm_config).run(stop=lambda: bool(stopping))
+    reward_part(config, rm_config).run(stop=lambda: bool(stopping))
     return 0
 
 
 def run_policy(config: LoopConfig, ppo_config) -> int:
-    from pipeline.loop.policy import PolicyPart
-
+    _, _, policy_part = loop_task(config.task)
     lower_priority(config.nice)
-    PolicyPart(config, ppo_config).run()
+    policy_part(config, ppo_config).run()
     return 0
 
 
@@ -192,7 +208,8 @@ def run_bots(config: LoopConfig, paths: LoopPaths) -> int:
     return annotate.main(["--url", paths.app_url(config), "--accounts", str(paths.bots), "--bots", str(config.bots),
                           "--teacher", config.teacher, "--teacher_kwargs", json.dumps(config.teacher_kwargs),
                           "--think_time", str(config.think_time), "--seed", str(config.seed),
-                          "--log", str(paths.out / "logs" / "bots_votes.jsonl")])
+                          "--log", str(paths.out / "logs" / "bots_votes.jsonl"),
+                          *(["--returns", str(paths.returns)] if config.task == "robot" else [])])
 
 
 # =====================================================================================
@@ -292,7 +309,8 @@ def launch(config: LoopConfig, ppo_config, argv: list[str], console: Console) ->
             part.start()
         policy = parts[2]
         metrics = paths.policy / "metrics.jsonl"
-        bar = tqdm(total=ppo_config.num_steps, desc="loop", unit="it")
+        _, _, policy_part = loop_task(config.task)
+        bar = tqdm(total=policy_part.iterations(ppo_config), desc="loop", unit="it")
         while True:
             for part in parts:
                 code = part.process.poll()
@@ -323,5 +341,5 @@ def launch(config: LoopConfig, ppo_config, argv: list[str], console: Console) ->
     finally:
         for part in reversed(parts):
             part.stop()
-    report = write_report(paths)
+    report = policy_part.write_report(paths)
     return {"report": str(report), "restarts": {part.name: part.restarts for part in parts}}

@@ -35,12 +35,14 @@ from tqdm.auto import tqdm
 
 from labeling_app.http_client import AdminClient, ApiError
 from pipeline.end_to_end import gold_summary
-from pipeline.loop.config import LoopConfig, LoopPaths
+from pipeline.loop.config import LoopConfig, LoopFields, LoopPaths
+from pipeline.loop.report import write_report
 from pipeline.loop.reward import append_durably
 from ppo.config import PPOConfig
 from ppo.trainer import PPOTrainer, TextRewardModel
 from rlhf.ensemble import ranking_disagreement
 from rlhf.generation import decode_responses, derive_seed
+from rlhf.outputs import cut_log
 from rlhf.preferences import read_jsonl
 from rlhf.rubric import gold_score
 
@@ -53,36 +55,26 @@ def checkpoints(folder: Path) -> list[Path]:
     return sorted(found, key=lambda p: int(p.name.split("_")[1]))
 
 
-def keep_steps(path: Path, last_step: int) -> None:
-    """Cut a JSONL log back to the rows of steps <= last_step (a resumed run logs the rest
-    again, so each step is in the log once)."""
-    if not path.exists():
-        return
-    rows = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line)["step"] <= last_step]
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text("".join(line + "\n" for line in rows))
-    tmp.replace(path)
-
-
 def gain_in_std(now: np.ndarray, initial: np.ndarray) -> float:
     """(mean now - mean initially) in standard deviations of the initial scores."""
     return float((now.mean() - initial.mean()) / max(initial.std(), 1e-9))
 
 
-class PolicyPart:
-    def __init__(self, config: LoopConfig, ppo_config: PPOConfig, client: AdminClient | None = None):
-        self.config, self.ppo_config = config, ppo_config
+class QueryingPart:
+    """What every policy part (text or robot) does with the app: send items within the label
+    budget and the queue, report its state, and wait at start-up for the first reward version.
+    A subclass has `step` and `version`."""
+
+    step = version = 0
+
+    def __init__(self, config: LoopFields, client: AdminClient | None = None):
+        self.config = config
         self.paths = LoopPaths(config.out)
         self.paths.policy.mkdir(parents=True, exist_ok=True)
         # a short timeout: an app that does not answer costs this part at most 2 s
         self.client = client or AdminClient(self.paths.app_url(config), self.paths.api_token(), timeout=2.0)
-        split = json.loads((self.paths.data / "split.json").read_text())
-        self.initial_items, self.heldout_prompts = split["initial_items"], split["heldout_prompts"][: config.eval_prompts]
         self.sent_ids = {row["id"] for _, row in read_jsonl(self.paths.sent)} if self.paths.sent.exists() else set()
-        self.trainer: PPOTrainer | None = None
-        self.version = 0
         self.startup_seconds = 0.0
-        self.initial_texts: list[str] | None = None
 
     # -- talking to the app (never blocking) ---------------------------------------------
     def send(self, items: list[dict], priorities: dict[str, float]) -> int:
@@ -106,16 +98,23 @@ class PolicyPart:
         except (ApiError, httpx.HTTPError):
             return None
 
+    def room(self) -> tuple[int | None, int]:
+        """(open items, how many items may be sent now): none once the label budget is spent,
+        while `max_queue` items are open, or when the app does not answer."""
+        if self.items_sent >= self.budget_items:
+            return None, 0
+        open_now = self.open_items()
+        if open_now is None or open_now >= self.config.max_queue:
+            return open_now, 0
+        return open_now, min(self.config.queries_per_iteration, self.budget_items - self.items_sent,
+                             self.config.max_queue - open_now)
+
     def heartbeat(self, **state) -> None:
         try:
             self.client.heartbeat("policy", {"iteration": self.step, "reward_version": self.version,
                                              "items_sent": self.items_sent} | state)
         except (ApiError, httpx.HTTPError):
             pass
-
-    @property
-    def step(self) -> int:
-        return self.trainer.state.step if self.trainer else 0
 
     @property
     def items_sent(self) -> int:
@@ -125,12 +124,10 @@ class PolicyPart:
     def budget_items(self) -> int:
         return self.config.label_budget // self.config.overlap
 
-    # -- start-up ------------------------------------------------------------------------
-    def start(self) -> None:
-        """Send the initial policy's items, wait for the first reward version (the only wait:
-        there is nothing to optimise before it), then build or resume the trainer."""
+    def send_initial_and_wait(self, initial: list[dict]) -> None:
+        """Send the initial policy's items, then wait for the first reward version (the only
+        wait: there is nothing to optimise before it); sets `startup_seconds`."""
         started = time.time()
-        initial = self.initial_items[: self.config.labels_before_first_fit // self.config.overlap]
         while not {item["id"] for item in initial} <= self.sent_ids:
             self.send(initial, {})
             time.sleep(1.0)  # the app is not up yet, or did not answer
@@ -138,6 +135,34 @@ class PolicyPart:
             self.heartbeat(phase="waiting for the first reward model")
             time.sleep(1.0)
         self.startup_seconds = time.time() - started
+
+
+class PolicyPart(QueryingPart):
+    write_report = staticmethod(write_report)  # what the launcher writes when the loop ends
+
+    @staticmethod
+    def iterations(ppo_config: PPOConfig) -> int:
+        """The iterations the part runs (the launcher's progress bar)."""
+        return ppo_config.num_steps
+
+    def __init__(self, config: LoopConfig, ppo_config: PPOConfig, client: AdminClient | None = None):
+        super().__init__(config, client)
+        self.ppo_config = ppo_config
+        split = json.loads((self.paths.data / "split.json").read_text())
+        self.initial_items, self.heldout_prompts = split["initial_items"], split["heldout_prompts"][: config.eval_prompts]
+        self.trainer: PPOTrainer | None = None
+        self.version = 0
+        self.initial_texts: list[str] | None = None
+
+    @property
+    def step(self) -> int:
+        return self.trainer.state.step if self.trainer else 0
+
+    # -- start-up ------------------------------------------------------------------------
+    def start(self) -> None:
+        """Send the initial policy's items, wait for the first reward version, then build or
+        resume the trainer."""
+        self.send_initial_and_wait(self.initial_items[: self.config.labels_before_first_fit // self.config.overlap])
 
         found = checkpoints(self.paths.policy / "checkpoints")
         resume = found[-1] if found else None
@@ -147,8 +172,8 @@ class PolicyPart:
                                                                           "weight": 1.0}],
                                          resume_from=str(resume) if resume else None, report_to="none")
         self.trainer = PPOTrainer(ppo_config)
-        keep_steps(self.paths.policy / "metrics.jsonl", self.step)
-        keep_steps(self.paths.eval, self.step)
+        cut_log(self.paths.policy / "metrics.jsonl", self.step)
+        cut_log(self.paths.eval, self.step)
         initial_file = self.paths.policy / "eval_initial.jsonl"
         if initial_file.exists():
             self.initial_texts = [row["text"] for _, row in read_jsonl(initial_file)]
@@ -171,10 +196,9 @@ class PolicyPart:
         cfg, trainer = self.config, self.trainer
         if cfg.mode != "live" or self.items_sent >= self.budget_items:
             return {}
-        open_now = self.open_items()
-        if open_now is None or open_now >= cfg.max_queue:
+        open_now, room = self.room()
+        if not room:
             return {"loop/queue_open": open_now if open_now is not None else -1}
-        room = min(cfg.queries_per_iteration, self.budget_items - self.items_sent, cfg.max_queue - open_now)
         rng = np.random.default_rng([cfg.seed, self.step])
         chosen = rng.choice(len(trainer.prompts), size=min(cfg.candidates_per_iteration, len(trainer.prompts)),
                             replace=False).tolist()

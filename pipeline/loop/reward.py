@@ -124,7 +124,7 @@ class RewardPart:
     def due(self) -> bool:
         if self.version == 0:
             return len(self.labels) >= self.config.labels_before_first_fit
-        return self.config.mode == "live" and len(self.labels) >= self.fitted_on + self.config.refit_every
+        return self.config.refits and len(self.labels) >= self.fitted_on + self.config.refit_every
 
     def fit(self) -> int:
         """Fit on every vote so far; publish it as the next version; return its number."""
@@ -140,23 +140,29 @@ class RewardPart:
         write_jsonl([label["comparison"] for label in train], tmp / "train.jsonl")  # core rows, as the app sent them
         if heldout:
             write_jsonl([label["comparison"] for label in heldout], tmp / "heldout.jsonl")
-        start_from = (str(self.paths.version_dir(self.version) / "model")
-                      if self.config.warm_start and self.version else self.rm_config.model_name_or_path)
-        rm_config = dataclasses.replace(
-            self.rm_config, model_name_or_path=start_from, train_data=str(tmp / "train.jsonl"),
-            eval_data=str(tmp / "heldout.jsonl") if heldout else None, output_dir=str(tmp / "model"),
-            seed=self.config.seed + version, report_to="none", disable_tqdm=True)
-        train_reward_model(rm_config)
+        fitted = self.train_version(tmp, version)
         meta = {"version": version, "votes": len(labels), "trained_vote_ids": [label["vote_id"] for label in train],
-                "heldout_vote_ids": [label["vote_id"] for label in heldout],
-                "heldout_accuracy": heldout_accuracy(tmp / "model", tmp / "heldout.jsonl") if heldout else None,
-                "warm_start_from": start_from,
+                "heldout_vote_ids": [label["vote_id"] for label in heldout], **fitted,
                 "seconds": time.time() - started, "published_at": time.time()}
         (tmp / "meta.json").write_text(json.dumps(meta, indent=2))
         os.rename(tmp, self.paths.version_dir(version))
         publish(self.paths, version)
         self.version, self.fitted_on, self.last_fit = version, len(labels), meta
         return version
+
+    def train_version(self, tmp: Path, version: int) -> dict:
+        """The reward model of a version, trained on ``tmp/train.jsonl`` into ``tmp/model``
+        and checked on ``tmp/heldout.jsonl`` (when there is one); returns its meta entries."""
+        has_heldout = (tmp / "heldout.jsonl").exists()
+        start_from = (str(self.paths.version_dir(self.version) / "model")
+                      if self.config.warm_start and self.version else self.rm_config.model_name_or_path)
+        rm_config = dataclasses.replace(
+            self.rm_config, model_name_or_path=start_from, train_data=str(tmp / "train.jsonl"),
+            eval_data=str(tmp / "heldout.jsonl") if has_heldout else None, output_dir=str(tmp / "model"),
+            seed=self.config.seed + version, report_to="none", disable_tqdm=True)
+        train_reward_model(rm_config)
+        return {"heldout_accuracy": heldout_accuracy(tmp / "model", tmp / "heldout.jsonl") if has_heldout else None,
+                "warm_start_from": start_from}
 
     # -- the part ------------------------------------------------------------------------
     def state(self) -> dict:

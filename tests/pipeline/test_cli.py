@@ -38,6 +38,21 @@ def test_convert_ranked_to_trl(tmp_path, capsys):
     assert [(r["chosen"], r["rejected"]) for r in rows] == [("a", "b"), ("a", "c")]
 
 
+def test_convert_keeps_what_is_there_unless_told(tmp_path, capsys):
+    """An existing output, the input itself included, is refused without --overwrite; with
+    it the file is replaced whole; no temporary file is ever left behind."""
+    source = tmp_path / "ranked.jsonl"
+    source.write_text(json.dumps({"prompt": "p", "completions": ["a", "b"], "ranks": [0, 1]}) + "\n")
+    original = source.read_bytes()
+    assert main(["convert", str(source), str(source), "--to", "trl"]) == 2
+    assert "already exists" in capsys.readouterr().err and source.read_bytes() == original
+    assert main(["convert", str(source), str(tmp_path), "--to", "trl"]) == 2  # a folder is not an output file
+    assert "is a folder" in capsys.readouterr().err
+    assert main(["convert", str(source), str(source), "--to", "trl", "--overwrite", "true"]) == 0
+    assert json.loads(source.read_text()) == {"prompt": "p", "chosen": "a", "rejected": "b"}
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["ranked.jsonl"]
+
+
 def test_demo_on_tiny_model(tmp_path, capsys):
     code = main(["sample-demo", "--policy_model", "tiny-random-llama", "--num_prompts", "3", "--k", "3",
                  "--max_new_tokens", "6", "--out", str(tmp_path)])

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from pipeline.loop.config import LoopPaths, parse_config
-from pipeline.loop.policy import gain_in_std, keep_steps
+from pipeline.loop.policy import gain_in_std
 from pipeline.loop.reward import RewardPart, is_heldout, publish, read_labels
 from reward_model.modeling import RewardModel
 from rlhf.config import ConfigError
@@ -126,13 +126,6 @@ def test_publish_replaces_the_pointer_by_rename(tmp_path):
     assert not list(paths.reward.glob("*.tmp"))
 
 
-def test_keep_steps_cuts_a_log_back_to_a_checkpoint(tmp_path):
-    log = tmp_path / "metrics.jsonl"
-    log.write_text("".join(json.dumps({"step": s, "x": s * 2}) + "\n" for s in (1, 2, 3, 4)))
-    keep_steps(log, 2)
-    assert [json.loads(line)["step"] for line in log.read_text().splitlines()] == [1, 2]
-
-
 def test_gain_in_std_by_hand():
     initial, now = np.array([0.2, 0.4, 0.6]), np.array([0.5, 0.7, 0.9])
     assert gain_in_std(now, initial) == pytest.approx(0.3 / np.std([0.2, 0.4, 0.6]))
@@ -205,7 +198,7 @@ def test_loop_runs_with_two_bots(tmp_path):
     assert f"report: {out / 'report.md'}" in output.replace("\n", "")
     again = start_loop(out)  # an earlier run is refused unless resumed or overwritten
     output, _ = again.communicate(timeout=120)
-    assert again.returncode == 2 and "error: out:" in output and "--resume true" in output
+    assert again.returncode == 2 and "error: --out:" in output and "--resume true" in output
 
 
 def wait_for(condition, timeout: float = 240.0, what: str = ""):
@@ -248,3 +241,14 @@ def test_loop_resumes_after_kill9_of_each_part(tmp_path):
     assert output.count("restarting it") >= 3  # reward, app and policy (and the bots after the app)
     check_nothing_lost_nothing_twice(out)
     assert [p.name for p in (paths.policy / "checkpoints").iterdir()] == ["step_40"]  # only the newest is kept
+
+
+def test_trainer_parts_lower_their_session_group_too():
+    """With autogroup scheduling a part's niceness only counts within its own session, so
+    the part raises its group's niceness as well (checked in a fresh session)."""
+    code = ("import os; from pipeline.loop.launch import lower_priority; os.setsid(); before = os.nice(0); "
+            "lower_priority(4); group = '/proc/self/autogroup'; "
+            "print(before, os.nice(0), open(group).read().split()[-1] if os.path.exists(group) else 4)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    before, after, group = map(int, out)
+    assert (after, group) == (min(before + 4, 19), 4)  # niceness is capped at 19

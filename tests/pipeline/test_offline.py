@@ -7,10 +7,12 @@ import sys
 from pathlib import Path
 
 import huggingface_hub.constants
+import pytest
 
 from pipeline.cli import main
 from rlhf.config import run_main
 
+ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ("rlhf", "reward_model", "ppo", "robot", "labeling_app", "pipeline")
 
 
@@ -47,3 +49,34 @@ def test_every_python_m_entry_point_goes_through_run_main():
                     entry_points.append((str(path), ast.unparse(node)))
     assert len(entry_points) >= 10
     assert [path for path, block in entry_points if "run_main" not in block] == []
+
+
+# Each entry point's smoke config, run as `python -m` with every socket connection failing
+# (and reported): huggingface_hub, or anything else, reaching for the network is a failure.
+NO_NETWORK = """
+import runpy, socket, sys
+def refuse(*args, **kwargs):
+    print("NETWORK ATTEMPT", args[1:2] or args[:1], file=sys.stderr)
+    raise OSError("network disabled by the test")
+socket.socket.connect = socket.socket.connect_ex = refuse
+socket.create_connection = refuse
+sys.argv = sys.argv[1:]
+runpy.run_module(sys.argv[0], run_name="__main__", alter_sys=True)
+"""
+SMOKE_RUNS = [  # in order: PPO scores with the reward model trained first
+    ("reward_model.train", ["--config", "configs/reward_model/smoke.yaml", "--output_dir", "{tmp}/rm"]),
+    ("ppo.train", ["--config", "configs/ppo/smoke.yaml", "--reward_models", "{tmp}/rm", "--output_dir", "{tmp}/ppo",
+                   "--num_steps", "1", "--progress_bar", "false"]),
+]
+
+
+@pytest.mark.slow
+def test_smoke_configs_run_with_the_network_cut(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")}
+    env["PYTHONPATH"] = str(ROOT)
+    for module, argv in SMOKE_RUNS:
+        argv = [token.replace("{tmp}", str(tmp_path)) for token in argv]
+        result = subprocess.run([sys.executable, "-c", NO_NETWORK, module, *argv], cwd=ROOT, env=env,
+                                capture_output=True, text=True, timeout=600)
+        assert result.returncode == 0, (module, result.stderr[-2000:])
+        assert "NETWORK ATTEMPT" not in result.stderr, (module, result.stderr[-2000:])

@@ -1,7 +1,10 @@
 """A run interrupted at step 2 and resumed from its checkpoint ends exactly where the
 uninterrupted 4-step run ends: same weights, same per-step metrics, same KL coefficient,
 same pretraining-stream position. Covers the model, optimizer (AdamW moments),
-scheduler, adaptive KL controller and data positions (prompts, ptx)."""
+scheduler, adaptive KL controller and data positions (prompts, ptx). The interrupted run
+got one step past its checkpoint: the resumed run's metrics.jsonl has each step once."""
+
+import json
 
 import torch
 import pytest
@@ -32,8 +35,8 @@ def test_resume_continues_the_same_trajectory(tmp_path, prompts_file):
     full = straight.train()
 
     interrupted = make(tmp_path, prompts_file, "resumed")
-    partial = interrupted.train(max_steps=2)
-    assert partial["steps"] == 2 and partial["policy_dir"] is None
+    partial = interrupted.train(max_steps=3)  # killed after step 3; the last checkpoint is step 2
+    assert partial["steps"] == 3 and partial["policy_dir"] is None
     checkpoint = tmp_path / "resumed" / "checkpoints" / "step_2"
     assert (checkpoint / "trainer_state.json").exists()
 
@@ -41,6 +44,8 @@ def test_resume_continues_the_same_trajectory(tmp_path, prompts_file):
     assert resumed.state.step == 2
     rest = resumed.train()
     assert rest["steps"] == NUM_STEPS and len(rest["history"]) == 2
+    logged = [json.loads(line)["step"] for line in (tmp_path / "resumed" / "metrics.jsonl").read_text().splitlines()]
+    assert logged == [1, 2, 3, 4]
 
     for a, b in zip(full["history"][2:], rest["history"]):
         for key in ("reward/score", "kl/per_sequence", "kl/coef", "loss/policy", "loss/value", "loss/ptx_nll",

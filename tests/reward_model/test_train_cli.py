@@ -6,7 +6,7 @@ import pytest
 
 from reward_model.modeling import NotARewardModelError, RewardModel
 from reward_model.train import main, parse_config
-from rlhf.config import ConfigError
+from rlhf.config import ConfigError, run_main
 
 
 def test_yaml_config_with_cli_override(tmp_path):
@@ -21,6 +21,19 @@ def test_yaml_config_with_cli_override(tmp_path):
     model = RewardModel.load(out)
     mean, std = model.score(["Item 0:"] * 2, [" red apple", " blue"])
     assert mean.shape == (2,) and std.tolist() == [0.0, 0.0]
+
+
+def test_a_smaller_ensemble_over_an_earlier_run_is_exactly_the_new_model(tmp_path, capsys):
+    """Issue 12, item 10: the old ensemble.json and member folders must not outlive --overwrite."""
+    out = tmp_path / "rm"
+    common = ["--config", "configs/reward_model/smoke.yaml", "--output_dir", str(out), "--disable_tqdm", "true",
+              "--num_train_epochs", "1"]
+    assert main([*common, "--ensemble_size", "2"]) == 0 and len(RewardModel.load(out).members) == 2
+    assert run_main(main, [*common, "--ensemble_size", "1"]) == 2  # refused: an earlier run is there
+    assert "holds an earlier run" in capsys.readouterr().err and (out / "ensemble.json").exists()
+    assert main([*common, "--ensemble_size", "1", "--overwrite", "true"]) == 0
+    assert not (out / "ensemble.json").exists() and not list(out.glob("member_*"))
+    assert len(RewardModel.load(out).members) == 1
 
 
 def test_bad_configs_fail_clearly(tmp_path):
