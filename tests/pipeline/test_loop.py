@@ -9,8 +9,11 @@ import sys
 import time
 from pathlib import Path
 
+import httpx
 import numpy as np
 import pytest
+
+from labeling_app.http_client import AdminClient, ApiError
 
 from pipeline.loop.config import LoopPaths, parse_config
 from pipeline.loop.policy import gain_in_std
@@ -211,6 +214,13 @@ def wait_for(condition, timeout: float = 240.0, what: str = ""):
     raise AssertionError(f"timed out waiting for {what}")
 
 
+def app_answers(paths: LoopPaths) -> bool:
+    try:
+        return "votes" in AdminClient(paths.url_file.read_text().strip(), paths.api_token(), timeout=2).status()
+    except (ApiError, httpx.HTTPError, OSError):
+        return False
+
+
 def kill9(out: Path, part: str) -> None:
     os.kill(int((out / "logs" / f"{part}.pid").read_text()), signal.SIGKILL)
 
@@ -230,6 +240,7 @@ def test_loop_resumes_after_kill9_of_each_part(tmp_path):
         kill9(out, "app")
         # the policy after its checkpoint at iteration 10
         wait_for(lambda: (paths.policy / "checkpoints" / "step_10" / "loop_state.json").exists(), what="a checkpoint")
+        wait_for(lambda: app_answers(paths), what="the restarted app")
         status = subprocess.run([sys.executable, "-m", "pipeline.loop", "status", *SMOKE, "--out", str(out)],
                                 capture_output=True, text=True, timeout=120)
         assert status.returncode == 0 and "votes in" in status.stdout and "reward version published" in status.stdout

@@ -63,7 +63,7 @@ def test_segment_longer_than_episode_is_a_clear_error(segments, tmp_path):
         sample_segments(episodes, 26, 4, np.random.default_rng(0))
     from robot.train import Run
 
-    with pytest.raises(ValueError, match=r"segment length 60 is longer than the episode \(50 steps\)"):
+    with pytest.raises(ValueError, match=r"segment_length: expected at most the reach task's 50-step episode"):
         Run(RobotConfig(segment_length=60, num_envs=2, out_dir=str(tmp_path)))
 
 
