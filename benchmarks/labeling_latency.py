@@ -67,13 +67,18 @@ def make_project(root: Path, annotators: list[str], items: int, overlap: int) ->
 
 
 class BrowserLikeClient(HttpSession):
-    """One annotator's page (a kept-alive connection); a vote's last input is its comment."""
+    """One annotator's page (a kept-alive connection). A vote sends back the token of the
+    view it answers (the view's first output) and an empty comment."""
 
     def __init__(self, url: str, user: str):
         super().__init__(url, user, PASSWORD, timeout=60)
+        self.shown = ""
 
     def call(self, api_name: str):
-        return super().call(api_name, "" if api_name.startswith("vote") else None)
+        inputs = (self.shown, "") if api_name.startswith("vote") else ()
+        outputs = super().call(api_name, *inputs)
+        self.shown = outputs[0]
+        return outputs
 
 
 class GradioClient:
@@ -81,10 +86,13 @@ class GradioClient:
         from gradio_client import Client
 
         self.client = Client(url, auth=(user, PASSWORD), verbose=False, analytics_enabled=False, ssl_verify=False)
+        self.shown = ""
 
     def call(self, api_name: str):
-        return self.client.predict("", api_name=f"/{api_name}") if api_name.startswith("vote") else \
-            self.client.predict(api_name=f"/{api_name}")
+        inputs = (self.shown, "") if api_name.startswith("vote") else ()
+        outputs = self.client.predict(*inputs, api_name=f"/{api_name}")
+        self.shown = outputs[0]
+        return outputs
 
 
 def run(url: str, users: list[str], votes: int, think: float, client_kind: str) -> list[float]:

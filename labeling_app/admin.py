@@ -11,16 +11,16 @@ kappa uses the items that reached the full overlap; Krippendorff's alpha takes e
 
 from __future__ import annotations
 
-import html
 import json
 import math
-import re
 import statistics
 import time
 from collections import Counter, defaultdict
 from itertools import combinations
 
 from rlhf.metrics import cohens_kappa, fleiss_kappa, krippendorff_alpha
+
+from .handlers import escape_markdown
 
 
 def _category(vote: dict):
@@ -123,12 +123,6 @@ def report(storage) -> dict:
         "agreement": agreement(votes, storage.overlap),
         "parts": storage.heartbeats(),  # the live loop's parts: {part: {"state", "at"}}
     }
-
-
-def escape_markdown(text: str) -> str:
-    """Text shown literally in Markdown: HTML escaped and Markdown's marks backslashed,
-    since a loop part's state is arbitrary JSON from the API."""
-    return re.sub(r"([\\`*_{}\[\]()#+\-.!|~])", r"\\\1", html.escape(text, quote=False))
 
 
 def parts_markdown(parts: dict[str, dict]) -> list[str]:

@@ -43,7 +43,7 @@ from .sources import CLIP_NAMES
 from .users import add_user, write_private_json
 
 POLL_SECONDS = 0.5  # how often a bot with nothing to label asks again
-HTML_OUTPUT = 2  # a view's outputs: item state, status, item HTML, comment (app.build_demo)
+HTML_OUTPUT = 2  # a view's outputs: shown token, status, item HTML, comment (app.build_demo)
 
 
 # =====================================================================================
@@ -131,6 +131,7 @@ class ShownItem:
 
     item_id: str | None  # None: nothing to label now
     mode: str  # pair | clip | ranking | best_of_k | done
+    shown: str = ""  # the token an answer sends back: item and display order (handlers.shown_token)
     prompt: str | None = None
     completions: list[str] = field(default_factory=list)  # texts by display slot
     clip_urls: list[str] = field(default_factory=list)  # video sources by display slot
@@ -181,7 +182,8 @@ def parse_item(page_html: str) -> ShownItem:
     for kind, contents in parser.blocks:
         texts[kind].append("\n".join(contents))
     return ShownItem(parser.attributes.get("data-item"), parser.attributes.get("data-mode") or "done",
-                     texts["prompt"][0] if texts["prompt"] else None, texts["completion"], parser.videos)
+                     parser.attributes.get("data-shown") or "", texts["prompt"][0] if texts["prompt"] else None,
+                     texts["completion"], parser.videos)
 
 
 # =====================================================================================
@@ -333,7 +335,7 @@ def run_bot(account: Account, teacher: Teacher, config: AnnotateConfig, tally: T
             if (is_vote and not tally.claim_vote()) or tally.stop.wait(config.think_time):
                 break
             started = time.monotonic()
-            outputs = session.call(endpoint, *inputs)
+            outputs = session.call(endpoint, shown.shown, *inputs)
             round_trip = time.monotonic() - started
             if is_vote:
                 tally.record({"bot": account.user, "item_id": shown.item_id, "answer": endpoint,

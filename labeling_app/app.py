@@ -7,9 +7,15 @@ buttons that fit the item (A/B/tie for pairs and clips, "best" buttons for best-
 values, not one update per widget: Gradio builds a new component for every update it
 sends, and that would dominate the round trip.
 
-Who is asking always comes from the login (`gr.Request.username`), never from the page,
-and the current item lives in server-side session state, so one annotator cannot vote as,
-or read the votes of, another.
+Who is asking always comes from the login (`gr.Request.username`), never from the page.
+Every view sends a token of what it shows (item and display order, `handlers.shown_token`)
+into a hidden box, and every answer sends it back: the storage takes the answer only for
+the item leased to that annotator in that order, so one annotator cannot vote as, or read
+the votes of, another, and a re-sent answer cannot land on an item nobody has seen.
+
+Before Gradio sees a request it passes `guard.RequestGuard` (sessions of removed users
+end, bodies are bounded, the login page reveals nothing); clips and exports are served by
+the routes of `files.py`, not by Gradio's file routes.
 """
 
 from __future__ import annotations
@@ -18,19 +24,21 @@ import os
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # before gradio is imported
 
-import tempfile  # noqa: E402
+import html  # noqa: E402
 import warnings  # noqa: E402
-from pathlib import Path  # noqa: E402
 
 import gradio as gr  # noqa: E402
+from starlette.middleware import Middleware  # noqa: E402
 
 from . import active  # noqa: E402
 from .admin import report, summary_markdown  # noqa: E402
 from .api import add_loop_api  # noqa: E402
 from .config import ProjectConfig  # noqa: E402
-from .export import FORMATS, comparisons_from_storage, write_export  # noqa: E402
-from .handlers import LabelingService, View  # noqa: E402
-from .sources import API_SOURCE, MAX_K, Item, clip_folders, load_items  # noqa: E402
+from .export import FORMATS  # noqa: E402
+from .files import add_file_routes  # noqa: E402
+from .guard import RequestGuard  # noqa: E402
+from .handlers import LabelingService, View, escape_markdown  # noqa: E402
+from .sources import MAX_K, load_items  # noqa: E402
 from .storage import open_storage  # noqa: E402
 from .users import UserStore  # noqa: E402
 
@@ -86,7 +94,7 @@ HEAD = """
 """
 
 # The rank pickers are plain <select>s inside the item HTML; this collects them on submit.
-COLLECT_RANKS = """(item, ranks, comment) => [item,
+COLLECT_RANKS = """(shown, ranks, comment) => [shown,
   Array.from(document.querySelectorAll('#content .rank-select')).map((s) => s.value).join(','), comment]"""
 
 CSS = """
@@ -120,8 +128,8 @@ def prepare(config: ProjectConfig) -> LabelingService:
 
 def build_demo(service: LabelingService, config: ProjectConfig, concurrency: int = 8) -> gr.Blocks:
     with gr.Blocks(title=f"Labelling: {config.name}", analytics_enabled=False) as demo:
-        item_state = gr.State(None)  # the shown item's id, kept server-side per page load
-        gr.Markdown(f"## {config.name}\n{config.guidelines}\n\n{KEYS_HELP}", elem_id="help")
+        gr.Markdown(f"## {escape_markdown(config.name)}\n{escape_markdown(config.guidelines)}\n\n{KEYS_HELP}",
+                    elem_id="help")
         with gr.Tab("Label"):
             status = gr.Markdown(elem_id="status")
             content = gr.HTML(elem_id="content", js_on_load=None)
@@ -137,6 +145,7 @@ def build_demo(service: LabelingService, config: ProjectConfig, concurrency: int
                 skip_button = gr.Button("Skip (s)", elem_id="vote-skip", variant="secondary")
             comment = gr.Textbox(label="Comment (optional)", lines=1, max_lines=4, elem_id="comment")
             ranks_box = gr.Textbox(visible=False)  # filled from the rank pickers by COLLECT_RANKS
+            shown_box = gr.Textbox(visible=False)  # what the view shows; every answer sends it back
 
         with gr.Tab("Admin", visible=False) as admin_tab:
             admin_summary = gr.Markdown()
@@ -147,15 +156,13 @@ def build_demo(service: LabelingService, config: ProjectConfig, concurrency: int
                                       interactive=False)
             distribution_table = gr.Dataframe(headers=["label", "count"], label="Label distribution",
                                               interactive=False)
-            with gr.Row():
-                export_buttons = {fmt: gr.Button(f"Export {fmt}", elem_id=f"export-{fmt}") for fmt in FORMATS}
-            export_file = gr.File(label="Export", interactive=False, elem_id="export-file")
+            gr.HTML(" · ".join(f'<a id="export-{fmt}" href="labeling/export/{fmt}" download>Export {fmt}</a>'
+                               for fmt in FORMATS), elem_id="exports")  # files.py: admins only
 
-        view_outputs = [item_state, status, content, comment]
+        view_outputs = [shown_box, status, content, comment]
 
         def show(view: View) -> list:
-            # a new item starts with an empty comment
-            return [view.item_id, view.status, view.html, ""]
+            return [view.shown, view.status, view.html, view.comment]
 
         def user_of(request: gr.Request) -> str:
             if request is None or not request.username:
@@ -167,23 +174,23 @@ def build_demo(service: LabelingService, config: ProjectConfig, concurrency: int
             return show(service.current(user)) + [gr.update(visible=service.is_admin(user))]
 
         def make_answer(key: str):
-            def answer(item_id, comment_text, request: gr.Request):
-                return show(service.answer(user_of(request), item_id, key, comment=comment_text))
+            def answer(shown, comment_text, request: gr.Request):
+                return show(service.answer(user_of(request), shown, key, comment=comment_text))
             answer.__name__ = f"answer_{key}"
             return answer
 
-        def submit_ranking(item_id, ranks, comment_text, request: gr.Request):
-            return show(service.answer(user_of(request), item_id, "rank", ranks or "", comment_text))
+        def submit_ranking(shown, ranks, comment_text, request: gr.Request):
+            return show(service.answer(user_of(request), shown, "rank", ranks or "", comment_text))
 
         queue_kwargs = dict(concurrency_id="labeling", concurrency_limit=concurrency, show_progress="hidden")
         demo.load(on_load, None, view_outputs + [admin_tab], api_name="current", **queue_kwargs)
         for button, key, name in ((a_button, "A", "vote_a"), (b_button, "B", "vote_b"), (tie_button, "tie", "vote_tie"),
                                   (cant_button, "cant_tell", "cant_tell"), (skip_button, "skip", "skip")):
-            button.click(make_answer(key), [item_state, comment], view_outputs, api_name=name, **queue_kwargs)
+            button.click(make_answer(key), [shown_box, comment], view_outputs, api_name=name, **queue_kwargs)
         for i, button in enumerate(best_buttons):
-            button.click(make_answer(f"best:{i + 1}"), [item_state, comment], view_outputs,
+            button.click(make_answer(f"best:{i + 1}"), [shown_box, comment], view_outputs,
                          api_name=f"best_{i + 1}", **queue_kwargs)
-        rank_button.click(submit_ranking, [item_state, ranks_box, comment], view_outputs, api_name="rank",
+        rank_button.click(submit_ranking, [shown_box, ranks_box, comment], view_outputs, api_name="rank",
                           js=COLLECT_RANKS, **queue_kwargs)
 
         # -- admin: every handler checks the admin flag itself; hiding the tab is not security
@@ -197,23 +204,9 @@ def build_demo(service: LabelingService, config: ProjectConfig, concurrency: int
             return (summary_markdown(data), data["annotators"], data["items_table"],
                     [[label, count] for label, count in data["distribution"]])
 
-        export_dir = Path(tempfile.mkdtemp(prefix="labeling-export-"))  # one per server; files are replaced
-
-        def make_export(fmt: str):
-            def export(request: gr.Request):
-                require_admin(request)
-                out = export_dir / f"{config.name}-{fmt}.jsonl"
-                comparisons = comparisons_from_storage(service.storage, config.ties, config.cant_tell)
-                path, _ = write_export(comparisons, fmt, out)
-                return str(path)
-            export.__name__ = f"export_{fmt}"
-            return export
-
         admin_outputs = [admin_summary, annotator_table, item_table, distribution_table]
         refresh_button.click(refresh, None, admin_outputs, api_name="admin_report", api_visibility="undocumented")
         admin_tab.select(refresh, None, admin_outputs, api_visibility="private")
-        for fmt, button in export_buttons.items():
-            button.click(make_export(fmt), None, export_file, api_name=f"export_{fmt}", api_visibility="undocumented")
     return demo
 
 
@@ -221,23 +214,9 @@ def build_demo(service: LabelingService, config: ProjectConfig, concurrency: int
 # Serving
 # =====================================================================================
 
-def served_folders(config: ProjectConfig, items: list[Item]) -> list[str]:
-    """The folders whose files the page may show (behind the login): the clip folders of
-    the sources and the folder clip uploads go to. With the loop API that one is made now,
-    because Gradio's allowed paths are fixed at launch, before any upload; without it,
-    clips uploaded by an earlier run are still shown."""
-    folders = clip_folders([item for item in items if item.source != API_SOURCE])
-    if config.api_token_file is not None:
-        config.clips_path.mkdir(parents=True, exist_ok=True)
-    if config.clips_path.is_dir():
-        folders.append(str(config.clips_path.resolve()))
-    return folders
-
-
 def private_files(config: ProjectConfig) -> list[str]:
-    """Files no URL may serve, even inside a served folder. Named one by one rather than
-    as the storage folder, because Gradio's block list beats its allow list and uploaded
-    clips live in the storage folder."""
+    """Files no Gradio URL may serve, whatever Gradio allows by default (defence in depth:
+    the app gives Gradio no folder to serve; clips go through files.py)."""
     database = str(config.db_path)
     files = [database, database + "-wal", database + "-shm", database + "-journal", str(config.audit_path),
              str(config.users)]
@@ -248,13 +227,11 @@ def private_files(config: ProjectConfig) -> list[str]:
 
 def launch(config: ProjectConfig, host: str = "127.0.0.1", port: int | None = None, block: bool = True,
            concurrency: int = 8, quiet: bool = False, service: LabelingService | None = None):
-    """Prepare (unless a prepared `service` is given), build and launch; with an API token
-    in the config, serve the loop API too (api.py).
-    Returns (demo, service, local_url); with `block` it returns only when the server stops."""
+    """Prepare (unless a prepared `service` is given), build and launch behind the request
+    guard, add the clip and export routes and, with an API token in the config, the loop
+    API (api.py). Returns (demo, service, local_url); with `block` it returns only when the
+    server stops."""
     service = service or prepare(config)
-    folders = served_folders(config, service.storage.items())
-    if folders:
-        gr.set_static_paths(folders)  # served in place (behind the login) instead of copied per view
     demo = build_demo(service, config, concurrency=concurrency)
     demo.queue(default_concurrency_limit=concurrency)
     with warnings.catch_warnings():
@@ -262,11 +239,14 @@ def launch(config: ProjectConfig, host: str = "127.0.0.1", port: int | None = No
         # never blocks here: the loop API is added to the running app first
         _, url, _ = demo.launch(
             server_name=host, server_port=port, share=False, auth=service.users.verify,
-            auth_message=f"Labelling project '{config.name}': log in with your annotator account.",
+            # Gradio shows the login message as HTML
+            auth_message=f"Labelling project '{html.escape(config.name)}': log in with your annotator account.",
             prevent_thread_lock=True, quiet=quiet, show_error=True, run_history=False,
-            allowed_paths=folders, blocked_paths=private_files(config),
+            blocked_paths=private_files(config),
+            app_kwargs={"middleware": [Middleware(RequestGuard, users=service.users)]},
             head=HEAD, css=CSS, footer_links=[], enable_monitoring=False, mcp_server=False,
         )
+    add_file_routes(demo.app, service, config)
     if config.api_token_file is not None:
         add_loop_api(demo.app, service, config)
     if block:

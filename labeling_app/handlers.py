@@ -2,18 +2,27 @@
 every rule is testable without a server.
 
 The flow for one annotator:
-    service.current(user)            -> View of the item leased to them (or "all done")
-    service.answer(user, item, key)  -> stores the vote in true order, returns the next View
+    service.current(user)             -> View of the item leased to them (or "all done")
+    service.answer(user, shown, key)  -> stores the vote in true order, returns the next View
+
+Every answer names what it answers: `shown` is the token of the view it was given on
+(the item id and the display order, see `shown_token`). The storage accepts it only for
+the item leased to that annotator, in that order, so a re-sent or late answer can never
+land on an item the annotator has not seen; a re-sent vote is stored once.
 
 Answers arrive in *display* terms (A = the left completion, rank 1 for the third slot
 shown, ...). `answer_from_display` turns them into *true* item order using the display
-order recorded with the lease, so exports never depend on what was shown where.
+order the answer names, so exports never depend on what was shown where.
 """
 
 from __future__ import annotations
 
+import hashlib
 import html
+import json
+import re
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
@@ -22,6 +31,7 @@ from .storage import Lease, Storage, StorageError
 
 PAIR_KEYS = ("A", "B", "tie", "cant_tell")
 SLOT_LETTERS = "ABCDEFGHI"
+MAX_COMMENT = 2000  # characters: a note on one item, not an essay
 
 
 class AnswerError(ValueError):
@@ -31,6 +41,12 @@ class AnswerError(ValueError):
 # =====================================================================================
 # Rendering: all text is escaped, so markup or script inside a completion stays text.
 # =====================================================================================
+
+def escape_markdown(text: str) -> str:
+    """Text shown literally in Markdown: HTML escaped and Markdown's marks backslashed,
+    since item ids, project names and a loop part's state come from files and the API."""
+    return re.sub(r"([\\`*_{}\[\]()#+\-.!|~])", r"\\\1", html.escape(str(text), quote=False))
+
 
 def render_text(text: Any) -> str:
     """Text or chat messages as inert HTML (escaped, whitespace kept)."""
@@ -58,7 +74,35 @@ def render_prompt(prompt: Any) -> str:
 # The view of one item, in display order
 # =====================================================================================
 
-FILE_URL = "gradio_api/file="  # where Gradio serves the clip folders (static paths, login required)
+CLIP_URL = "labeling/clip"  # where files.py serves the items' clips (login required)
+
+
+def clip_key(path: str) -> str:
+    """A clip's name in its URL: a hash of its path, so the URL reveals no folder."""
+    return hashlib.sha256(path.encode()).hexdigest()[:24]
+
+
+def clip_url(path: str) -> str:
+    """The clip's URL, ending in its file name (the bots read uploaded clips' true slot from it)."""
+    return f"{CLIP_URL}/{clip_key(path)}/{quote(Path(path).name)}"
+
+
+def shown_token(item_id: str, order: list[int]) -> str:
+    """What a view shows, as the page sends it back with an answer: item and display order."""
+    return json.dumps({"item": item_id, "order": order}, ensure_ascii=False)
+
+
+def parse_shown(token: Any) -> tuple[str, list[int]]:
+    """(item id, display order) of an answer's `shown` token; AnswerError when it names none."""
+    try:
+        shown = json.loads(token)
+        item_id, order = shown["item"], shown["order"]
+    except (TypeError, ValueError, KeyError):
+        raise AnswerError("the answer does not say which item it answers; reload the page") from None
+    if not isinstance(item_id, str) or not isinstance(order, list) or not all(
+            isinstance(slot, int) and not isinstance(slot, bool) for slot in order):
+        raise AnswerError("the answer does not say which item it answers; reload the page")
+    return item_id, order
 
 
 @dataclass
@@ -72,6 +116,13 @@ class View:
     done: int = 0
     assigned: int = 0
     message: str = ""  # a note for the annotator (e.g. why a vote was refused)
+    order: list[int] | None = None  # display slot -> true index
+    comment: str = ""  # put back in the comment box (a refused answer keeps its comment)
+
+    @property
+    def shown(self) -> str:
+        """The token an answer to this view sends back ("" when nothing is shown)."""
+        return shown_token(self.item_id, self.order) if self.item_id else ""
 
     @property
     def progress(self) -> str:
@@ -79,10 +130,11 @@ class View:
 
     @property
     def status(self) -> str:
-        """One line for the page: item, progress and any note."""
-        parts = [f"Item `{self.item_id}`" if self.item_id else "", self.progress]
+        """One line of Markdown for the page: item, progress and any note, each escaped
+        (an item id or a message naming one is text from a project file)."""
+        parts = [f"Item {escape_markdown(self.item_id)}" if self.item_id else "", self.progress]
         if self.message:
-            parts.append(f"**{self.message}**")
+            parts.append(f"**{escape_markdown(self.message)}**")
         return " · ".join(p for p in parts if p)
 
 
@@ -92,11 +144,12 @@ def render_item(item: Item, order: list[int]) -> str:
     Rankings get one native <select> per completion (keyboard and mouse work without any
     script); clips are native looping, muted videos."""
     head = (f'<div class="item-view mode-{item.mode}" data-mode="{item.mode}" data-k="{item.k}" '
-            f'data-item="{html.escape(item.id, quote=True)}">')
+            f'data-item="{html.escape(item.id, quote=True)}" '
+            f'data-shown="{html.escape(shown_token(item.id, order), quote=True)}">')
     if item.mode == "clip":
         videos = []
         for slot, true in enumerate(order):
-            url = html.escape(FILE_URL + quote(item.clips[true]), quote=True)
+            url = html.escape(clip_url(item.clips[true]), quote=True)
             videos.append(f'<div class="clip"><div class="slot-title">{"AB"[slot]}</div>'
                           f'<video class="clip-video" id="clip-{"ab"[slot]}" src="{url}" autoplay loop muted '
                           f'playsinline controls></video></div>')
@@ -117,13 +170,14 @@ def render_item(item: Item, order: list[int]) -> str:
     return head + body + '<div class="kway-list">' + "".join(slots) + "</div></div>"
 
 
-def build_view(lease: Lease | None, done: int, assigned: int, message: str = "") -> View:
+def build_view(lease: Lease | None, done: int, assigned: int, message: str = "", comment: str = "") -> View:
     if lease is None:
         note = message or "Nothing left to label for you in this project. Thank you!"
         return View(None, html='<div class="item-view" data-mode="done" data-k="0"></div>', done=done,
                     assigned=assigned, message=note)
     item = lease.item
-    return View(item.id, item.mode, item.k, render_item(item, lease.display_order), done, assigned, message)
+    return View(item.id, item.mode, item.k, render_item(item, lease.display_order), done, assigned, message,
+                lease.display_order, comment)
 
 
 # =====================================================================================
@@ -158,6 +212,8 @@ def answer_from_display(item: Item, order: list[int], key: str, ranks: list[Any]
     key: ``A`` / ``B`` / ``tie`` / ``cant_tell`` (pairs and clips), ``best:<slot>``
     (best-of-K, slot 1-based as shown), ``rank`` with `ranks` per display slot, or
     ``cant_tell`` for any item."""
+    if sorted(order) != list(range(item.k)):
+        raise AnswerError(f"the answer names a display order that is not one of the item's {item.k} completions")
     if key == "cant_tell":
         return {"kind": "not_comparable"}
     if item.mode in ("pair", "clip"):
@@ -197,44 +253,44 @@ class LabelingService:
         self.storage = storage
         self.users = users  # a users.UserStore, or None in tests that skip auth
 
-    def _view(self, annotator: str, message: str = "") -> View:
+    def _view(self, annotator: str, message: str = "", comment: str = "") -> View:
         lease = self.storage.next_item(annotator)
         done, assigned = self.storage.progress(annotator)
-        return build_view(lease, done, assigned, message)
+        return build_view(lease, done, assigned, message, comment)
 
     def current(self, annotator: str) -> View:
         """The item this annotator should see now (leased to them)."""
         _require_user(annotator)
         return self._view(annotator)
 
-    def answer(self, annotator: str, item_id: str | None, key: str, ranks: list[Any] | None = None,
+    def answer(self, annotator: str, shown: str, key: str, ranks: list[Any] | None = None,
                comment: str = "") -> View:
-        """Store an answer (or a skip) for the annotator's leased item; return the next view.
-        Refusals (no lease, overlap reached, an incomplete ranking) come back as a message
-        on the view rather than an exception, so the page simply moves on or stays."""
+        """Store an answer (or a skip) to the view whose token is `shown`; return the next
+        view. A refusal (not the item shown, a lease another annotator now holds, an
+        incomplete ranking, a long comment) comes back as a message on the view of the
+        annotator's current item, with the comment kept, rather than as an exception."""
         _require_user(annotator)
-        if not item_id:
-            return self._view(annotator, "No item was shown; here is the next one.")
-        lease = self.storage.lease_of(annotator, item_id)
-        if lease is None:
-            already = [v for v in self.storage.votes(annotator) if v["item_id"] == item_id]
-            note = "" if already else f"Item {item_id} is no longer assigned to you."
-            return self._view(annotator, note)
-        comment = (comment or "").strip()[:2000]
-        if key == "skip":
-            self.storage.record_skip(annotator, item_id)
-            return self._view(annotator)
+        comment = (comment or "").strip()
         try:
-            answer = answer_from_display(lease.item, lease.display_order, key, ranks)
-        except AnswerError as err:  # keep the same item on screen, explain
-            done, assigned = self.storage.progress(annotator)
-            return build_view(lease, done, assigned, f"Not saved: {err}.")
-        pressed = key if key != "rank" else "rank:" + ",".join(str(r + 1) for r in dense_ranks(ranks, lease.item.k))
-        try:
-            self.storage.record_vote(annotator, item_id, answer, pressed, comment)
-        except StorageError as err:
-            return self._view(annotator, str(err))
+            item_id, order = parse_shown(shown)
+            if len(comment) > MAX_COMMENT:
+                raise AnswerError(f"the comment has {len(comment)} characters; at most {MAX_COMMENT}, "
+                                  "please shorten it")
+            if key == "skip":
+                self.storage.record_skip(annotator, item_id, order)
+            else:
+                self._record_vote(annotator, item_id, order, key, ranks, comment)
+        except (AnswerError, StorageError) as err:
+            return self._view(annotator, f"Not saved: {err}.", comment)
         return self._view(annotator)
+
+    def _record_vote(self, annotator: str, item_id: str, order: list[int], key: str, ranks, comment: str) -> None:
+        if not self.storage.has_item(item_id):
+            raise StorageError(f"there is no item {item_id!r}")
+        item = self.storage.item(item_id)
+        answer = answer_from_display(item, order, key, ranks)
+        pressed = key if key != "rank" else "rank:" + ",".join(str(r + 1) for r in dense_ranks(ranks, item.k))
+        self.storage.record_vote(annotator, item_id, order, answer, pressed, comment)
 
     def is_admin(self, annotator: str | None) -> bool:
         return self.users is not None and self.users.is_admin(annotator)

@@ -20,7 +20,7 @@ import httpx
 
 
 class HttpSession:
-    """One annotator's page; ``call(api_name)`` runs an endpoint and returns its outputs."""
+    """One annotator's page; ``call(api_name, *inputs)`` runs an endpoint and returns its outputs."""
 
     def __init__(self, url: str, user: str, password: str, timeout: float = 20):
         self.http = httpx.Client(base_url=url, timeout=timeout)
@@ -30,11 +30,13 @@ class HttpSession:
         self.n_inputs = {d.get("api_name"): len(d["inputs"]) for d in dependencies}
         self.session = uuid.uuid4().hex
 
-    def call(self, api_name: str, *trailing_inputs) -> list:
-        """Run an endpoint; ``trailing_inputs`` are its last inputs (a vote's comment; the
-        ranks and the comment of ``rank``). Its first inputs are state kept server-side,
-        for which the page sends null, as here."""
-        data = [None] * (self.n_inputs[api_name] - len(trailing_inputs)) + list(trailing_inputs)
+    def call(self, api_name: str, *inputs) -> list:
+        """Run an endpoint with its inputs. An answer's first input is the `shown` token of
+        the view it answers (the first output of every view), then the ranks for ``rank``,
+        then the comment."""
+        if len(inputs) != self.n_inputs[api_name]:
+            raise TypeError(f"{api_name} takes {self.n_inputs[api_name]} inputs, got {len(inputs)}")
+        data = list(inputs)
         joined = self.http.post("/gradio_api/queue/join", json={
             "data": data, "fn_index": self.fn_index[api_name], "session_hash": self.session,
             "event_data": None, "trigger_id": None})

@@ -195,7 +195,3 @@ def load_items(config) -> list[Item]:
         items.extend(loaded)
     return items
 
-
-def clip_folders(items: list[Item]) -> list[str]:
-    """The folders that hold clips: the only files the server may serve."""
-    return sorted({str(Path(c).parent) for item in items for c in item.clips})

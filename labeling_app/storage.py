@@ -6,6 +6,10 @@ Why this shape:
 - The audit log gets the same vote appended and fsync'd before `record_vote` returns, so
   the votes can be rebuilt from it alone.
 - ``UNIQUE(item_id, annotator)`` makes a double click or a retried request harmless.
+- An annotator holds at most one lease, the item shown to them, and an answer is taken
+  only for that item in the order shown: a re-sent answer cannot land on the next item.
+- A lease that ran out loses to the annotator now holding the item: the late answer is
+  refused unless it takes no place another annotator holds.
 - Progress lives only here, not in Gradio state (which dies with the process), so a
   restarted server resumes every queue where it stopped.
 - One connection guarded by one lock: votes are tiny, SQLite serialises writers anyway,
@@ -253,6 +257,8 @@ class Storage:
             item = self._items[row[0]]
             order = display_order_for(item, annotator, self.seed, self.shuffle)
             expires = now + self.lease_seconds
+            # one lease per annotator: the item now shown replaces any that ran out
+            self._db.execute("DELETE FROM leases WHERE annotator = ? AND item_id != ?", (annotator, item.id))
             self._db.execute(
                 "INSERT INTO leases (item_id, annotator, shown_at, expires_at, display_order) VALUES (?,?,?,?,?) "
                 "ON CONFLICT(item_id, annotator) DO UPDATE SET shown_at=excluded.shown_at, "
@@ -269,21 +275,19 @@ class Storage:
         return Lease(self._items[item_id], json.loads(row["display_order"]), row["shown_at"], row["expires_at"])
 
     # -- votes ---------------------------------------------------------------------------
-    def record_vote(self, annotator: str, item_id: str, answer: dict, pressed: str, comment: str = "") -> dict:
-        """Store one vote (answer in true order, see handlers.answer_from_display) in one
-        transaction, append it to the audit log, fsync both, and only then return it.
-        A repeated vote on the same item returns the stored one unchanged."""
+    def record_vote(self, annotator: str, item_id: str, order: list[int], answer: dict, pressed: str,
+                    comment: str = "") -> dict:
+        """Store one vote (answer in true order, see handlers.answer_from_display) on the
+        item shown to the annotator in `order`, in one transaction; append it to the audit
+        log, fsync both, and only then return it. A repeated vote on the same item returns
+        the stored one unchanged; one on any other item raises StorageError."""
         with self._lock:
             existing = self._db.execute("SELECT * FROM votes WHERE item_id = ? AND annotator = ?",
                                         (item_id, annotator)).fetchone()
             if existing is not None:
                 return dict(existing) | {"duplicate": True}
-            lease = self._db.execute("SELECT * FROM leases WHERE item_id = ? AND annotator = ?",
-                                     (item_id, annotator)).fetchone()
-            if lease is None:
-                raise StorageError(f"item {item_id!r} is not assigned to you (its lease ended); "
-                                   "the next item is loaded")
             now = self.clock()
+            lease = self._answerable_lease(annotator, item_id, order, now)
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 count = self._db.execute("SELECT vote_count FROM items WHERE id = ?", (item_id,)).fetchone()[0]
@@ -310,18 +314,40 @@ class Storage:
             self._append_audit({"event": "vote", **row})
             return row
 
-    def record_skip(self, annotator: str, item_id: str) -> None:
-        """Skip: not a vote; the item is never offered to this annotator again."""
+    def record_skip(self, annotator: str, item_id: str, order: list[int]) -> None:
+        """Skip: not a vote; the item is never offered to this annotator again. A repeated
+        skip of the same item does nothing."""
         with self._lock:
-            if self._db.execute("SELECT 1 FROM leases WHERE item_id = ? AND annotator = ?",
-                                (item_id, annotator)).fetchone() is None:
-                raise StorageError(f"item {item_id!r} is not assigned to you")
+            if self._db.execute("SELECT 1 FROM skips WHERE item_id = ? AND annotator = ?",
+                                (item_id, annotator)).fetchone() is not None:
+                return
+            self._answerable_lease(annotator, item_id, order, self.clock())
             self._db.execute("BEGIN IMMEDIATE")
-            self._db.execute("INSERT OR IGNORE INTO skips (item_id, annotator, at) VALUES (?,?,?)",
+            self._db.execute("INSERT INTO skips (item_id, annotator, at) VALUES (?,?,?)",
                              (item_id, annotator, self.clock()))
             self._db.execute("DELETE FROM leases WHERE item_id = ? AND annotator = ?", (item_id, annotator))
             self._db.execute("COMMIT")
             self._append_audit({"event": "skip", "item_id": item_id, "annotator": annotator, "at": self.clock()})
+
+    def _answerable_lease(self, annotator: str, item_id: str, order: list[int], now: float) -> sqlite3.Row:
+        """The annotator's lease on the item they answer, or StorageError saying why the
+        answer is refused: the item must be the one shown to them, in the order shown, and
+        a lease that ran out must not take a place another annotator now holds. Called
+        under the lock."""
+        lease = self._db.execute("SELECT * FROM leases WHERE item_id = ? AND annotator = ?",
+                                 (item_id, annotator)).fetchone()
+        if lease is None:
+            raise StorageError(f"item {item_id!r} is not the item shown to you; here is your current item")
+        if json.loads(lease["display_order"]) != order:
+            raise StorageError(f"the answer names another order of item {item_id!r} than the one shown to you")
+        if lease["expires_at"] <= now:
+            held = self._db.execute(
+                "SELECT i.vote_count + (SELECT COUNT(*) FROM leases l WHERE l.item_id = i.id AND l.annotator != ? "
+                "AND l.expires_at > ?) FROM items i WHERE i.id = ?", (annotator, now, item_id)).fetchone()[0]
+            if held >= self.overlap:
+                raise StorageError(f"your time on item {item_id!r} ran out ({self.lease_seconds:.0f} s) and another "
+                                   "annotator is labelling it now")
+        return lease
 
     def _append_audit(self, record: dict) -> None:
         self._audit.write(json.dumps(record, ensure_ascii=False) + "\n")

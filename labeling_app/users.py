@@ -93,13 +93,15 @@ def remove_user(path, name: str) -> None:
 
 
 class UserStore:
-    """Checks logins against the users file, re-reading it when it changes."""
+    """Checks logins against the users file, re-reading it when it changes, and remembers
+    whose record changed (removed, new password, admin flag): their sessions must end."""
 
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
         self._lock = threading.Lock()
         self._stamp = None
         self._users: dict[str, dict] = {}
+        self._changed: set[str] = set()
         self._reload()
         if not self._users:
             raise UsersError(f"{self.path}: no users; add one with "
@@ -113,8 +115,16 @@ class UserStore:
             except FileNotFoundError:
                 stamp = None
             if stamp != self._stamp:
-                self._users = read_users(self.path) if stamp else {}
-                self._stamp = stamp
+                users = read_users(self.path) if stamp else {}
+                self._changed |= {name for name, record in self._users.items() if users.get(name) != record}
+                self._users, self._stamp = users, stamp
+
+    def changed_users(self) -> set[str]:
+        """The users removed or changed since the last call (the file is checked now)."""
+        self._reload()
+        with self._lock:
+            changed, self._changed = self._changed, set()
+        return changed
 
     def verify(self, name: str, password: str) -> bool:
         self._reload()

@@ -18,7 +18,8 @@ from pathlib import Path
 import httpx
 from labeling_testkit import HttpSession, free_port, make_project, pair_rows
 
-ITEM = re.compile(r"Item `([^`]+)`")
+from labeling_app.handlers import parse_shown
+
 REPO = Path(__file__).resolve().parents[2]
 ANNOTATORS = ["alice", "bob", "carol", "dave"]
 
@@ -52,7 +53,7 @@ def test_sigkill_loses_no_acknowledged_vote(tmp_path):
     stop, killed = threading.Event(), threading.Event()
     errors: list[BaseException] = []
 
-    # HttpSession returns every output, the server-side item state as None first
+    # HttpSession returns every output: the shown token first, then the status line
     def annotate(user: str):
         session = HttpSession(url, user, timeout=10)
         try:
@@ -60,8 +61,8 @@ def test_sigkill_loses_no_acknowledged_vote(tmp_path):
             for _ in range(200):  # bounded; the kill ends it much sooner
                 if stop.is_set():
                     return
-                item = ITEM.search(shown[1]).group(1)
-                shown = session.call("vote_a", "")  # returns only once the vote is stored
+                item, _ = parse_shown(shown[0])
+                shown = session.call("vote_a", shown[0], "")  # returns only once the vote is stored
                 with lock:
                     acknowledged.append((item, user))
         except Exception as err:
@@ -110,8 +111,8 @@ def test_sigkill_loses_no_acknowledged_vote(tmp_path):
             done = int(re.search(r"Progress: (\d+) /", shown[1]).group(1))
             mine = {item for item, who in stored if who == user}
             assert done == len(mine)
-            assert ITEM.search(shown[1]).group(1) not in mine
-            session.call("vote_b", "")
+            assert parse_shown(shown[0])[0] not in mine
+            session.call("vote_b", shown[0], "")
             session.close()
     finally:
         server.send_signal(signal.SIGTERM)

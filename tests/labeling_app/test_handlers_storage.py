@@ -101,7 +101,7 @@ def test_overlap_and_no_repeat(tmp_path):
             if view.item_id is None:
                 break
             seen[user].append(view.item_id)
-            view = service.answer(user, view.item_id, "A")
+            view = service.answer(user, view.shown, "A")
     for user, ids in seen.items():
         assert len(ids) == len(set(ids))
     counts = {}
@@ -115,30 +115,29 @@ def test_lease_blocks_others_until_it_expires(tmp_path):
     clock = FakeClock()
     storage = make_storage(tmp_path, text_items(1), overlap=1, clock=clock)
     service = LabelingService(storage)
-    assert service.current("alice").item_id == "i0"
+    late = service.current("alice")
+    assert late.item_id == "i0"
     assert service.current("bob").item_id is None  # leased to alice
     assert service.current("alice").item_id == "i0"  # same item again (reload)
     clock.now += 61
-    assert service.current("bob").item_id == "i0"  # alice's lease ran out
-    # alice answers late: the item is still open (bob has not voted), so it is accepted
-    view = service.answer("alice", "i0", "B")
-    assert [v["annotator"] for v in storage.votes()] == ["alice"]
-    # bob now cannot exceed the overlap
-    view = service.answer("bob", "i0", "A")
-    assert "already has" in view.message
-    assert len(storage.votes()) == 1
+    shown_to_bob = service.current("bob")
+    assert shown_to_bob.item_id == "i0"  # alice's lease ran out
+    # alice answers late: bob holds the live lease, so her vote is refused, and his is kept
+    view = service.answer("alice", late.shown, "B")
+    assert "ran out" in view.message and storage.votes() == []
+    service.answer("bob", shown_to_bob.shown, "A")
+    assert [v["annotator"] for v in storage.votes()] == ["bob"]
 
 
 def test_double_vote_is_idempotent_and_skip_is_remembered(tmp_path):
     storage = make_storage(tmp_path, text_items(2), overlap=1)
     service = LabelingService(storage)
     view = service.current("alice")
-    first = view.item_id
-    service.answer("alice", first, "A")
-    service.answer("alice", first, "B")  # a retried or second click
+    service.answer("alice", view.shown, "A")
+    service.answer("alice", view.shown, "B")  # a retried or second click
     assert len(storage.votes()) == 1 and storage.votes()[0]["pressed"] == "A"
     view = service.current("alice")
-    service.answer("alice", view.item_id, "skip")
+    service.answer("alice", view.shown, "skip")
     assert service.current("alice").item_id is None
     assert service.current("bob").item_id == view.item_id  # a skip frees the item for others
     assert storage.progress("alice") == (1, 1)
@@ -148,7 +147,7 @@ def test_votes_survive_reopen_and_queue_resumes(tmp_path):
     storage = make_storage(tmp_path, text_items(3))
     service = LabelingService(storage)
     view = service.current("alice")
-    view = service.answer("alice", view.item_id, "tie", comment="close call")
+    view = service.answer("alice", view.shown, "tie", comment="close call")
     storage.close()
     reopened = make_storage(tmp_path, text_items(3))
     assert [(v["item_id"], v["label"], v["comment"]) for v in reopened.votes()] == [("i0", 0.5, "close call")]
@@ -162,7 +161,7 @@ def test_votes_survive_reopen_and_queue_resumes(tmp_path):
 def test_changed_item_with_votes_is_refused(tmp_path):
     storage = make_storage(tmp_path, text_items(1))
     service = LabelingService(storage)
-    service.answer("alice", service.current("alice").item_id, "A")
+    service.answer("alice", service.current("alice").shown, "A")
     changed = [Item("i0", "pair", ["other", "text"], "prompt 0")]
     with pytest.raises(Exception, match="changed since votes"):
         storage.sync_items(changed)
@@ -172,9 +171,9 @@ def test_incomplete_ranking_keeps_the_item(tmp_path):
     storage = make_storage(tmp_path, text_items(1, k=4))
     service = LabelingService(storage)
     view = service.current("alice")
-    view = service.answer("alice", view.item_id, "rank", ["1", None, "2", "3"])
+    view = service.answer("alice", view.shown, "rank", ["1", None, "2", "3"])
     assert view.item_id == "i0" and "Not saved" in view.message
-    view = service.answer("alice", "i0", "rank", ["1", "1", "2", "3"])
+    view = service.answer("alice", view.shown, "rank", ["1", "1", "2", "3"])
     assert view.item_id is None and storage.votes()[0]["kind"] == "ranking"
 
 
@@ -182,9 +181,9 @@ def test_time_on_task_is_recorded(tmp_path):
     clock = FakeClock()
     storage = make_storage(tmp_path, text_items(1), clock=clock)
     service = LabelingService(storage)
-    service.current("alice")
+    view = service.current("alice")
     clock.now += 7.5
-    service.answer("alice", "i0", "A")
+    service.answer("alice", view.shown, "A")
     assert storage.votes()[0]["seconds"] == 7.5
 
 
@@ -200,7 +199,7 @@ def test_export_true_order_and_tie_policies(tmp_path):
     for _ in range(4):
         orders[view.item_id] = storage.lease_of("alice", view.item_id).display_order
         key, ranks = answers[view.item_id]
-        view = service.answer("alice", view.item_id, key, ranks)
+        view = service.answer("alice", view.shown, key, ranks)
     assert view.item_id is None
 
     core = comparisons_from_storage(storage, ties="half", cant_tell="drop")
@@ -273,7 +272,7 @@ def test_admin_report_tables(tmp_path):
     for user in ("u1", "u2"):
         view = service.current(user)
         while view.item_id:
-            view = service.answer(user, view.item_id, "A")
+            view = service.answer(user, view.shown, "A")
     data = admin.report(storage)
     assert data["votes"] == 4 and data["items_done"] == 2
     assert [row[:2] for row in data["annotators"]] == [["u1", 2], ["u2", 2]]
@@ -401,7 +400,7 @@ def test_export_cli(tmp_path, capsys):
     service = prepare(cfg)
     view = service.current("alice")
     while view.item_id:
-        view = service.answer("alice", view.item_id, "B")
+        view = service.answer("alice", view.shown, "B")
     service.storage.close()
     out = tmp_path / "out.jsonl"
     assert export_main(["--project", str(config), "--format", "trl", "--out", str(out)]) == 0

@@ -117,9 +117,11 @@ def test_items_added_while_serving_are_shown_at_once_in_priority_order(tmp_path,
     priorities = {"t0": 0.1, "t1": 0.5, "t2": 0.3, "t3": 0.9, "t4": 0.2}
     assert admin.add_items(text_items(5), priorities) == {"added": ["t0", "t1", "t2", "t3", "t4"], "existing": []}
 
-    shown = [shown_id(alice.call("current"))]
+    view = alice.call("current")
+    shown = [shown_id(view)]
     for _ in range(4):
-        shown.append(shown_id(alice.call("vote_a", "")))
+        view = alice.call("vote_a", view[0], "")
+        shown.append(shown_id(view))
     assert shown == ["t3", "t1", "t2", "t4", "t0"]
 
     assert admin.add_items(text_items(5), priorities) == {"added": [], "existing": ["t0", "t1", "t2", "t3", "t4"]}
@@ -136,9 +138,9 @@ def test_votes_after_an_id_are_exactly_the_later_votes(tmp_path, server_factory)
     admin = AdminClient(server.url, TOKEN)
     admin.add_items(text_items(4))
     alice = HttpSession(server.url, "alice")
-    alice.call("current")
+    view = alice.call("current")
     for _ in range(4):
-        alice.call("vote_b", "")
+        view = alice.call("vote_b", view[0], "")
 
     later = admin.votes(after=2, limit=10)
     assert [v["vote_id"] for v in later["votes"]] == [3, 4] and later["last_id"] == 4

@@ -14,10 +14,12 @@ import pytest
 from gradio_client.exceptions import AppError, AuthenticationError
 from labeling_testkit import PASSWORD, make_project, pair_rows
 
+from labeling_app.handlers import clip_url, parse_shown
+
 ANNOTATORS = [f"ann{i:02d}" for i in range(20)]
 VOTES_EACH = 50
 PROGRESS = re.compile(r"Progress: (\d+) / (\d+) done")
-ITEM = re.compile(r"Item `([^`]+)`")
+SHOWN, STATUS, HTML = range(3)  # a view's outputs (app.build_demo)
 
 
 def login(url: str, user: str, password: str = PASSWORD) -> httpx.Client:
@@ -38,10 +40,11 @@ def test_twenty_annotators_fifty_votes_each(tmp_path, server_factory):
         shown = client.predict(api_name="/current")
         voted = []
         for _ in range(VOTES_EACH):
-            voted.append(ITEM.search(shown[0]).group(1))
-            shown = client.predict("", api_name=rng.choice(["/vote_a", "/vote_b", "/vote_tie", "/cant_tell"]))
-            assert "**" not in shown[0], shown[0]  # no refusal note
-        done, _ = map(int, PROGRESS.search(shown[0]).groups())
+            voted.append(parse_shown(shown[SHOWN])[0])
+            shown = client.predict(shown[SHOWN], "",
+                                   api_name=rng.choice(["/vote_a", "/vote_b", "/vote_tie", "/cant_tell"]))
+            assert "**" not in shown[STATUS], shown[STATUS]  # no refusal note
+        done, _ = map(int, PROGRESS.search(shown[STATUS]).groups())
         assert done == VOTES_EACH
         return voted
 
@@ -79,9 +82,9 @@ def test_requests_without_login_are_refused(tmp_path, server_factory):
     join = anonymous.post("/gradio_api/queue/join", json={"data": [""], "fn_index": 1, "session_hash": "x"})
     assert join.status_code in (401, 403)
     assert anonymous.post("/login", data={"username": "alice", "password": "nope"}).status_code == 400
-    clip = server.service.storage.item("clip0").clips[0]
-    assert anonymous.get(f"/gradio_api/file={clip}").status_code in (401, 403)  # clips need a login too
-    assert login(server.url, "alice").get(f"/gradio_api/file={clip}").status_code == 200
+    clip = clip_url(server.service.storage.item("clip0").clips[0])
+    assert anonymous.get(clip).status_code in (401, 403)  # clips need a login too
+    assert login(server.url, "alice").get(clip).status_code == 200
     assert server.service.storage.votes() == []
 
 
@@ -89,26 +92,27 @@ def test_requests_without_login_are_refused(tmp_path, server_factory):
 def test_annotators_cannot_read_or_touch_others_votes(tmp_path, server_factory):
     server = server_factory(make_project(tmp_path / "p", pair_rows(4)))
     alice, bob = server.client("alice"), server.client("bob")
-    alice.predict(api_name="/current")
-    alice.predict("alice's private note", api_name="/vote_a")
+    shown = alice.predict(api_name="/current")
+    alice.predict(shown[SHOWN], "alice's private note", api_name="/vote_a")
 
     shown = bob.predict(api_name="/current")
-    assert "Progress: 0 / 2 done" in shown[0]  # bob's own: p0 is full, p1 is leased to alice
-    for endpoint in ("/admin_report", "/export_core", "/export_trl", "/export_ranked"):
-        with pytest.raises(AppError, match="Admins only"):
-            bob.predict(api_name=endpoint)
+    assert "Progress: 0 / 2 done" in shown[STATUS]  # bob's own: p0 is full, p1 is leased to alice
+    with pytest.raises(AppError, match="Admins only"):
+        bob.predict(api_name="/admin_report")
+    http = login(server.url, "bob")
+    for fmt in ("core", "trl", "ranked"):
+        assert http.get(f"/labeling/export/{fmt}").status_code == 403
     listing = str(bob.view_api(return_format="dict", print_info=False))
     assert "admin" not in listing and "export" not in listing  # not advertised either
 
     # no route serves the database, the audit log or the users file
-    http = login(server.url, "bob")
     for path in (server.config.db_path, server.config.audit_path, server.config.users):
         for url in (f"/gradio_api/file={path}", f"/file={path}"):
             response = http.get(url)
             assert response.status_code >= 400 and b"private note" not in response.content, url
 
     # bob's answers only ever touch bob's lease
-    bob.predict("", api_name="/vote_b")
+    bob.predict(shown[SHOWN], "", api_name="/vote_b")
     votes = server.service.storage.votes()
     assert [(v["annotator"], v["comment"]) for v in votes] == [("alice", "alice's private note"), ("bob", "")]
     assert votes[0]["item_id"] != votes[1]["item_id"]
@@ -116,18 +120,18 @@ def test_annotators_cannot_read_or_touch_others_votes(tmp_path, server_factory):
     admin = server.client("admin")
     summary = admin.predict(api_name="/admin_report")
     assert "2 votes" in summary[0]
-    exported = admin.predict(api_name="/export_core")
-    assert "alice's private note" in open(exported, encoding="utf-8").read()
+    assert "alice's private note" in login(server.url, "admin").get("/labeling/export/core").text
 
 
 def test_ranking_and_best_of_k_through_the_api(tmp_path, server_factory):
     rows = [{"id": "r", "prompt": "p", "completions": ["w", "x", "y", "z"]}]
     server = server_factory(make_project(tmp_path / "p", rows, task="ranking"))
     alice = server.client("alice")
-    assert "Item `r`" in alice.predict(api_name="/current")[0]
-    refused = alice.predict("1,2", "", api_name="/rank")  # too few ranks: the item stays
-    assert "Item `r`" in refused[0] and "Not saved" in refused[0]
-    alice.predict("2,1,1,3", "", api_name="/rank")
+    shown = alice.predict(api_name="/current")
+    assert "Item r " in shown[STATUS]
+    refused = alice.predict(shown[SHOWN], "1,2", "", api_name="/rank")  # too few ranks: the item stays
+    assert "Item r " in refused[STATUS] and "Not saved" in refused[STATUS]
+    alice.predict(shown[SHOWN], "2,1,1,3", "", api_name="/rank")
     vote = server.service.storage.votes()[0]
     order = vote["display_order"]
     expected = [None] * 4
@@ -139,7 +143,7 @@ def test_ranking_and_best_of_k_through_the_api(tmp_path, server_factory):
     server = server_factory(make_project(tmp_path / "q", rows, task="best_of_k"))
     bob = server.client("bob")
     shown = bob.predict(api_name="/current")
-    assert 'data-mode="best_of_k"' in shown[1]
-    bob.predict("", api_name="/best_3")
+    assert 'data-mode="best_of_k"' in shown[HTML]
+    bob.predict(shown[SHOWN], "", api_name="/best_3")
     vote = server.service.storage.votes()[0]
     assert vote["kind"] == "best_of_k" and vote["choice"] == vote["display_order"][2]
