@@ -295,6 +295,8 @@ def launch(config: LoopConfig, ppo_config, argv: list[str], console: Console) ->
     child_argv = without_run_flags(argv)
     if not config.app_port:
         child_argv += ["--app_port", str(free_port())]
+    # SIGTERM stops the parts too (the finally below), as Ctrl-C does: they are not our session's
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
     app = Part("app", child_argv, paths)
     app.start()
     parts = [app]
