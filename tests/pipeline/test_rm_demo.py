@@ -4,8 +4,12 @@ import json
 
 import pytest
 
-from pipeline.rm_demo import main
+from rich.console import Console
+
+from pipeline.comparisons import sample_or_reuse
+from pipeline.rm_demo import main, parse_config
 from reward_model.modeling import RewardModel
+from rlhf.config import ConfigError
 from rlhf.preferences import load_comparisons
 from rlhf.rubric import gold_score
 
@@ -32,6 +36,12 @@ def test_demo_on_tiny_model(tmp_path, capsys):
     assert summary["gold_pairs"] == total and summary["heldout_accuracy_vs_gold"] == pytest.approx(correct / total)
     report = json.loads((tmp_path / "reward_model" / "eval" / "report.json").read_text())
     assert report["n_examples"] == 3
-    # The second run reuses the cached samples instead of sampling again.
-    assert main(args) == 0
+    # A second run into the same folder is refused (nothing lost); the samples cached there are
+    # what sampling with the same settings reuses instead of sampling again.
+    with pytest.raises(ConfigError, match="holds an earlier run"):
+        main(args)
+    config, _ = parse_config(args)
+    capsys.readouterr()
+    cached = sample_or_reuse(config, config.prompts(), tmp_path, Console())
     assert "reusing 12 cached prompts" in " ".join(capsys.readouterr().out.split())
+    assert cached == [row["completions"] for row in map(json.loads, (tmp_path / "samples.jsonl").read_text().splitlines()[1:])]
