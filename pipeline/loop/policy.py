@@ -85,8 +85,8 @@ class QueryingPart:
             reply = self.client.add_items(items, priorities)
         except (ApiError, httpx.HTTPError):
             return 0
-        new = [item for item in items if item["id"] in set(reply["added"]) | set(reply["existing"])
-               and item["id"] not in self.sent_ids]
+        held = set(reply["added"]) | set(reply["existing"])
+        new = [item for item in items if item["id"] in held and item["id"] not in self.sent_ids]
         append_durably(self.paths.sent, [{"id": item["id"], "step": self.step, "priority": priorities.get(item["id"], 0.0)}
                                          for item in new])
         self.sent_ids |= {item["id"] for item in new}
@@ -128,9 +128,11 @@ class QueryingPart:
         """Send the initial policy's items, then wait for the first reward version (the only
         wait: there is nothing to optimise before it); sets `startup_seconds`."""
         started = time.time()
-        while not {item["id"] for item in initial} <= self.sent_ids:
+        wanted = {item["id"] for item in initial}
+        while not wanted <= self.sent_ids:
             self.send(initial, {})
-            time.sleep(1.0)  # the app is not up yet, or did not answer
+            if not wanted <= self.sent_ids:
+                time.sleep(1.0)  # the app is not up yet, or did not answer
         while self.paths.latest_version() == 0:
             self.heartbeat(phase="waiting for the first reward model")
             time.sleep(1.0)
