@@ -49,8 +49,10 @@ class RewardModelConfig(TrainingArguments):
     """Reward-model fields; everything else is transformers' `TrainingArguments`."""
 
     model_name_or_path: str = field(default="tiny-random-llama", metadata={"help": "model name or path (toolkit names: smollm2-135m-instruct, tiny-random-llama); a saved reward model or ensemble warm-starts each member from its namesake"})
-    train_data: str | None = field(default=None, metadata={"help": "preference file (JSONL/JSON/parquet) in any core format"})
-    eval_data: str | None = field(default=None, metadata={"help": "held-out preference file (optional)"})
+    train_data: str | None = field(default=None, metadata={"help": "preference data in any format of docs/data_formats.md: a JSONL/JSON/parquet file, a datasets folder (save_to_disk) or a hub id from the local cache"})
+    eval_data: str | None = field(default=None, metadata={"help": "held-out preference data, as train_data (optional)"})
+    dataset_train_split: str = field(default="train", metadata={"help": "split of a train_data DatasetDict to train on (its only split if it has one)"})
+    dataset_test_split: str = field(default="test", metadata={"help": "split of an eval_data DatasetDict to evaluate on (its only split if it has one)"})
     data_format: str = field(default="auto", metadata={"help": "auto | trl | hh | ranked | core"})
     eval_fraction: float = field(default=0.0, metadata={"help": "share of prompts held out for evaluation when eval_data is not given"})
     loss: str = field(default="bradley_terry", metadata={"help": "bradley_terry | best_of_k | pairwise_ranking | plackett_luce"})
@@ -173,9 +175,10 @@ def train(config: RewardModelConfig) -> dict:
     """Train (an ensemble of) reward model(s); returns a summary with the output paths."""
     if config.train_data is None:
         raise ConfigError("train_data", "expected a preference file (--train_data FILE or train_data: in the YAML)")
-    comparisons = load_comparisons(config.train_data, format=config.data_format)
+    comparisons = load_comparisons(config.train_data, config.data_format, config.dataset_train_split, "--train_data")
     if config.eval_data:
-        train_comparisons, eval_comparisons = comparisons, load_comparisons(config.eval_data, format=config.data_format)
+        train_comparisons, eval_comparisons = comparisons, load_comparisons(
+            config.eval_data, config.data_format, config.dataset_test_split, "--eval_data")
     else:
         train_comparisons, eval_comparisons = split_by_prompt(comparisons, config.eval_fraction, config.seed)
     resume = resume_checkpoint(config)

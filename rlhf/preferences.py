@@ -28,12 +28,17 @@ round trips are lossless.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Literal, Sequence
+
+import datasets
+import huggingface_hub
 
 from rlhf.config import ConfigError
 from rlhf.metrics import ranking_pairs
@@ -237,8 +242,38 @@ def _optional_margin(row: dict, source, line) -> float | None:
     return float(margin)
 
 
+def split_implicit_prompt(prompt: Any, chosen: Any, rejected: Any) -> tuple[Any, Any, Any] | None:
+    """TRL's `maybe_extract_prompt` on one row: the shared prompt taken out of ``chosen``
+    and ``rejected`` when the row has none (text: the longest common prefix of characters,
+    a space before the cut going to the completions; conversational: the longest common
+    run of messages), or when the row's text prompt sits beside conversational completions
+    that repeat it. Returns ``(prompt, chosen, rejected)``, or None when the row is left
+    as it is (an explicit prompt, or nothing shared).
+
+    Two cases differ from TRL on purpose, both where TRL would lose text: when the first
+    character/message already differs TRL's `extract_prompt` can cut a completion (a text
+    ending in a space gives ``"abc "`` / ``"xbc"`` -> prompt ``"abc"``, rejected ``"c"``) and
+    drops a given prompt; here the row is kept whole. A conversational prompt beside text
+    completions is kept too (TRL would extract a prompt from the text and drop it)."""
+    conversational = isinstance(chosen, list)
+    if prompt is not None and (isinstance(prompt, list) or not conversational):
+        return None  # an explicit prompt of the completions' kind (or a chat prompt for text completions)
+    if not chosen or not rejected or chosen[0] != rejected[0]:
+        return None
+    # Imported here: trl.data_utils imports transformers (seconds), which the labelling app
+    # and `rlhf convert` do not otherwise need just to read preference files.
+    from trl.data_utils import extract_prompt
+
+    split = extract_prompt({"chosen": chosen, "rejected": rejected})
+    if len(split["prompt"]) == 0:
+        return None  # e.g. a single leading space was shared: nothing to call a prompt
+    return split["prompt"], split["chosen"], split["rejected"]
+
+
 def parse_trl_row(row: dict, source: str | None = None, line: int | None = None) -> Comparison:
-    """TRL's preference schema: chosen is item 0, rejected item 1, label 1."""
+    """TRL's preference schema: chosen is item 0, rejected item 1, label 1. An implicit
+    prompt is split off as TRL does (`split_implicit_prompt`); the row is written back as
+    it came (``to_trl_row``)."""
     chosen = _require(row, "chosen", source, line)
     rejected = _require(row, "rejected", source, line)
     _check_text_or_messages(chosen, "chosen", source, line)
@@ -249,6 +284,12 @@ def parse_trl_row(row: dict, source: str | None = None, line: int | None = None)
     if chosen == rejected:
         _fail("chosen and rejected are identical (duplicate completions)", source, line, "rejected")
     extra = {k: v for k, v in row.items() if k not in _TRL_KEYS}
+    split = split_implicit_prompt(prompt, chosen, rejected)
+    if split is not None:
+        extra["_implicit_prompt"] = True  # to_trl_row joins the prompt back into chosen/rejected
+        if prompt is not None:
+            extra["_given_prompt"] = prompt  # the text prompt column TRL drops, kept for the way back
+        prompt, chosen, rejected = split
     return _build(dict(items=[chosen, rejected], kind="pair", label=1.0, prompt=prompt,
                        margin=_optional_margin(row, source, line), id=_opt_id(extra), meta=extra), source, line)
 
@@ -406,13 +447,100 @@ def read_jsonl(path: str | os.PathLike, error: Callable[..., Exception] = Prefer
             yield number, row
 
 
-def iter_rows(data: Any) -> Iterator[tuple[dict, str, int | None]]:
+DATA_FILE_SUFFIXES = (".jsonl", ".ndjson", ".json", ".parquet")
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")  # "name" or "owner/name", as the hub spells repo ids
+
+
+@contextlib.contextmanager
+def _datasets_offline_as_hub():
+    """`datasets` reads HF_HUB_OFFLINE once, at its import, which may come before the entry
+    point made the run offline (`rlhf.config.offline_by_default` sets huggingface_hub's
+    flag): follow huggingface_hub's flag for the call, so an offline run never tries the
+    network and an online one (HF_HUB_OFFLINE=0) may download."""
+    before = datasets.config.HF_HUB_OFFLINE
+    datasets.config.HF_HUB_OFFLINE = huggingface_hub.constants.HF_HUB_OFFLINE
+    try:
+        yield
+    finally:
+        datasets.config.HF_HUB_OFFLINE = before
+
+
+def _load_folder(folder: Path, where: str):
+    """A folder written by ``save_to_disk`` (`Dataset` or `DatasetDict`), or a folder of data
+    files / a local copy of a hub dataset repository (read by ``load_dataset``)."""
+    try:
+        if (folder / "dataset_dict.json").exists() or (folder / "state.json").exists():
+            return datasets.load_from_disk(str(folder))
+        with _datasets_offline_as_hub():
+            return datasets.load_dataset(str(folder))
+    except (OSError, ValueError) as err:
+        raise PreferenceDataError(f"{folder} is a folder but not a readable dataset ({type(err).__name__}: {err}); "
+                                  "expected a folder written by Dataset.save_to_disk or a folder of data files",
+                                  where) from None
+
+
+def _load_hub_dataset(name: str, where: str):
+    """A hub dataset: from the local `datasets` cache or hub cache when offline (the
+    default), downloaded when HF_HUB_OFFLINE=0."""
+    with _datasets_offline_as_hub():
+        try:
+            return datasets.load_dataset(name)  # offline: the datasets cache of an earlier load_dataset
+        except (OSError, ValueError) as err:  # ConnectionError, DatasetNotFoundError, ... are OSErrors
+            first = err
+        try:  # a snapshot in the hub cache (`hf download --repo-type dataset`, snapshot_download)
+            snapshot = huggingface_hub.snapshot_download(name, repo_type="dataset", local_files_only=True)
+        except (OSError, ValueError):
+            snapshot = None
+        if snapshot is not None:
+            return _load_folder(Path(snapshot), where)
+    if huggingface_hub.constants.HF_HUB_OFFLINE:
+        raise PreferenceDataError(f"{name} is not a file or folder, and the dataset is not in the local cache "
+                                  "(datasets or hub); the run is offline (HF_HUB_OFFLINE=1 is the default): "
+                                  "set HF_HUB_OFFLINE=0 to download it", where)
+    raise PreferenceDataError(f"{name} is not a file or folder, and could not be loaded from the hub "
+                              f"({type(first).__name__}: {first})", where)
+
+
+def choose_split(dataset: Any, split: str | None, name: str, where: str | None = None) -> tuple[Any, str | None]:
+    """One split of a `DatasetDict`: ``split`` when it has it, else its only split; with
+    ``split=None``, ``test`` (evaluation data). A `Dataset` is returned as it is."""
+    if not hasattr(dataset, "keys"):  # a Dataset (or rows): no splits
+        return dataset, None
+    splits = list(dataset.keys())
+    wanted = split or "test"
+    if wanted in splits:
+        return dataset[wanted], wanted
+    if len(splits) == 1:
+        return dataset[splits[0]], splits[0]
+    raise PreferenceDataError(f"{'the dataset' if where in (None, name) else name} has the splits {splits} and no "
+                              f"{wanted!r}; expected one of them named (train-rm: --dataset_train_split / "
+                              "--dataset_test_split)", where or name)
+
+
+def open_dataset(spec: str | os.PathLike, split: str | None = None, where: str | None = None) -> tuple[Any, str]:
+    """A `datasets.Dataset` and its name for messages, from a dataset folder or a hub id
+    (see `iter_rows`); a `DatasetDict` gives its split ``split`` (`choose_split`)."""
+    path = Path(spec)
+    where = where or str(spec)
+    if path.is_dir():
+        dataset = _load_folder(path, where)
+    elif not path.exists() and path.suffix.lower() not in DATA_FILE_SUFFIXES and _HUB_ID.match(str(spec)):
+        dataset = _load_hub_dataset(str(spec), where)
+    else:
+        raise PreferenceDataError("file not found", str(path))
+    dataset, chosen = choose_split(dataset, split, str(spec), where)
+    return dataset, f"{spec}[{chosen}]" if chosen else str(spec)
+
+
+def iter_rows(data: Any, split: str | None = None, where: str | None = None) -> Iterator[tuple[dict, str, int | None]]:
     """Yield (row, source name, 1-based line number or None) from a JSONL/JSON/parquet
-    path or a `datasets.Dataset`; JSON and parquet rows name their row in the source."""
-    if isinstance(data, (str, os.PathLike)):
+    path, a `datasets` dataset, or the name of one: a folder written by ``save_to_disk``, a
+    folder of data files, or a hub id (``owner/name``) found in the local cache (offline,
+    the default) or downloaded (HF_HUB_OFFLINE=0). From a `DatasetDict` the split ``split``
+    is read (`choose_split`). JSON, parquet and dataset rows name their row in the source.
+    ``where`` names the input in errors about the dataset as a whole (e.g. ``--train_data``)."""
+    if isinstance(data, (str, os.PathLike)) and Path(data).is_file():
         path = Path(data)
-        if not path.exists():
-            raise PreferenceDataError("file not found", str(path))
         suffix = path.suffix.lower()
         if suffix in (".jsonl", ".ndjson"):
             for number, row in read_jsonl(path):
@@ -436,32 +564,41 @@ def iter_rows(data: Any) -> Iterator[tuple[dict, str, int | None]]:
             for number, row in enumerate(pq.read_table(path).to_pylist(), start=1):
                 yield row, f"{path} (row {number})", None
         else:
-            raise PreferenceDataError(f"unsupported file type {suffix!r}; expected .jsonl, .json or .parquet", str(path))
+            raise PreferenceDataError(f"unsupported file type {suffix!r}; expected .jsonl, .json, .parquet or a "
+                                      "dataset folder", str(path))
+        return
+    if isinstance(data, (str, os.PathLike)):
+        data, name = open_dataset(data, split, where)
     else:
-        try:
-            iterator = iter(data)
-        except TypeError:
-            raise PreferenceDataError(f"expected a file path or a datasets.Dataset, got {type(data).__name__}") from None
+        data, chosen = choose_split(data, split, "dataset", where)
         name = getattr(data, "info", None) and getattr(data.info, "dataset_name", None) or "dataset"
-        for number, row in enumerate(iterator, start=1):
-            yield row, f"{name} (row {number})", None
+        name = f"{name}[{chosen}]" if chosen else name
+    try:
+        iterator = iter(data)
+    except TypeError:
+        raise PreferenceDataError(f"expected a file path or a datasets.Dataset, got {type(data).__name__}") from None
+    for number, row in enumerate(iterator, start=1):
+        yield row, f"{name} (row {number})", None
 
 
-def load_comparisons(data: Any, format: str = "auto") -> list[Comparison]:
-    """Read comparisons from a JSONL/JSON/parquet file or a `datasets.Dataset`.
+def load_comparisons(data: Any, format: str = "auto", split: str | None = None,
+                     where: str | None = None) -> list[Comparison]:
+    """Read comparisons from a JSONL/JSON/parquet file, a `datasets.Dataset`/`DatasetDict`,
+    a saved dataset folder or a hub id (see `iter_rows`; ``split`` picks the split of a
+    `DatasetDict`, ``where`` names the input in errors, e.g. ``--train_data``).
 
     `format` is one of ``auto``, ``trl``, ``hh``, ``ranked``, ``core``; ``auto`` detects it
     per row. Nothing is skipped: the first bad row raises `PreferenceDataError`."""
     if format != "auto" and format not in PARSERS:
         raise PreferenceDataError(f"unknown format {format!r}; expected one of {('auto',) + FORMATS}")
     comparisons = []
-    for row, source, line in iter_rows(data):
+    for row, source, line in iter_rows(data, split, where):
         if not isinstance(row, dict):
             _fail(f"expected a JSON object, got {type(row).__name__}", source, line)
         row_format = detect_format(row, source, line) if format == "auto" else format
         comparisons.append(PARSERS[row_format](row, source, line))
     if not comparisons:
-        raise PreferenceDataError("no rows found", str(data) if isinstance(data, (str, os.PathLike)) else "dataset")
+        raise PreferenceDataError("no rows found", where or (str(data) if isinstance(data, (str, os.PathLike)) else "dataset"))
     return comparisons
 
 
@@ -479,9 +616,12 @@ def to_trl_row(comparison: Comparison) -> dict:
     chosen, rejected = comparison.items if comparison.label == 1.0 else comparison.items[::-1]
     row: dict[str, Any] = {}
     _restore_id(comparison, row)
-    if comparison.prompt is not None and comparison.meta.get("_format") != "hh":
+    joined = comparison.meta.get("_format") == "hh" or comparison.meta.get("_implicit_prompt")
+    if "_given_prompt" in comparison.meta:
+        row["prompt"] = comparison.meta["_given_prompt"]
+    elif comparison.prompt is not None and not joined:
         row["prompt"] = comparison.prompt
-    if comparison.meta.get("_format") == "hh":
+    if joined:  # the prompt was split off the transcripts: put it back in front
         row["chosen"], row["rejected"] = comparison.prompt + chosen, comparison.prompt + rejected
     else:
         row["chosen"], row["rejected"] = chosen, rejected

@@ -2,8 +2,14 @@
 
 import json
 
+import datasets
+import huggingface_hub
 import pytest
+from trl.data_utils import maybe_extract_prompt
 
+from reward_model.collate import tokenize_comparisons
+from reward_model.train import split_by_prompt
+from rlhf.models import load_tokenizer
 from rlhf.preferences import (
     Comparison,
     PreferenceDataError,
@@ -64,7 +70,7 @@ def test_trl_loader(tmp_path):
     assert [c.label for c in comps] == [1.0] * 4
     assert comps[0].prompt == "What is 2+2?" and comps[0].items == [" 4.", " 5."] and comps[0].id == "7"
     assert comps[1].margin == 1.5 and comps[1].meta == {"source": "x"}
-    assert comps[2].prompt is None
+    assert (comps[2].prompt, comps[2].items) == ("The sky is", [" blue.", " green."])  # TRL's extract_prompt
     assert comps[3].items[0][0]["role"] == "assistant"
 
 
@@ -243,3 +249,133 @@ def test_iter_rows_names_rows_of_json_files(tmp_path):
     path = tmp_path / "rows.json"
     path.write_text('[{"a": 1}, {"a": 2}]')
     assert list(iter_rows(path)) == [({"a": 1}, f"{path} (row 1)", None), ({"a": 2}, f"{path} (row 2)", None)]
+
+
+# ------------------------------------------------------------------ implicit prompts (TRL's maybe_extract_prompt)
+def _turns(*texts):
+    return [{"role": "user" if i % 2 == 0 else "assistant", "content": t} for i, t in enumerate(texts)]
+
+
+IMPLICIT_ROWS = [  # (implicit row, the same row with its prompt given)
+    ({"chosen": _turns("What colour is the sky?", "Blue."), "rejected": _turns("What colour is the sky?", "Green.")},
+     {"prompt": _turns("What colour is the sky?"), "chosen": _turns("", "Blue.")[1:],
+      "rejected": _turns("", "Green.")[1:]}),
+    ({"chosen": _turns("Hi", "Hello.", "Capital of Italy?", "Rome."),  # multi-turn: the shared turns are the prompt
+      "rejected": _turns("Hi", "Hello.", "Capital of Italy?", "Paris.")},
+     {"prompt": _turns("Hi", "Hello.", "Capital of Italy?"), "chosen": _turns("", "Rome.")[1:],
+      "rejected": _turns("", "Paris.")[1:]}),
+    ({"chosen": "The sky is blue.", "rejected": "The sky is green."},  # text: a space before the cut goes with the completion
+     {"prompt": "The sky is", "chosen": " blue.", "rejected": " green."}),
+    ({"prompt": "What colour is the sky?",  # a text prompt beside completions that repeat it: TRL drops the column
+      "chosen": _turns("What colour is the sky?", "Blue."), "rejected": _turns("What colour is the sky?", "Green.")},
+     {"prompt": _turns("What colour is the sky?"), "chosen": _turns("", "Blue.")[1:],
+      "rejected": _turns("", "Green.")[1:]}),
+]
+
+
+def _public(comparison):
+    row = comparison.to_dict()
+    row.pop("meta", None)
+    return row
+
+
+@pytest.mark.parametrize("implicit, explicit", IMPLICIT_ROWS)
+def test_implicit_prompt_is_split_as_trl_does(implicit, explicit):
+    trl_split = maybe_extract_prompt(dict(implicit))
+    assert {k: trl_split[k] for k in ("prompt", "chosen", "rejected")} == explicit
+    [from_implicit], [from_explicit] = load_comparisons([implicit]), load_comparisons([explicit])
+    assert _public(from_implicit) == _public(from_explicit)
+    assert from_implicit.prompt == explicit["prompt"] and from_implicit.items == [explicit["chosen"], explicit["rejected"]]
+    assert to_trl_row(from_implicit) == implicit  # written back as it came
+
+
+def test_implicit_prompt_gives_identical_token_sequences():
+    tokenizer = load_tokenizer("tiny-random-llama")
+    implicit = load_comparisons([row for row, _ in IMPLICIT_ROWS])
+    explicit = load_comparisons([row for _, row in IMPLICIT_ROWS])
+    assert tokenize_comparisons(implicit, tokenizer)[0] == tokenize_comparisons(explicit, tokenizer)[0]
+
+
+@pytest.mark.parametrize("row", [
+    {"chosen": "Yes, gladly.", "rejected": "No."},  # nothing shared: no prompt
+    {"chosen": "abc ", "rejected": "xbc"},  # TRL's extract_prompt would cut rejected to "c" here
+    {"chosen": _turns("Hi", "Hello."), "rejected": _turns("Hey", "Hello.")},
+    {"prompt": [{"role": "user", "content": "Hi"}], "chosen": "Hello.", "rejected": "Hell."},  # chat prompt, text items
+    {"prompt": "Hi", "chosen": "Hello.", "rejected": "Hell."},  # explicit prompt: the items are left alone
+])
+def test_rows_with_nothing_to_split_are_kept_whole(row):
+    [comparison] = load_comparisons([row])
+    assert comparison.prompt == row.get("prompt") and comparison.items == [row["chosen"], row["rejected"]]
+    assert to_trl_row(comparison) == row
+
+
+def test_implicit_prompts_group_comparisons_by_prompt_for_the_held_out_split():
+    rows = [{"chosen": _turns(f"Question {i}?", "Good."), "rejected": _turns(f"Question {i}?", "Bad.")}
+            for i in range(8)]
+    train, held_out = split_by_prompt(load_comparisons(rows), 0.25, seed=0)
+    assert (len(train), len(held_out)) == (6, 2)
+    assert not {json.dumps(c.prompt) for c in train} & {json.dumps(c.prompt) for c in held_out}
+
+
+# ------------------------------------------------------------------ datasets: saved folders and hub ids
+CONV_ROWS = [{"chosen": _turns(f"Question {i}?", f"Good {i}."), "rejected": _turns(f"Question {i}?", f"Bad {i}.")}
+             for i in range(8)]
+
+
+@pytest.fixture
+def local_caches(tmp_path, monkeypatch):
+    """Empty datasets and hub caches under tmp_path, the run offline (the toolkit's default)."""
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", str(tmp_path / "datasets-cache"))
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub-cache"))
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    return tmp_path / "hub-cache"
+
+
+def _hub_snapshot(cache, repo_id, files):
+    """What `hf download --repo-type dataset` leaves in the hub cache."""
+    repo = cache / f"datasets--{repo_id.replace('/', '--')}"
+    snapshot = repo / "snapshots" / ("0" * 40)
+    for name, rows in files.items():
+        (snapshot / name).parent.mkdir(parents=True, exist_ok=True)
+        write_jsonl(snapshot / name, rows)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("0" * 40)
+
+
+def _prompts(comparisons):
+    return [c.prompt[0]["content"] for c in comparisons]
+
+
+def test_saved_dataset_folders(tmp_path, local_caches):
+    dataset = datasets.Dataset.from_list(CONV_ROWS)
+    dataset.save_to_disk(str(tmp_path / "one"))
+    datasets.DatasetDict({"train": dataset.select(range(6)), "test": dataset.select(range(6, 8))}).save_to_disk(
+        str(tmp_path / "dict"))
+    from_folder = load_comparisons(tmp_path / "one")
+    assert [_public(c) for c in from_folder] == [_public(c) for c in load_comparisons(CONV_ROWS)]
+    assert _prompts(load_comparisons(str(tmp_path / "dict"), split="train")) == [f"Question {i}?" for i in range(6)]
+    assert _prompts(load_comparisons(str(tmp_path / "dict"))) == ["Question 6?", "Question 7?"]  # default: test
+    with pytest.raises(PreferenceDataError, match=r"^--eval_data: \S+/dict has the splits \['train', 'test'\] and "
+                                                  r"no 'validation'; expected one of them named"):
+        load_comparisons(str(tmp_path / "dict"), split="validation", where="--eval_data")
+    (tmp_path / "files").mkdir()
+    write_jsonl(tmp_path / "files" / "part.jsonl", CONV_ROWS[:3])  # a folder of data files: its only split
+    assert _prompts(load_comparisons(tmp_path / "files", split="test")) == ["Question 0?", "Question 1?", "Question 2?"]
+
+
+def test_hub_id_from_the_local_hub_cache(local_caches):
+    _hub_snapshot(local_caches, "someone/prefs", {"data/train.jsonl": CONV_ROWS[:5], "data/test.jsonl": CONV_ROWS[5:]})
+    train = load_comparisons("someone/prefs", split="train")
+    assert _prompts(train) == [f"Question {i}?" for i in range(5)]
+    assert train[0].items == [_turns("", "Good 0.")[1:], _turns("", "Bad 0.")[1:]]
+    assert _prompts(load_comparisons("someone/prefs", split="test")) == ["Question 5?", "Question 6?", "Question 7?"]
+
+
+def test_hub_id_not_cached_offline_is_one_clear_error(local_caches):
+    with pytest.raises(PreferenceDataError) as err:
+        load_comparisons("trl-lib/ultrafeedback_binarized", split="train", where="--train_data")
+    assert str(err.value) == ("--train_data: trl-lib/ultrafeedback_binarized is not a file or folder, and the dataset "
+                              "is not in the local cache (datasets or hub); the run is offline (HF_HUB_OFFLINE=1 is "
+                              "the default): set HF_HUB_OFFLINE=0 to download it")
+    with pytest.raises(PreferenceDataError, match="^missing.jsonl: file not found$"):
+        load_comparisons("missing.jsonl", where="--train_data")  # a file name is never looked up on the hub
