@@ -36,6 +36,7 @@ from rlhf.config import ConfigError
 from rlhf.config import parse_config as parse_dataclass
 from rlhf.generation import builtin_prompts, chat_prompt_ids
 from rlhf.models import TINY_MODELS, ModelNotFoundError, load_tokenizer, resolve
+from rlhf.preferences import PreferenceDataError, iter_rows, looks_like_hub_id
 
 VALUE_INITS = ("reward_model", "policy_head")
 REWARD_FORMATS = ("text", "chat")
@@ -189,30 +190,53 @@ def model_context_length(name: str) -> int:
     return int(getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions"))
 
 
-def load_prompts(spec: str) -> list[str]:
-    """Prompts from "builtin", a JSONL file of {"prompt": ...} or a text file (one per line)."""
+def load_prompts(spec: str) -> list[str | list[dict]]:
+    """Prompts from "builtin", a text file (one per line), a JSONL file of TRL prompt-only
+    rows ``{"prompt": text}`` or ``{"prompt": [{"role", "content"}, ...]}``, or a `datasets`
+    dataset with a ``prompt`` column: a parquet file, a saved folder or a hub id from the
+    local cache (its ``train`` split; see `rlhf.preferences.iter_rows`). A conversation
+    stays a message list, templated as it is (`rlhf.generation.chat_prompt_ids`)."""
     if spec == "builtin":
         return builtin_prompts()
     path = Path(spec)
-    if not path.exists():
-        _fail("prompts", f"file {spec} does not exist (use 'builtin' or a JSONL/text file)")
-    prompts = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        if path.suffix in (".jsonl", ".json") or line.lstrip().startswith("{"):
-            try:
-                prompt = json.loads(line)["prompt"]
-            except (json.JSONDecodeError, KeyError, TypeError):
-                _fail("prompts", f"{spec}:{number}: expected a JSON object with a 'prompt' key")
-            if not isinstance(prompt, str) or not prompt.strip():
-                _fail("prompts", f"{spec}:{number}: 'prompt' must be a non-empty string")
-            prompts.append(prompt)
-        else:
-            prompts.append(line.strip())
+    rows = []  # (prompt, where it came from)
+    if path.is_file() and path.suffix.lower() != ".parquet":
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+            if line.strip():
+                as_json = path.suffix in (".jsonl", ".json") or line.lstrip().startswith("{")
+                rows.append((_json_prompt(line, f"{spec}:{number}") if as_json else line.strip(), f"{spec}:{number}"))
+    else:
+        if not path.exists() and not looks_like_hub_id(spec):
+            _fail("prompts", f"file {spec} does not exist (use 'builtin', a JSONL/text file or a dataset)")
+        try:
+            for row, source, _ in iter_rows(spec, split="train"):
+                if not isinstance(row, dict) or "prompt" not in row:
+                    _fail("prompts", f"{source}: expected a 'prompt' column (TRL's prompt-only format)")
+                rows.append((row["prompt"], source))
+        except PreferenceDataError as err:
+            _fail("prompts", str(err))
+    prompts = [_check_prompt(prompt, where) for prompt, where in rows]
     if not prompts:
         _fail("prompts", f"{spec} holds no prompt")
     return prompts
+
+
+def _json_prompt(line: str, where: str):
+    try:
+        return json.loads(line)["prompt"]
+    except (json.JSONDecodeError, KeyError, TypeError):
+        _fail("prompts", f"{where}: expected a JSON object with a 'prompt' key")
+
+
+def _check_prompt(prompt, where: str) -> str | list[dict]:
+    """A prompt is non-empty text or a non-empty list of {"role", "content"} messages."""
+    if isinstance(prompt, str) and prompt.strip():
+        return prompt
+    if isinstance(prompt, list) and prompt and all(
+            isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str) for m in prompt):
+        return prompt
+    _fail("prompts", f"{where}: 'prompt' must be a non-empty string or a list of {{\"role\", \"content\"}} "
+                     "messages (TRL's conversational format)")
 
 
 def stop_token_id(tokenizer, stop_token: str) -> int:

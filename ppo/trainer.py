@@ -61,6 +61,8 @@ from rlhf.generation import (
     generate_completions,
     pad_prompts_and_responses,
     position_ids_from_mask,
+    prompt_messages,
+    prompt_text,
     right_pad,
     sample_responses,
 )
@@ -270,7 +272,7 @@ def sample_table(rollout: Rollout, step: int, rows: int = 4) -> Table:
     for column in ("prompt", "completion", "score", "KL", "stop"):
         table.add_column(column)
     for i in range(min(rows, len(rollout.prompts))):
-        table.add_row(rollout.prompts[i][:80], rollout.completions[i][:200], f"{rollout.scores[i]:.3f}",
+        table.add_row(prompt_text(rollout.prompts[i])[:80], rollout.completions[i][:200], f"{rollout.scores[i]:.3f}",
                       f"{rollout.kl_per_sequence[i]:.3f}", "yes" if rollout.has_stop[i] else "no")
     return table
 
@@ -431,7 +433,7 @@ class PPOTrainer:
             score, raw = score + planted, raw + planted
         if self.reward_models:
             if self.config.reward_format == "chat":
-                rm_prompts = [[{"role": "user", "content": p}] for p in prompts]
+                rm_prompts = [prompt_messages(p) for p in prompts]
                 rm_completions = [[{"role": "assistant", "content": c}] for c in completions]
             else:
                 rm_prompts, rm_completions = prompts, completions

@@ -32,10 +32,23 @@ def derive_seed(*parts) -> int:
     return int(hashlib.sha256(repr(parts).encode()).hexdigest()[:15], 16)
 
 
+def prompt_messages(prompt: str | list[dict]) -> list[dict]:
+    """A prompt as chat messages: text is one user turn; a conversation (TRL's
+    conversational format, a list of ``{"role", "content"}``) is kept as it is."""
+    return [{"role": "user", "content": prompt}] if isinstance(prompt, str) else prompt
+
+
+def prompt_text(prompt: str | list[dict]) -> str:
+    """A prompt for display (sample tables, reports): text as it is; for a conversation,
+    the content of its last message, the turn the policy answers."""
+    return prompt if isinstance(prompt, str) else prompt[-1]["content"]
+
+
 def chat_prompt_ids(tokenizer, prompt: str | list[dict]) -> list[int]:
-    """Token ids of a prompt wrapped in the chat template, ready for the assistant's turn."""
-    messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else prompt
-    return tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True, return_dict=True)["input_ids"]
+    """Token ids of a prompt (text or a conversation, see `prompt_messages`) wrapped in the
+    chat template, ready for the assistant's turn."""
+    return tokenizer.apply_chat_template(prompt_messages(prompt), add_generation_prompt=True, tokenize=True,
+                                         return_dict=True)["input_ids"]
 
 
 # ---------------------------------------------------------------------------
@@ -167,13 +180,13 @@ def decode_responses(tokenizer, responses: list[list[int]]) -> list[str]:
 
 
 @torch.no_grad()
-def generate_completions(policy: str | Path | nn.Module, prompts: list[str], tokenizer=None, *,
+def generate_completions(policy: str | Path | nn.Module, prompts: list[str | list[dict]], tokenizer=None, *,
                          max_new_tokens: int = 64, temperature: float = 0.7, stop_token: str = "eos",
                          seed: int = 0, batch_size: int = 8) -> list[str]:
     """One completion per prompt from a policy (a saved folder, any model name, or a model
     object) for evaluation, as text.
 
-    Prompts go through the chat template and are sampled ``batch_size`` at a time with
+    Prompts (text or conversations) go through the chat template and are sampled ``batch_size`` at a time with
     ``sample_responses`` (the PPO rollouts' sampling), batch ``start`` seeded with
     ``derive_seed(seed, "eval", start)``; responses end at ``stop_token`` (see
     ``stop_token_id``). The policy is left in eval mode."""

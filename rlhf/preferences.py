@@ -449,6 +449,13 @@ def read_jsonl(path: str | os.PathLike, error: Callable[..., Exception] = Prefer
 
 DATA_FILE_SUFFIXES = (".jsonl", ".ndjson", ".json", ".parquet")
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")  # "name" or "owner/name", as the hub spells repo ids
+_FILE_SUFFIXES = DATA_FILE_SUFFIXES + (".txt", ".csv", ".tsv", ".yaml", ".yml")
+
+
+def looks_like_hub_id(spec: str | os.PathLike) -> bool:
+    """Whether a path that is not on disk may name a hub dataset: ``name`` or ``owner/name``
+    without a file suffix (a missing ``prefs.jsonl`` is a missing file, never a hub id)."""
+    return bool(_HUB_ID.match(str(spec))) and Path(spec).suffix.lower() not in _FILE_SUFFIXES
 
 
 @contextlib.contextmanager
@@ -493,11 +500,12 @@ def _load_hub_dataset(name: str, where: str):
             snapshot = None
         if snapshot is not None:
             return _load_folder(Path(snapshot), where)
+    what = "not" if where == name else f"{name} is not"  # the error line names it once
     if huggingface_hub.constants.HF_HUB_OFFLINE:
-        raise PreferenceDataError(f"{name} is not a file or folder, and the dataset is not in the local cache "
-                                  "(datasets or hub); the run is offline (HF_HUB_OFFLINE=1 is the default): "
-                                  "set HF_HUB_OFFLINE=0 to download it", where)
-    raise PreferenceDataError(f"{name} is not a file or folder, and could not be loaded from the hub "
+        raise PreferenceDataError(f"{what} a file or folder, and the dataset is not in the local cache (datasets or "
+                                  "hub); the run is offline (HF_HUB_OFFLINE=1 is the default): set HF_HUB_OFFLINE=0 "
+                                  "to download it", where)
+    raise PreferenceDataError(f"{what} a file or folder, and could not be loaded from the hub "
                               f"({type(first).__name__}: {first})", where)
 
 
@@ -524,7 +532,7 @@ def open_dataset(spec: str | os.PathLike, split: str | None = None, where: str |
     where = where or str(spec)
     if path.is_dir():
         dataset = _load_folder(path, where)
-    elif not path.exists() and path.suffix.lower() not in DATA_FILE_SUFFIXES and _HUB_ID.match(str(spec)):
+    elif not path.exists() and looks_like_hub_id(spec):
         dataset = _load_hub_dataset(str(spec), where)
     else:
         raise PreferenceDataError("file not found", str(path))
@@ -564,8 +572,8 @@ def iter_rows(data: Any, split: str | None = None, where: str | None = None) -> 
             for number, row in enumerate(pq.read_table(path).to_pylist(), start=1):
                 yield row, f"{path} (row {number})", None
         else:
-            raise PreferenceDataError(f"unsupported file type {suffix!r}; expected .jsonl, .json, .parquet or a "
-                                      "dataset folder", str(path))
+            raise PreferenceDataError(f"unsupported file type {suffix!r}; expected .jsonl, .json or .parquet "
+                                      "(or a datasets folder or hub id)", str(path))
         return
     if isinstance(data, (str, os.PathLike)):
         data, name = open_dataset(data, split, where)

@@ -377,5 +377,7 @@ def test_hub_id_not_cached_offline_is_one_clear_error(local_caches):
     assert str(err.value) == ("--train_data: trl-lib/ultrafeedback_binarized is not a file or folder, and the dataset "
                               "is not in the local cache (datasets or hub); the run is offline (HF_HUB_OFFLINE=1 is "
                               "the default): set HF_HUB_OFFLINE=0 to download it")
+    with pytest.raises(PreferenceDataError, match="^someone/else: not a file or folder, and the dataset is not in"):
+        load_comparisons("someone/else")  # eval-rm names no field: the id is the place
     with pytest.raises(PreferenceDataError, match="^missing.jsonl: file not found$"):
         load_comparisons("missing.jsonl", where="--train_data")  # a file name is never looked up on the hub
