@@ -22,6 +22,10 @@ source, the line or row, and the field):
               better, e.g. ratings) become a ranking with ties.
 - ``core``:   one `Comparison` per line, every field kept (the labelling app's export).
 
+Rows come from JSONL/JSON/parquet files or from `datasets` datasets: objects, folders
+written by ``save_to_disk``, folders of data files, or hub ids found in the local cache
+(`iter_rows`; docs/data_formats.md lists the splits read).
+
 Columns a format does not know are kept in ``Comparison.meta`` and written back, so
 round trips are lossless.
 """
@@ -512,8 +516,8 @@ def _load_hub_dataset(name: str, where: str):
 def choose_split(dataset: Any, split: str | None, name: str, where: str | None = None) -> tuple[Any, str | None]:
     """One split of a `DatasetDict`: ``split`` when it has it, else its only split; with
     ``split=None``, ``test`` (evaluation data). A `Dataset` is returned as it is."""
-    if not hasattr(dataset, "keys"):  # a Dataset (or rows): no splits
-        return dataset, None
+    if not isinstance(dataset, (datasets.DatasetDict, datasets.IterableDatasetDict)):
+        return dataset, None  # a Dataset (or a list of rows): no splits
     splits = list(dataset.keys())
     wanted = split or "test"
     if wanted in splits:
@@ -606,7 +610,7 @@ def load_comparisons(data: Any, format: str = "auto", split: str | None = None,
         row_format = detect_format(row, source, line) if format == "auto" else format
         comparisons.append(PARSERS[row_format](row, source, line))
     if not comparisons:
-        raise PreferenceDataError("no rows found", where or (str(data) if isinstance(data, (str, os.PathLike)) else "dataset"))
+        raise PreferenceDataError("no rows found", str(data) if isinstance(data, (str, os.PathLike)) else "dataset")
     return comparisons
 
 

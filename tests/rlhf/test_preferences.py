@@ -1,6 +1,8 @@
 """Loaders, exports and round trips of the preference data model, and every bad input."""
 
 import json
+import shutil
+from pathlib import Path
 
 import datasets
 import huggingface_hub
@@ -369,6 +371,26 @@ def test_hub_id_from_the_local_hub_cache(local_caches):
     assert _prompts(train) == [f"Question {i}?" for i in range(5)]
     assert train[0].items == [_turns("", "Good 0.")[1:], _turns("", "Bad 0.")[1:]]
     assert _prompts(load_comparisons("someone/prefs", split="test")) == ["Question 5?", "Question 6?", "Question 7?"]
+
+
+def test_hub_id_from_the_datasets_cache(tmp_path, local_caches):
+    """What an earlier online `load_dataset("someone/prefs")` leaves in the datasets cache:
+    the prepared arrow files under ``someone___prefs/<config>/<version>/<hash>``."""
+    write_jsonl(tmp_path / "train.jsonl", CONV_ROWS[:4])
+    builder = datasets.load_dataset_builder("json", data_files={"train": str(tmp_path / "train.jsonl")},
+                                            cache_dir=str(tmp_path / "build"))
+    builder.download_and_prepare()
+    cached = Path(datasets.config.HF_DATASETS_CACHE) / "someone___prefs" / "default" / "0.0.0" / "0123456789abcdef"
+    shutil.copytree(builder.cache_dir, cached)
+    (cached / "json-train.arrow").rename(cached / "prefs-train.arrow")
+    assert _prompts(load_comparisons("someone/prefs", split="train")) == [f"Question {i}?" for i in range(4)]
+
+
+def test_dataset_dict_objects():
+    splits = datasets.DatasetDict({"train": datasets.Dataset.from_list(CONV_ROWS[:2]),
+                                   "test": datasets.Dataset.from_list(CONV_ROWS[2:3])})
+    assert _prompts(load_comparisons(splits, split="train")) == ["Question 0?", "Question 1?"]
+    assert _prompts(load_comparisons(splits)) == ["Question 2?"]
 
 
 def test_hub_id_not_cached_offline_is_one_clear_error(local_caches):
