@@ -26,7 +26,7 @@ import json
 from pathlib import Path
 
 import torch
-from transformers import AutoModelForSequenceClassification, AutoTokenizer
+from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
 from reward_model.collate import format_item, pack_sequences
 from rlhf.ensemble import ensemble_statistics
@@ -177,13 +177,12 @@ class RewardModel:
             raise NotARewardModelError(f"{folder} is not a reward model: no config.json (expected the output "
                                        "folder of `python -m reward_model.train` or a num_labels=1 "
                                        "AutoModelForSequenceClassification folder)")
-        config = json.loads(config_file.read_text())
-        architectures = config.get("architectures") or []
-        if not any(a.endswith("ForSequenceClassification") for a in architectures) \
-                or config.get("num_labels", len(config.get("id2label", {0: 0}))) != 1:
+        config = AutoConfig.from_pretrained(folder)  # its num_labels: saved configs leave out the default (2)
+        architectures = config.architectures or []
+        if not any(a.endswith("ForSequenceClassification") for a in architectures) or config.num_labels != 1:
             raise NotARewardModelError(f"{folder} is not a reward model: expected a *ForSequenceClassification "
                                        f"architecture with num_labels=1, got {architectures} with "
-                                       f"{config.get('num_labels', len(config.get('id2label', {0: 0})))} label(s)")
+                                       f"{config.num_labels} label(s)")
 
     @classmethod
     def load(cls, path: str | Path, dtype: torch.dtype = torch.float32) -> "RewardModel":

@@ -12,12 +12,24 @@ import json
 
 import pytest
 import torch
-from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
+from transformers import (
+    AutoModelForCausalLM,
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+    LlamaConfig,
+    LlamaForSequenceClassification,
+)
 
+from ppo.config import PPOConfigError, validate_inputs
 from ppo.trainer import PPOTrainer
 from ppo_test_utils import SHORT_PROMPTS, planted_policy, tiny_config
+from reward_model.evaluate import main as evaluate_main
 from reward_model.modeling import RewardModel
 from reward_model.train import RewardModelConfig, train
+from rlhf.config import run_main
+from rlhf.models import embedded_checkpoint
+
+RANKED = "tests/fixtures/ranked_small.jsonl"
 
 TEXT_ROWS = [{"prompt": f"Item {i}:", "chosen": f" apple {'apple ' * (i % 3)}sun", "rejected": f" rock {i} dog"}
              for i in range(12)]
@@ -33,9 +45,10 @@ def write_rows(path, rows):
 
 def train_reward_model(tmp_path, rows, model="tiny-random-llama", **fields):
     data = write_rows(tmp_path / "data.jsonl", rows)
+    fields = dict(num_train_epochs=1, per_device_train_batch_size=4, learning_rate=1e-2, use_cpu=True,
+                  save_strategy="no", report_to="none", disable_tqdm=True, seed=0) | fields
     config = RewardModelConfig(output_dir=str(tmp_path / "rm"), model_name_or_path=model, train_data=str(data),
-                               num_train_epochs=1, per_device_train_batch_size=4, learning_rate=1e-2, use_cpu=True,
-                               save_strategy="no", report_to="none", disable_tqdm=True, seed=0, **fields)
+                               **fields)
     train(config)
     return tmp_path / "rm"
 
@@ -147,3 +160,68 @@ def test_smollm2_reward_model_scores_agree_with_transformers(tmp_path, rows, tex
     gap = (theirs - ours).abs().max().item()
     print(f"max |transformers - toolkit| score difference: {gap:.2e}")
     assert gap < 1e-5
+
+
+# -- reward models from elsewhere ------------------------------------------------------------
+
+def foreign_reward_model(folder, num_labels=1, seed=0):
+    """A classifier saved with plain transformers, as TRL would leave it for SmolLM2: pad token
+    = EOS (<|im_end|>) in tokenizer and config, no reward_stats.json."""
+    tokenizer = AutoTokenizer.from_pretrained(embedded_checkpoint())
+    tokenizer.pad_token = tokenizer.eos_token
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=16, intermediate_size=32, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, num_labels=num_labels,
+                         pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
+                         bos_token_id=tokenizer.bos_token_id)
+    torch.manual_seed(seed)
+    LlamaForSequenceClassification(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def test_foreign_reward_model_in_eval_rm_scores_as_transformers_pools(tmp_path, capsys):
+    folder = foreign_reward_model(tmp_path / "foreign")
+    out = tmp_path / "eval"
+    assert run_main(evaluate_main, ["--model", str(folder), "--data", RANKED, "--out", str(out),
+                                    "--bootstrap", "0", "--no-progress"]) == 0
+    err = capsys.readouterr().err
+    assert "note:" in err and "no reward_stats.json" in err and "raw scores" in err
+    rows = [json.loads(line) for line in (out / "scores.jsonl").read_text().splitlines()]
+    examples = [json.loads(line) for line in open(RANKED)]
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    texts = [e["prompt"] + c + tokenizer.eos_token for e in examples for c in e["completions"]]
+    theirs = transformers_scores(folder, texts)  # pooled at the token before the EOS (= pad)
+    ours = torch.tensor([s for row in rows for s in row["scores"]])
+    assert (theirs - ours).abs().max().item() < 1e-5
+
+    # --normalize: statistics fitted on the evaluated completions -> mean 0, std 1 over them
+    assert run_main(evaluate_main, ["--model", str(folder), "--data", RANKED, "--out", str(out), "--overwrite",
+                                    "--bootstrap", "0", "--no-progress", "--normalize"]) == 0
+    assert f"{len(texts)} evaluated completions" in capsys.readouterr().err
+    normalised = torch.tensor([s for line in (out / "scores.jsonl").read_text().splitlines()
+                               for s in json.loads(line)["scores"]])
+    torch.testing.assert_close(normalised, (theirs - theirs.mean()) / theirs.std(), atol=1e-5, rtol=0)
+
+
+def test_not_a_one_label_classifier_is_a_clear_error(tmp_path, capsys):
+    two_labels = foreign_reward_model(tmp_path / "two", num_labels=2)
+    assert run_main(evaluate_main, ["--model", str(two_labels), "--data", RANKED, "--out", str(tmp_path / "e")]) == 2
+    assert "num_labels=1" in capsys.readouterr().err
+    prompts_file = write_rows(tmp_path / "prompts.jsonl", [{"prompt": p} for p in SHORT_PROMPTS])
+    with pytest.raises(PPOConfigError, match="entry 0: .*num_labels=1"):
+        validate_inputs(tiny_config(tmp_path, prompts_file, reward_models=[str(two_labels)]))
+
+
+def test_foreign_reward_model_in_ppo_is_normalised_on_the_initial_policy(tmp_path, capsys):
+    folder = foreign_reward_model(tmp_path / "foreign")
+    prompts_file = write_rows(tmp_path / "prompts.jsonl", [{"prompt": p} for p in SHORT_PROMPTS])
+    config = tiny_config(tmp_path, prompts_file, reward_models=[str(folder)], num_steps=1)
+    trainer = PPOTrainer(config)
+    assert "no reward_stats.json" in capsys.readouterr().err
+    stats = trainer.reward_models[0][0].model.stats[0]
+    assert stats["n"] == config.rollout_batch_size and stats["std"] > 0
+    history = trainer.train()["history"]
+    # one step ran, its scores normalised with the fitted statistics
+    assert len(history) == 1
+    assert history[0]["reward/score"] == pytest.approx((history[0]["reward/raw"] - stats["mean"]) / stats["std"],
+                                                       abs=1e-5)
