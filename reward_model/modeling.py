@@ -174,13 +174,17 @@ class RewardModel:
         folder = Path(folder)
         config_file = folder / "config.json"
         if not config_file.exists():
-            raise NotARewardModelError(f"{folder} is not a reward model: no config.json (expected the output "
+            raise NotARewardModelError(f"{folder} is not a reward model folder: no config.json (expected the output "
                                        "folder of `python -m reward_model.train` or a num_labels=1 "
                                        "AutoModelForSequenceClassification folder)")
-        config = AutoConfig.from_pretrained(folder)  # its num_labels: saved configs leave out the default (2)
+        try:
+            config = AutoConfig.from_pretrained(folder)  # its num_labels: saved configs leave out the default (2)
+        except (OSError, ValueError) as err:
+            raise NotARewardModelError(f"{folder} is not a reward model folder: its config.json does not load "
+                                       f"({str(err)[:200]})") from None
         architectures = config.architectures or []
         if not any(a.endswith("ForSequenceClassification") for a in architectures) or config.num_labels != 1:
-            raise NotARewardModelError(f"{folder} is not a reward model: expected a *ForSequenceClassification "
+            raise NotARewardModelError(f"{folder} is not a reward model folder: expected a *ForSequenceClassification "
                                        f"architecture with num_labels=1, got {architectures} with "
                                        f"{config.num_labels} label(s)")
 
