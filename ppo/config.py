@@ -30,7 +30,7 @@ from pathlib import Path
 from transformers import AutoConfig, AutoTokenizer
 
 from ppo.core import KL_ESTIMATORS
-from reward_model.modeling import RewardModel
+from reward_model.modeling import NotARewardModelError, RewardModel
 from rlhf import generation
 from rlhf.config import ConfigError
 from rlhf.config import parse_config as parse_dataclass
@@ -298,9 +298,11 @@ def validate_inputs(config: PPOConfig, world_size: int = 1, tokenizer=None) -> d
             _fail("ptx_max_length", f"{config.ptx_max_length} exceeds the model context {context}")
 
     for index, entry in enumerate(config.reward_models):
-        folder = Path(entry["path"])
-        if not all((member / "config.json").exists() for member in RewardModel.member_dirs(folder)):
-            _fail("reward_models", f"entry {index}: {folder} is not a reward model folder (no config.json/ensemble.json)")
+        try:
+            for member in RewardModel.member_dirs(entry["path"]):
+                RewardModel.check_member(member)
+        except NotARewardModelError as err:
+            _fail("reward_models", f"entry {index}: {err}")
     if config.value_init == "reward_model":
         folder = RewardModel.member_dirs(config.reward_models[0]["path"])[0]  # the critic copies an ensemble's first member
         if not same_tokenizer(tokenizer, AutoTokenizer.from_pretrained(folder)):

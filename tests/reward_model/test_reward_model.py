@@ -30,9 +30,9 @@ def test_last_token_index_left_and_right():
     assert last_token_index(mask).tolist() == [2, 4, 4]
 
 
-def test_scores_are_padding_invariant_and_read_at_eos_when_pad_is_eos():
+def test_scores_are_padding_invariant_and_read_at_eos_as_transformers_pools():
     tokenizer = load_tokenizer("tiny-random-llama")
-    assert tokenizer.pad_token_id == tokenizer.eos_token_id  # SmolLM2: <|im_end|> is both
+    assert (tokenizer.pad_token, tokenizer.eos_token) == ("<|endoftext|>", "<|im_end|>")  # pad is not EOS
     model = load_model("tiny-random-llama-wide", kind="seq_cls", seed=0).eval()
     texts = ["Hello there, how are you?", "Fine.", "A much longer answer with many more words in it."]
     sequences = [format_item(tokenizer, None, t) for t in texts]
@@ -44,13 +44,14 @@ def test_scores_are_padding_invariant_and_read_at_eos_when_pad_is_eos():
             batch = ComparisonCollator(tokenizer.pad_token_id, padding_side=side)([single(s) for s in sequences])
             padded = sequence_scores(model, batch["input_ids"], batch["attention_mask"])
             assert torch.allclose(padded, alone, atol=1e-5), side
-        # transformers' own pooling skips the trailing EOS (= pad) and reads the token before it:
+        # transformers' own pooling (last token that is not the pad token) reads the EOS too
         batch = ComparisonCollator(tokenizer.pad_token_id)([single(s) for s in sequences])
         hf_scores = model(**{k: batch[k] for k in ("input_ids", "attention_mask")}).logits.squeeze(-1)
+        assert torch.allclose(hf_scores, alone, atol=1e-5)
+        # which differs from the token before it (what it read when pad was EOS)
         before_eos = torch.cat([sequence_scores(model, torch.tensor([s[:-1]]), torch.ones(1, len(s) - 1, dtype=torch.long))
                                 for s in sequences])
-        assert torch.allclose(hf_scores, before_eos, atol=1e-5)
-        assert not torch.allclose(hf_scores, alone, atol=1e-3)
+        assert not torch.allclose(hf_scores, before_eos, atol=1e-3)
 
 
 def test_pack_sequences_layout_by_hand():

@@ -5,8 +5,19 @@ import os
 import pytest
 import torch
 
+from transformers import AutoConfig, AutoTokenizer, GenerationConfig
+
 from rlhf import models
-from rlhf.models import EMBEDDED_MODEL, ModelNotFoundError, embedded_checkpoint, load_model, load_tokenizer
+from rlhf.models import (
+    EMBEDDED_MODEL,
+    PUBLISHED_NAME,
+    ModelNotFoundError,
+    embedded_checkpoint,
+    load_model,
+    load_tokenizer,
+    resolve,
+    use_distinct_pad,
+)
 
 
 @pytest.mark.slow
@@ -23,7 +34,8 @@ def test_embedded_conversion_then_cache_hit(tmp_path, monkeypatch):
     tokenizer = load_tokenizer(EMBEDDED_MODEL)
     assert model.config.hidden_size == 576 and model.config.num_hidden_layers == 30
     assert sum(p.numel() for p in model.parameters()) == 134_515_008
-    assert tokenizer.eos_token == "<|im_end|>" and tokenizer.pad_token == tokenizer.eos_token
+    assert tokenizer.eos_token == "<|im_end|>" and tokenizer.pad_token == "<|endoftext|>"  # pad is not EOS
+    assert model.config.pad_token_id == model.generation_config.pad_token_id == tokenizer.pad_token_id == 0
     # The de-quantised model answers a factual question (greedy decoding is deterministic).
     messages = [{"role": "user", "content": "What is the capital of France?"}]
     inputs = tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt", return_dict=True)
@@ -75,3 +87,56 @@ def test_missing_models_fail_clearly(tmp_path):
         load_tokenizer("some-org/some-model-that-is-not-cached")
     with pytest.raises(ValueError, match="kind must be"):
         load_model("tiny-random-llama", kind="vision")
+
+
+def save_padded_with_eos(folder):
+    """A causal-LM checkpoint padded with EOS, as the embedded model was converted before."""
+    model, tokenizer = load_model("tiny-random-llama"), load_tokenizer("tiny-random-llama")
+    tokenizer.pad_token = tokenizer.eos_token
+    model.config.pad_token_id = model.generation_config.pad_token_id = tokenizer.eos_token_id
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def test_distinct_pad_token_is_an_existing_special_token():
+    tokenizer = AutoTokenizer.from_pretrained(embedded_checkpoint())
+    tokenizer.pad_token = tokenizer.eos_token
+    size = len(tokenizer)
+    use_distinct_pad(tokenizer)
+    assert (tokenizer.pad_token, tokenizer.pad_token_id, len(tokenizer)) == ("<|endoftext|>", 0, size)
+    assert 0 not in tokenizer("a text that says <|im_end|> and more")["input_ids"][:-1]
+    # a distinct pad token is kept; with no candidate the pad stays EOS (TRL's choice)
+    tokenizer.pad_token = "<repo_name>"
+    assert use_distinct_pad(tokenizer).pad_token == "<repo_name>"
+    tokenizer.pad_token, tokenizer.unk_token = tokenizer.eos_token, tokenizer.eos_token
+    assert use_distinct_pad(tokenizer).pad_token == tokenizer.eos_token
+
+
+def test_earlier_conversion_is_repadded_in_place(tmp_path, monkeypatch):
+    monkeypatch.setenv("RLHF_CACHE", str(tmp_path))
+    target = save_padded_with_eos(tmp_path / EMBEDDED_MODEL)
+    weights = (target / "model.safetensors").read_bytes()
+    monkeypatch.setattr(models, "_convert_gguf", lambda *a: pytest.fail("converted again"))
+    assert embedded_checkpoint() == target
+    assert AutoConfig.from_pretrained(target).pad_token_id == 0
+    assert GenerationConfig.from_pretrained(target).pad_token_id == 0
+    assert AutoTokenizer.from_pretrained(target).pad_token == "<|endoftext|>"
+    assert (target / "model.safetensors").read_bytes() == weights
+    assert [p.name for p in tmp_path.iterdir() if ".repad-" in p.name] == []  # no temporary folder left
+
+
+def test_loaded_models_pad_with_the_tokenizers_distinct_pad(tmp_path):
+    folder = save_padded_with_eos(tmp_path / "policy")
+    for kind in ("causal_lm", "seq_cls"):
+        model = load_model(folder, kind=kind)
+        assert model.config.pad_token_id == model.model.embed_tokens.padding_idx == 0
+    assert load_model(folder).generation_config.pad_token_id == 0
+    assert load_tokenizer(folder).pad_token_id == 0
+    tiny = load_model("tiny-random-llama")
+    assert tiny.config.pad_token_id == tiny.generation_config.pad_token_id == 0 != tiny.config.eos_token_id
+
+
+def test_published_name_resolves_to_the_embedded_copy():
+    assert resolve(PUBLISHED_NAME) == resolve(EMBEDDED_MODEL) == str(embedded_checkpoint())
+    assert resolve("some-org/other-model") == "some-org/other-model"
