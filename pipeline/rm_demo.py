@@ -134,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     write_text(out / "summary.json", json.dumps(summary, indent=2))
     console.print(f"\n[bold]held-out accuracy[/] of the reward model on the same {len(heldout)} held-out prompts, "
-                  "four ways:", highlight=False)
+                  "four ways:", highlight=False, soft_wrap=True)
     for line in accuracy_lines(accuracies, gold_pairs, noisy_pairs, config.eps, config.k):
         console.print(line, highlight=False, soft_wrap=True)
     console.print(
