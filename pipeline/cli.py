@@ -5,6 +5,7 @@ errors printed as `error: ...` and exit code 2."""
 from __future__ import annotations
 
 import importlib
+import re
 import sys
 
 from rlhf import __version__
@@ -28,6 +29,24 @@ SUBCOMMANDS = {
 }
 
 
+# Commands that need an optional extra of the package (pyproject.toml); the base install
+# brings only what the reward-model and PPO stages need.
+EXTRAS = {"label": "app", "annotate": "app", "loop": "app", "robot": "robot"}
+OWN_PACKAGES = {"rlhf", "reward_model", "ppo", "pipeline", "labeling_app", "robot"}
+
+
+def missing_extra(command: str, err: ModuleNotFoundError) -> str | None:
+    """The extra a missing module belongs to: the one a stage's import guard names
+    (labeling_app/__init__.py, robot/__init__.py), or the command's own extra when a
+    third-party module is missing; None for anything else (a bug, not an install)."""
+    named = re.search(r"needs the \[(\w+)\] extra", str(err))
+    if named:
+        return named.group(1)
+    if err.name and err.name.split(".")[0] not in OWN_PACKAGES:
+        return EXTRAS.get(command)
+    return None
+
+
 def usage() -> str:
     lines = ["usage: rlhf <command> [options]   (rlhf <command> --help for its options)", "", "commands:"]
     lines += [f"  {name:<15} {help_text}" for name, (_, help_text) in SUBCOMMANDS.items()]
@@ -46,8 +65,16 @@ def main(argv: list[str] | None = None) -> int:
     if name not in SUBCOMMANDS:
         print(f"error: rlhf: unknown command {name!r}\n\n{usage()}", file=sys.stderr)
         return 2
-    module = importlib.import_module(SUBCOMMANDS[name][0])
-    return run_main(module.main, rest)
+    try:
+        module = importlib.import_module(SUBCOMMANDS[name][0])
+        return run_main(module.main, rest)
+    except ModuleNotFoundError as err:
+        extra = missing_extra(name, err)
+        if extra is None:
+            raise
+        print(f"error: rlhf {name}: needs the [{extra}] extra: pip install 'rlhf-toolkit[{extra}]' "
+              f"(missing module {err.name})", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

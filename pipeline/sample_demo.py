@@ -23,6 +23,7 @@ from pipeline.comparisons import ComparisonsConfig, rubric_rankings
 from rlhf.config import parse_config, run_main
 from rlhf.generation import builtin_prompts, sample_completions
 from rlhf.models import load_model, load_tokenizer
+from rlhf.outputs import check_output_file
 from rlhf.preferences import save_comparisons
 from rlhf.rubric import PROPERTIES, rubric
 
@@ -31,11 +32,16 @@ from rlhf.rubric import PROPERTIES, rubric
 class SampleDemoConfig(ComparisonsConfig):
     num_prompts: int | None = field(default=4, metadata={"help": "built-in prompts, chosen at random"})
     max_new_tokens: int = field(default=64, metadata={"help": "length cap of the sampled completions, in tokens"})
-    out: str = field(default="runs/sample_demo", metadata={"help": "output folder"})
+    out: str = field(default="runs/sample_demo", metadata={
+        "help": "output folder (comparisons.jsonl); its own, apart from `rlhf demo`'s runs/demo, which configs read"})
+    overwrite: bool = field(default=False, metadata={
+        "help": "replace the comparisons.jsonl of an earlier run in `out`; without it an earlier one is refused"})
 
 
 def main(argv: list[str] | None = None) -> int:
     config = parse_config(SampleDemoConfig, argv, prog="rlhf sample-demo")
+    output = Path(config.out) / "comparisons.jsonl"
+    check_output_file(output, "--out", config.overwrite)
     console = Console()
     started = time.time()
     console.print(f"[bold]1.[/] loading {config.policy_model}")
@@ -65,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
                           f"{score.total:.3f}")
         console.print(table)
 
-    path = save_comparisons([c for c in comparisons if c is not None], Path(config.out) / "comparisons.jsonl")
+    path = save_comparisons([c for c in comparisons if c is not None], output)
     agree = np.mean([
         np.array_equal(np.argsort(np.argsort(-g, kind="stable")), np.argsort(np.argsort(c.ranks, kind="stable")))
         for g, c in zip(gold, comparisons) if c is not None and len(set(g)) == len(g)

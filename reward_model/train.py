@@ -10,7 +10,11 @@ in the YAML file and overridden on the command line (TRL's `TrlParser`).
 Output folder: the model (a `*ForSequenceClassification` checkpoint, LoRA merged), its
 tokenizer and `reward_stats.json` (mean/std of scores on the reference set, used to
 normalise rewards downstream); with `ensemble_size: N`, one such folder per member under
-`member_<i>/` and an `ensemble.json` listing them.
+`member_<i>/` and an `ensemble.json` listing them. Beside the model, as transformers'
+example scripts leave it: `trainer_state.json` (the whole log history), `train_results.json`,
+`eval_results.json`, `all_results.json`, and with `--report_to tensorboard` the event files
+under `runs/`. An ensemble's members each hold their own; its top-level `trainer_state.json`
+has every member's log history, each entry tagged with its `member`.
 
 An output folder holding an earlier run is refused unless `--overwrite true` (the earlier
 run is deleted once the data and model are checked) or `--resume_from_checkpoint` (a
@@ -22,26 +26,27 @@ from __future__ import annotations
 import json
 import logging
 import sys
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
 from accelerate import PartialState
 from datasets import Dataset
 from peft import get_peft_model
-from transformers import TrainingArguments
+from transformers import TrainerState, TrainingArguments
+from transformers.trainer import TRAINER_STATE_NAME
 from transformers.trainer_utils import get_last_checkpoint
 from trl import ModelConfig, get_peft_config
 from trl.trainer.utils import disable_dropout_in_model
 
 from reward_model.collate import ComparisonCollator, tokenize_comparisons
 from reward_model.modeling import RewardModel, check_padding_free, score_token_lists
-from reward_model.trainer import LOSSES, PreferenceRewardTrainer
+from reward_model.trainer import LOSSES, PreferenceRewardTrainer, check_report_to
 from rlhf.config import ConfigError, run_main
 from rlhf.config import parse_config as parse_dataclass
 from rlhf.ensemble import bootstrap_indices
 from rlhf.models import ModelNotFoundError, load_model, load_tokenizer
-from rlhf.outputs import check_output_folder, start_output_folder
+from rlhf.outputs import check_output_folder, start_output_folder, write_text
 from rlhf.preferences import load_comparisons
 
 
@@ -182,10 +187,31 @@ def reward_statistics(model, sequences: list[list[int]], pad_token_id: int, batc
     return {"mean": scores.mean().item(), "std": max(scores.std().item(), 1e-6), "n": len(scores)}
 
 
+def save_run_record(trainer: PreferenceRewardTrainer, train_metrics: dict) -> None:
+    """What a TRL/transformers user finds in an output folder besides the model (as the
+    example scripts write it): trainer_state.json with the whole log history, and
+    train_results.json, eval_results.json (the last evaluation) and all_results.json."""
+    trainer.save_state()
+    trainer.save_metrics("train", train_metrics)
+    evaluations = [entry for entry in trainer.state.log_history if "eval_loss" in entry]
+    if evaluations:
+        trainer.save_metrics("eval", {key: value for key, value in evaluations[-1].items()
+                                      if key.startswith("eval_") or key == "epoch"})
+
+
+def ensemble_trainer_state(states: list[TrainerState]) -> str:
+    """The top-level trainer_state.json of an ensemble: the members' log histories in one,
+    each entry tagged with its ``member``. The rest is member 0's state: the bootstrap
+    resamples have the training set's size, so every member runs the same steps."""
+    log_history = [{**entry, "member": member} for member, state in enumerate(states) for entry in state.log_history]
+    return json.dumps(asdict(states[0]) | {"log_history": log_history}, indent=2, sort_keys=True) + "\n"
+
+
 def train(config: RewardModelConfig) -> dict:
     """Train (an ensemble of) reward model(s); returns a summary with the output paths."""
     if config.train_data is None:
         raise ConfigError("train_data", "expected a preference file (--train_data FILE or train_data: in the YAML)")
+    check_report_to(config.report_to)
     comparisons = load_comparisons(config.train_data, config.data_format, config.dataset_train_split, "--train_data")
     if config.eval_data:
         train_comparisons, eval_comparisons = comparisons, load_comparisons(
@@ -217,12 +243,15 @@ def train(config: RewardModelConfig) -> dict:
     resamples = (bootstrap_indices(len(train_examples), config.ensemble_size,
                                    torch.Generator().manual_seed(config.seed))
                  if config.ensemble_size > 1 else [torch.arange(len(train_examples))])
-    histories = []
+    histories, states = [], []
     for member, indices in enumerate(resamples):
         member_dir = output_dir / f"member_{member}" if config.ensemble_size > 1 else output_dir
         args = config
         if config.ensemble_size > 1:
-            args = replace(config, output_dir=str(member_dir), seed=config.seed + member)
+            # Each member is a complete output folder (its own trainer_state.json and
+            # runs/ TensorBoard logs) and a run of its own in the trackers.
+            args = replace(config, output_dir=str(member_dir), seed=config.seed + member,
+                           run_name=f"{config.run_name or output_dir.name}-member_{member}")
         model = build_model(config, seed=config.seed + member, member=member)
         if config.padding_free:
             check_padding_free(model, tokenizer.pad_token_id)
@@ -233,8 +262,10 @@ def train(config: RewardModelConfig) -> dict:
             loss_type=config.loss, noise=config.noise, use_margin=config.use_margin,
             center_rewards_coefficient=config.center_rewards_coefficient,
         )
-        trainer.train(resume_from_checkpoint=resume)
+        result = trainer.train(resume_from_checkpoint=resume)
+        save_run_record(trainer, result.metrics)
         histories.append(trainer.state.log_history)
+        states.append(trainer.state)
         final = trainer.model
         if config.use_lora:
             final = final.merge_and_unload()
@@ -248,6 +279,7 @@ def train(config: RewardModelConfig) -> dict:
         members.append(member_dir)
     if config.ensemble_size > 1 and trainer.is_world_process_zero():
         RewardModel.write_ensemble_index(output_dir, members)
+        write_text(output_dir / TRAINER_STATE_NAME, ensemble_trainer_state(states))
     return {"output_dir": str(output_dir), "members": [str(m) for m in members], "train_comparisons": len(train_examples),
             "eval_comparisons": len(eval_examples), "left_out": left_out, "eval_left_out": eval_left_out,
             "log_history": histories}

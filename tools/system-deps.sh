@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Debian packages the toolkit needs at run time and in tests:
-#   libegl1 libegl-mesa0 libgl1-mesa-dri  MuJoCo offscreen rendering (MUJOCO_GL=egl, Mesa on the CPU)
+# Debian packages the toolkit needs at run time and in tests (none for the base install:
+# reward models and PPO need no system package):
+#   libegl1 libegl-mesa0 libgl1-mesa-dri  MuJoCo offscreen rendering, [robot] extra (MUJOCO_GL=egl, Mesa on the CPU)
 #   libosmesa6                            the alternative backend (MUJOCO_GL=osmesa)
-#   chromium                              the labelling app's browser tests (Playwright drives /usr/bin/chromium)
+#   chromium                              the labelling app's browser tests, [dev] (Playwright drives /usr/bin/chromium)
 # Installs what is missing when run as root; otherwise says which packages to install.
 set -euo pipefail
 packages=(libegl1 libegl-mesa0 libgl1-mesa-dri libosmesa6 chromium)

@@ -1,10 +1,16 @@
 """The reward-model entry point: YAML config, command-line overrides, bad configs."""
 
 import json
+import os
+import sqlite3
+import subprocess
+import sys
 
 import pytest
 from datasets import Dataset, DatasetDict
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+import reward_model.trainer
 from reward_model.modeling import NotARewardModelError, RewardModel
 from reward_model.train import main, parse_config, train
 from rlhf.config import ConfigError, run_main
@@ -98,3 +104,79 @@ def test_a_hub_id_not_in_the_cache_is_one_error_line_offline(tmp_path, capsys, m
     assert code == 2 and err == ("error: --train_data: trl-lib/ultrafeedback_binarized is not a file or folder, and "
                                  "the dataset is not in the local cache (datasets or hub); the run is offline "
                                  "(HF_HUB_OFFLINE=1 is the default): set HF_HUB_OFFLINE=0 to download it\n")
+
+
+def tensorboard_scalars(folder) -> list[tuple[str, int, float]]:
+    """Every scalar TensorBoard reads from the runs under ``folder``/runs: (tag, step, value)."""
+    scalars = []
+    for run in sorted((folder / "runs").iterdir()):
+        accumulator = EventAccumulator(str(run))
+        accumulator.Reload()
+        scalars += [(tag, event.step, event.value) for tag in accumulator.Tags()["scalars"]
+                    for event in accumulator.Scalars(tag)]
+    return sorted(scalars)
+
+
+def tensorboard_tag(key: str) -> str:
+    """transformers' `rewrite_logs`: eval_x -> eval/x, everything else -> train/x."""
+    return f"eval/{key[len('eval_'):]}" if key.startswith("eval_") else f"train/{key}"
+
+
+def test_report_to_tensorboard_logs_the_trainers_history(tmp_path):
+    """Issue 13, defect 5: the event file holds exactly the scalars of the log history, and
+    trainer_state.json with that history is at the top of the output folder."""
+    out = tmp_path / "rm"
+    assert main(["--config", "configs/reward_model/smoke.yaml", "--output_dir", str(out), "--disable_tqdm", "true",
+                 "--report_to", "tensorboard", "--eval_fraction", "0.3", "--eval_strategy", "epoch",
+                 "--num_train_epochs", "2"]) == 0
+    history = json.loads((out / "trainer_state.json").read_text())["log_history"]
+    assert [entry["step"] for entry in history if "loss" in entry] == [1, 2, 3, 4]  # logging_steps 1, 2 epochs
+    assert sum("eval_accuracy" in entry for entry in history) == 2
+    expected = sorted((tensorboard_tag(key), entry["step"], value) for entry in history
+                      for key, value in entry.items() if key != "step" and isinstance(value, (int, float)))
+    logged = tensorboard_scalars(out)
+    assert [(tag, step) for tag, step, _ in logged] == [(tag, step) for tag, step, _ in expected]
+    assert [value for *_, value in logged] == pytest.approx([value for *_, value in expected], rel=1e-6)
+    results = json.loads((out / "all_results.json").read_text())
+    last_eval = [entry for entry in history if "eval_accuracy" in entry][-1]
+    assert results["eval_accuracy"] == last_eval["eval_accuracy"] and results["train_loss"] == history[-1]["train_loss"]
+
+
+def test_an_ensembles_trainer_state_holds_every_member(tmp_path):
+    out = tmp_path / "rm"
+    assert main(["--config", "configs/reward_model/smoke.yaml", "--output_dir", str(out), "--disable_tqdm", "true",
+                 "--ensemble_size", "2"]) == 0
+    members = [json.loads((out / f"member_{i}" / "trainer_state.json").read_text()) for i in range(2)]
+    top = json.loads((out / "trainer_state.json").read_text())
+    assert top["log_history"] == [{**entry, "member": i} for i, state in enumerate(members)
+                                  for entry in state["log_history"]]
+    assert top["global_step"] == members[0]["global_step"] == members[1]["global_step"] == 3
+    assert members[0]["log_history"][0]["loss"] != members[1]["log_history"][0]["loss"]  # different resamples
+
+
+def test_report_to_trackio_logs_the_trainers_losses(tmp_path):
+    """trackio keeps its runs in a SQLite file under TRACKIO_DIR (read when trackio is
+    imported, hence a fresh process)."""
+    out = tmp_path / "rm"
+    env = {**os.environ, "TRACKIO_DIR": str(tmp_path / "trackio"), "PYTHONPATH": os.getcwd()}
+    subprocess.run([sys.executable, "-m", "reward_model.train", "--config", "configs/reward_model/smoke.yaml",
+                    "--output_dir", str(out), "--disable_tqdm", "true", "--report_to", "trackio",
+                    "--project", "rm-test", "--run_name", "smoke"], env=env, check=True, capture_output=True)
+    history = json.loads((out / "trainer_state.json").read_text())["log_history"]
+    with sqlite3.connect(tmp_path / "trackio" / "rm-test.db") as db:
+        rows = [json.loads(metrics) for (metrics,) in db.execute(
+            "SELECT metrics FROM metrics WHERE run_name = 'smoke' ORDER BY id")]
+    assert [row["train/loss"] for row in rows if "train/loss" in row] == [e["loss"] for e in history if "loss" in e]
+
+
+def test_a_tracker_that_is_not_installed_is_refused_before_the_model_loads(tmp_path, monkeypatch, capsys,
+                                                                          forbid_model_loading):
+    monkeypatch.setattr(reward_model.trainer, "get_available_reporting_integrations", lambda: ["trackio"])
+    common = ["--config", "configs/reward_model/smoke.yaml", "--output_dir", str(tmp_path / "rm")]
+    assert run_main(main, [*common, "--report_to", "tensorboard"]) == 2
+    assert capsys.readouterr().err == ("error: --report_to: tensorboard is not installed; expected an installed "
+                                       "tracker: pip install 'rlhf-toolkit[trackers]' (tensorboard and trackio)\n")
+    assert run_main(main, [*common, "--report_to", "wandb"]) == 2
+    assert capsys.readouterr().err == "error: --report_to: wandb is not installed; expected an installed tracker: " \
+                                      "install wandb\n"
+    assert not (tmp_path / "rm").exists()
