@@ -43,7 +43,9 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
+import torch
 from transformers import AutoConfig, AutoTokenizer, HfArgumentParser, TrainingArguments
+from transformers.trainer_pt_utils import AcceleratorConfig
 
 from ppo.core import KL_ESTIMATORS
 from reward_model.modeling import RewardModel
@@ -68,6 +70,10 @@ HONOURED_TRAINING_ARGUMENTS = {
 }
 
 
+# What TrainingArguments.__post_init__ makes of a default that is not simply emptied.
+POST_INIT_DEFAULTS = {"accelerator_config": AcceleratorConfig()}
+
+
 class PPOConfigError(ConfigError):
     """A bad PPO configuration or input file; the message starts with the field name."""
 
@@ -79,16 +85,22 @@ def _fail(name: str, message: str):
 @lru_cache(maxsize=1)
 def _training_arguments_defaults() -> dict:
     """Each TrainingArguments field's default: as declared, as the command-line parser gives
-    it (``"no"`` becomes False), and after ``__post_init__``."""
-    built = TrainingArguments(output_dir="unused")
+    it (``"no"`` becomes False), and as ``__post_init__`` leaves it (for ``dataclasses.replace``
+    of a built config). Built without a TrainingArguments instance: that would set up the
+    processes (torch.distributed) before the user's own config does."""
     parsed = vars(HfArgumentParser(TrainingArguments).parse_args([]))
     defaults = {}
     for f in dataclasses.fields(TrainingArguments):
         if not f.init:
             continue
         raw = f.default if f.default is not dataclasses.MISSING else f.default_factory()
-        defaults[f.name] = (raw, parsed.get(f.name, raw), getattr(built, f.name))
+        defaults[f.name] = (raw, parsed.get(f.name, raw), POST_INIT_DEFAULTS.get(f.name, raw))
     return defaults
+
+
+def _is_default(value, accepted: tuple) -> bool:
+    # __post_init__ turns empty defaults (None, "") into empty values of their type (False, [])
+    return any(value == default for default in accepted) or (not value and not accepted[0])
 
 
 def launch_world_size() -> int:
@@ -221,6 +233,9 @@ class PPOConfig(TrainingArguments):
                                 "or use 'policy_head'")
         if self.ptx_coef > 0 and not self.pretrain_data:
             _fail("pretrain_data", "ptx_coef > 0 needs a pretraining text file (or set ptx_coef: 0)")
+        # The CPU when no CUDA device exists, decided before TrainingArguments sets up the
+        # processes: under torchrun on a CPU machine it needs use_cpu to join them (gloo).
+        self.use_cpu = self.use_cpu or not torch.cuda.is_available()
         try:
             super().__post_init__()
         except ValueError as err:  # TrainingArguments' own checks (e.g. an unknown lr_scheduler_type)
@@ -234,7 +249,7 @@ class PPOConfig(TrainingArguments):
             if name in HONOURED_TRAINING_ARGUMENTS or name in own:
                 continue
             value = getattr(self, name)
-            if all(value != default for default in accepted):
+            if not _is_default(value, accepted):
                 _fail(name, f"not used by the PPO trainer; expected the default {accepted[0]!r}, got {value!r}")
 
     @staticmethod

@@ -312,7 +312,7 @@ class PPOTrainer:
         self.config = config
         self.accelerator = accelerator or Accelerator(
             mixed_precision="bf16" if config.bf16 else "no",
-            cpu=config.use_cpu or not torch.cuda.is_available(),
+            cpu=config.use_cpu,  # true when no CUDA device exists (PPOConfig)
             log_with=config.report_to or None,
             # trackers that write files (tensorboard) write under output_dir/runs/<run_name>
             project_config=ProjectConfiguration(project_dir=config.output_dir,
@@ -366,7 +366,7 @@ class PPOTrainer:
         self.kl_ctl = (core.AdaptiveKLController(config.kl_coef, config.target_kl, config.kl_horizon)
                        if config.target_kl is not None else core.FixedKLController(config.kl_coef))
         self.state = TrainerState()
-        acc.register_for_checkpointing(self.scheduler, self.state)
+        acc.register_for_checkpointing(self.scheduler)  # the TrainerState goes to trainer_state.json
         if resume_target(config):
             self.load_checkpoint(resume_target(config))
 
@@ -644,6 +644,7 @@ class PPOTrainer:
                 raise PPOConfigError(f"resume_from_checkpoint: no checkpoint under {self.output_dir / 'checkpoints'}")
             folder = found[-1]
         self.accelerator.load_state(str(folder))
+        self.state.load_state_dict(json.loads((Path(folder) / "trainer_state.json").read_text()))
         if self.state.kl_state is not None:
             self.kl_ctl.load_state_dict(self.state.kl_state)
         if self.ptx is not None:

@@ -156,10 +156,11 @@ def field_names(config_class) -> list[str]:
     return [f.name for f in dataclasses.fields(config_class) if f.init]
 
 
-def deprecation_warning(where: str, old: str, new: str) -> None:
+def deprecation_warning(where: str, old: str, new: str, converted: bool = False) -> None:
     """One line on stderr: the old name still works for one release; the new one is named."""
-    print(f"warning: {where}: '{old}' is deprecated, use '{new}' instead (the old name goes in the next release)",
-          file=sys.stderr)
+    units = " (in other units; the value is converted)" if converted else ""
+    print(f"warning: {where}: '{old}' is deprecated, use '{new}'{units} instead; the old name goes in the next "
+          "release", file=sys.stderr)
 
 
 def _aliases(config_class) -> tuple[dict[str, str], dict[str, str]]:
@@ -177,7 +178,7 @@ def rename_deprecated(config_class, values: dict, where: str) -> dict:
             continue
         if new in values:
             raise ConfigError(f"{where}: {old}", f"give only '{new}' (the new name of '{old}'), not both")
-        deprecation_warning(where, old, new)
+        deprecation_warning(where, old, new, converted=old not in renamed)
         if old in renamed:
             values[new] = values.pop(old)
     return values
@@ -215,11 +216,12 @@ def _split_deprecated_flags(config_class, argv: list[str], where: str) -> tuple[
     while index < len(argv):
         token = argv[index]
         name, eq, value = token[2:].partition("=") if token.startswith("--") else ("", "", "")
+        name = name.replace("-", "_")  # argparse also took --batch-size for batch_size
         if name in renamed:
             deprecation_warning(where, f"--{name}", f"--{renamed[name]}")
             out.append(f"--{renamed[name]}{eq}{value}")
         elif name in converted:
-            deprecation_warning(where, f"--{name}", f"--{converted[name]}")
+            deprecation_warning(where, f"--{name}", f"--{converted[name]}", converted=True)
             if not eq:
                 if index + 1 >= len(argv):
                     raise ConfigError(f"--{name}", "expected a value")
