@@ -36,16 +36,15 @@ Batch sizes, in TRL's units (``batch_sizes`` derives the rest, with TRL's names)
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
 import os
 from dataclasses import dataclass, field
-from functools import lru_cache
 from pathlib import Path
 
 import torch
 from transformers import AutoConfig, AutoTokenizer, HfArgumentParser, TrainingArguments
-from transformers.trainer_pt_utils import AcceleratorConfig
 
 from ppo.core import KL_ESTIMATORS
 from reward_model.modeling import RewardModel
@@ -70,10 +69,6 @@ HONOURED_TRAINING_ARGUMENTS = {
 }
 
 
-# What TrainingArguments.__post_init__ makes of a default that is not simply emptied.
-POST_INIT_DEFAULTS = {"accelerator_config": AcceleratorConfig()}
-
-
 class PPOConfigError(ConfigError):
     """A bad PPO configuration or input file; the message starts with the field name."""
 
@@ -82,25 +77,21 @@ def _fail(name: str, message: str):
     raise PPOConfigError(name, message)
 
 
-@lru_cache(maxsize=1)
-def _training_arguments_defaults() -> dict:
-    """Each TrainingArguments field's default: as declared, as the command-line parser gives
-    it (``"no"`` becomes False), and as ``__post_init__`` leaves it (for ``dataclasses.replace``
-    of a built config). Built without a TrainingArguments instance: that would set up the
-    processes (torch.distributed) before the user's own config does."""
+@functools.cache
+def _training_arguments_defaults(use_cpu: bool) -> dict[str, tuple]:
+    """Each TrainingArguments field's default as declared, as the command-line parser gives it
+    ("no" becomes False) and as ``__post_init__`` leaves it on this machine (pin memory off on
+    a CPU, ...: what ``dataclasses.replace`` of a built config passes back). Only called from
+    ``PPOConfig.__post_init__`` just before its own TrainingArguments set-up, which resets the
+    process state this one sets up."""
     parsed = vars(HfArgumentParser(TrainingArguments).parse_args([]))
+    built = TrainingArguments(output_dir="unused", use_cpu=use_cpu)
     defaults = {}
     for f in dataclasses.fields(TrainingArguments):
-        if not f.init:
-            continue
-        raw = f.default if f.default is not dataclasses.MISSING else f.default_factory()
-        defaults[f.name] = (raw, parsed.get(f.name, raw), POST_INIT_DEFAULTS.get(f.name, raw))
+        if f.init:
+            raw = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+            defaults[f.name] = (raw, parsed.get(f.name, raw), getattr(built, f.name))
     return defaults
-
-
-def _is_default(value, accepted: tuple) -> bool:
-    # __post_init__ turns empty defaults (None, "") into empty values of their type (False, [])
-    return any(value == default for default in accepted) or (not value and not accepted[0])
 
 
 def launch_world_size() -> int:
@@ -190,7 +181,6 @@ class PPOConfig(TrainingArguments):
     sample_table_every: int = field(default=10, metadata={"help": "rich table of sample prompts/completions every N iterations (0 = never)"})
 
     def __post_init__(self):
-        self._check_training_arguments()
         if self.reward_model_path is not None:
             if self.reward_models:
                 _fail("reward_model_path", "give reward_model_path (one model) or reward_models (a weighted sum), "
@@ -236,6 +226,7 @@ class PPOConfig(TrainingArguments):
         # The CPU when no CUDA device exists, decided before TrainingArguments sets up the
         # processes: under torchrun on a CPU machine it needs use_cpu to join them (gloo).
         self.use_cpu = self.use_cpu or not torch.cuda.is_available()
+        self._check_training_arguments()
         try:
             super().__post_init__()
         except ValueError as err:  # TrainingArguments' own checks (e.g. an unknown lr_scheduler_type)
@@ -244,13 +235,13 @@ class PPOConfig(TrainingArguments):
     def _check_training_arguments(self) -> None:
         """A TrainingArguments field this trainer does not read may not be changed: it would
         be silently ignored (gradient_checkpointing, fp16, optim, eval_strategy, ...)."""
-        own = {f.name for f in dataclasses.fields(PPOConfig)} - {f.name for f in dataclasses.fields(TrainingArguments)}
-        for name, accepted in _training_arguments_defaults().items():
-            if name in HONOURED_TRAINING_ARGUMENTS or name in own:
-                continue
-            value = getattr(self, name)
-            if not _is_default(value, accepted):
-                _fail(name, f"not used by the PPO trainer; expected the default {accepted[0]!r}, got {value!r}")
+        changed = [name for name, accepted in _training_arguments_defaults(self.use_cpu).items()
+                   if name not in HONOURED_TRAINING_ARGUMENTS and name not in PPOConfig.__annotations__
+                   and all(getattr(self, name) != value for value in accepted)]
+        if changed:
+            name = changed[0]
+            _fail(name, f"not used by the PPO trainer; expected the default "
+                        f"{_training_arguments_defaults(self.use_cpu)[name][0]!r}, got {getattr(self, name)!r}")
 
     @staticmethod
     def _parse_reward_model(entry) -> dict:

@@ -199,12 +199,19 @@ def merge_layers(config_class, *layers: dict) -> dict:
     return merged
 
 
-def convert_deprecated(config_class, values: dict, where: str) -> dict:
-    """Old names whose units changed, converted by the class (after every layer is merged)."""
+def convert_deprecated(config_class, values: dict, where: str, flags: tuple[str, ...] = ()) -> dict:
+    """Old names whose units changed, converted by the class (after every layer is merged).
+    An error about one of ``flags`` (old names given on the command line) names the flag."""
     _, converted = _aliases(config_class)
     if not any(old in values for old in converted):
         return values
-    return config_class._convert_deprecated(dict(values), where)
+    try:
+        return config_class._convert_deprecated(dict(values), where)
+    except ConfigError as err:
+        name = err.where.rpartition(": ")[2]
+        if name in flags:
+            raise ConfigError(f"--{name}", err.expected) from None
+        raise
 
 
 def _split_deprecated_flags(config_class, argv: list[str], where: str) -> tuple[list[str], dict]:
@@ -306,7 +313,7 @@ def parse_config(config_class, argv: list[str] | None = None, prog: str | None =
     argv, flag_values = _split_deprecated_flags(config_class, argv, "command line")
     values = merge_layers(config_class, rename_deprecated(config_class, read_yaml(path) if path else {}, where),
                           flag_values)
-    values = convert_deprecated(config_class, values, where)
+    values = convert_deprecated(config_class, values, where, flags=tuple(flag_values))
     return _build(_parser_with_values(config_class, values, where, prog), argv, where)
 
 

@@ -101,8 +101,6 @@ CASES = [
      {}, ["--num_mini_batches: expected >= 1, got 0"]),
     ("ppo-bad-int", "ppo.train", ["--config", PPO_SMOKE, "--total_episodes", "three"], {},
      ["--total_episodes: expected an integer, got 'three'"]),
-    ("ppo-old-name-bad-batch", "ppo.train", ["--config", PPO_SMOKE, "--mini_batch_size", "3", "--output_dir", "{tmp}/out"],
-     {}, ["mini_batch_size: 3 must be a positive multiple of processes x micro_batch_size = 1 x 2"]),
     ("robot-bad-int-yaml", "robot.train", ["--config", "{tmp}/r.yaml"], {"r.yaml": "num_envs: 2.5\n"},
      ["r.yaml: num_envs: expected an integer, got 2.5"]),
     ("robot-bad-teacher-kwargs", "robot.train", ["--config", ROBOT_SMOKE, "--teacher_kwargs", "[0.2]"], {},

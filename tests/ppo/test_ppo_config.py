@@ -81,6 +81,14 @@ def test_old_names_are_aliases_with_a_warning(tmp_path, capsys, monkeypatch):
                     cliprange=0.25, cliprange_value=None, missing_eos_penalty=-1.0, lr_scheduler_type="constant",
                     save_steps=2, logging_steps=5, disable_tqdm=True, resume_from_checkpoint="latest")
     assert config.to_dict() == new.to_dict()
+    # an old batch size that does not divide: the error names where it was given
+    with pytest.raises(ConfigError) as error:
+        parse_config(["--config", str(old), "--mini_batch_size", "3"])
+    assert str(error.value) == "--mini_batch_size: 3 must be a positive multiple of processes x micro_batch_size = 1 x 2"
+    with pytest.raises(ConfigError) as error:
+        parse_config(["--config", str(old), "--micro_batch_size", "3"])
+    assert str(error.value) == f"{old}: mini_batch_size: 4 must be a positive multiple of processes x micro_batch_size " \
+                               "= 1 x 3"
     # 2 processes (WORLD_SIZE=2): the same global sizes are half the per-device accumulation
     monkeypatch.setattr(ppo_config, "launch_world_size", lambda: 2)
     two = parse_config(["--config", str(old)])
@@ -93,6 +101,15 @@ def test_old_names_are_aliases_with_a_warning(tmp_path, capsys, monkeypatch):
         parse_config(["--config", str(both)])
     # reward_model_path, TRL's single-model spelling
     assert parse_config(["--reward_model_path", "a/rm"]).reward_models == [{"path": "a/rm", "weight": 1.0}]
+
+
+def test_training_arguments_the_trainer_does_not_read_are_refused():
+    for field, kwargs in [("gradient_checkpointing", dict(gradient_checkpointing=True)),
+                          ("eval_strategy", dict(eval_strategy="steps")), ("optim", dict(optim="sgd"))]:
+        expect(field, lambda: PPOConfig(**kwargs))
+    # values TrainingArguments derives itself (pin memory off on a CPU, ...) pass dataclasses.replace
+    config = parse_config(["--config", str(ROOT / "configs/ppo/smoke.yaml"), "--adam_beta2", "0.99"])
+    assert dataclasses.replace(config, report_to="none").adam_beta2 == 0.99
 
 
 def test_every_field_has_a_help_text():
@@ -141,8 +158,6 @@ def test_values_wrong_on_their_own():
         ("total_episodes", dict(total_episodes=0)),
         ("local_rollout_forward_batch_size", dict(local_rollout_forward_batch_size=0)),
         ("reward_model_path", dict(reward_model_path="a", reward_models=["b"])),
-        ("gradient_checkpointing", dict(gradient_checkpointing=True)),  # a TrainingArguments field ppo does not read
-        ("eval_strategy", dict(eval_strategy="steps")),
     ]:
         expect(field, lambda: PPOConfig(**kwargs))
 
