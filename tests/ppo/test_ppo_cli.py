@@ -3,7 +3,11 @@ with a critic initialised from the reward model; a reward model with ANOTHER tok
 scores decoded text through its own tokenizer; a saved policy generates for evaluation."""
 
 import json
+import os
 import shutil
+import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -56,6 +60,25 @@ def test_cli_smoke_run_with_reward_model_critic(tmp_path, reward_model_dir, prom
     assert (out / "checkpoints" / "step_3" / "trainer_state.json").exists()
     texts = generate_completions(out / "policy", ["Say hi.", "Name a planet."], max_new_tokens=5)
     assert len(texts) == 2 and all(isinstance(t, str) for t in texts)
+
+
+@pytest.mark.slow
+def test_report_to_trackio_logs_every_metric(tmp_path, reward_model_dir, prompts_file):
+    """--report_to trackio: trackio's local database holds metrics.jsonl's values, step by step
+    (a subprocess: trackio reads TRACKIO_DIR when imported)."""
+    out = tmp_path / "ppo"
+    env = {**os.environ, "TRACKIO_DIR": str(tmp_path / "trackio"), "HF_HUB_OFFLINE": "1"}
+    result = subprocess.run([sys.executable, "-m", "ppo.train", "--config", str(ROOT / "configs/ppo/smoke.yaml"),
+                             "--reward_models", str(reward_model_dir), "--output_dir", str(out), "--prompts",
+                             str(prompts_file), "--disable_tqdm", "true", "--report_to", "trackio",
+                             "--run_name", "smoke-run"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    lines = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    with sqlite3.connect(tmp_path / "trackio" / "smoke-run.db") as db:
+        logged = [(step, json.loads(metrics)) for step, metrics in db.execute("select step, metrics from metrics order by id")]
+    assert [step for step, _ in logged] == [1, 2, 3]
+    for (_, metrics), line in zip(logged, lines):
+        assert metrics == {key: value for key, value in line.items() if key != "step"}
 
 
 @pytest.mark.slow
