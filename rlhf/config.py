@@ -230,10 +230,11 @@ def _split_deprecated_flags(config_class, argv: list[str], where: str) -> tuple[
         elif name in converted:
             deprecation_warning(where, f"--{name}", f"--{converted[name]}", converted=True)
             if not eq:
-                if index + 1 >= len(argv):
-                    raise ConfigError(f"--{name}", "expected a value")
-                index += 1
-                value = argv[index]
+                if index + 1 < len(argv) and not argv[index + 1].startswith("--"):
+                    index += 1
+                    value = argv[index]
+                else:  # a bare boolean flag
+                    value = "true"
             taken[name] = value
         else:
             out.append(token)
@@ -360,6 +361,9 @@ def parse_nested_config(config_class, sections: dict[str, type], argv: list[str]
             overrides[name][key] = yaml.safe_load(argv.pop(0))
         else:
             top_argv += [flag, argv.pop(0)]
+    top_argv, flag_values = _split_deprecated_flags(config_class, top_argv, "command line")
+    values = merge_layers(config_class, rename_deprecated(config_class, values, path), flag_values)
+    values = convert_deprecated(config_class, values, path, flags=tuple(flag_values))
     top = _build(_parser_with_values(config_class, values, path, prog), top_argv, path)
     fixed = derived(top) if derived else {}
     configs = {}

@@ -310,3 +310,29 @@ def test_forbid_model_loading_reaches_names_bound_at_import(forbid_model_loading
 def test_the_results_page_quotes_the_catalogue():
     """Every case above passing is the figure "N of N cases a clean error" in the docs."""
     assert f"{len(CASES)} of {len(CASES)} catalogue cases" in (ROOT / "docs/results.md").read_text()
+
+
+def test_renamed_fields_are_aliases_with_one_warning_line_each(tmp_path, capsys):
+    """rlhf.config's alias mechanism on any dataclass: old YAML keys and flags land in the new
+    field, each with a warning naming the new name; old and new together are refused."""
+    import dataclasses
+
+    from rlhf.config import ConfigError, config_from_dict
+
+    @dataclasses.dataclass
+    class Toy:
+        _renamed_fields = {"lr": "learning_rate", "out": "output_dir"}
+        learning_rate: float = dataclasses.field(default=0.1, metadata={"help": "step size"})
+        output_dir: str = dataclasses.field(default="x", metadata={"help": "folder"})
+
+    path = tmp_path / "toy.yaml"
+    path.write_text("lr: 0.5\n")
+    assert parse_config(Toy, ["--config", str(path), "--out", "y"]) == Toy(learning_rate=0.5, output_dir="y")
+    assert config_from_dict(Toy, {"out": "z"}, "section") == Toy(output_dir="z")
+    assert capsys.readouterr().err.splitlines() == [
+        "warning: command line: '--out' is deprecated, use '--output_dir' instead; the old name goes in the next release",
+        f"warning: {path}: 'lr' is deprecated, use 'learning_rate' instead; the old name goes in the next release",
+        "warning: section: 'out' is deprecated, use 'output_dir' instead; the old name goes in the next release"]
+    with pytest.raises(ConfigError) as error:
+        config_from_dict(Toy, {"lr": 0.5, "learning_rate": 0.2}, "section")
+    assert str(error.value) == "section: lr: give only 'learning_rate' (the new name of 'lr'), not both"
