@@ -64,8 +64,7 @@ HONOURED_TRAINING_ARGUMENTS = {
     "output_dir", "per_device_train_batch_size", "gradient_accumulation_steps", "learning_rate", "weight_decay",
     "adam_beta1", "adam_beta2", "adam_epsilon", "max_grad_norm", "num_train_epochs", "lr_scheduler_type",
     "lr_scheduler_kwargs", "warmup_steps", "logging_steps", "save_steps", "resume_from_checkpoint",
-    "report_to", "run_name", "project", "trackio_space_id", "seed", "bf16", "use_cpu", "disable_tqdm",
-    "log_level", "log_level_replica", "log_on_each_node", "full_determinism",
+    "report_to", "run_name", "trackio_space_id", "seed", "bf16", "use_cpu", "disable_tqdm",
 }
 
 
