@@ -107,13 +107,15 @@ def run_ours(args, work: Path) -> dict:
     torch.set_num_threads(args.threads)
     make_reward_model(args, work / "rm")
     (work / "prompts.txt").write_text("\n".join(prompts(args)))
-    config = PPOConfig(policy_model=args.model, reward_models=[str(work / "rm")], value_init="reward_model",
-                       prompts=str(work / "prompts.txt"), rollout_batch_size=args.rollout,
-                       mini_batch_size=args.rollout, micro_batch_size=args.micro, ppo_epochs=args.epochs,
-                       num_steps=args.steps + 1, max_new_tokens=args.response_length, temperature=0.7,
+    # one mini-batch of args.rollout episodes per epoch, micro-batches of args.micro (as TRL's config below)
+    config = PPOConfig(sft_model_path=args.model, reward_model_path=str(work / "rm"), value_init="reward_model",
+                       prompts=str(work / "prompts.txt"), per_device_train_batch_size=args.micro,
+                       gradient_accumulation_steps=args.rollout // args.micro, num_mini_batches=1,
+                       num_ppo_epochs=args.epochs, total_episodes=(args.steps + 1) * args.rollout,
+                       response_length=args.response_length, temperature=0.7,
                        stop_token="<|endoftext|>" if args.no_stop else "eos", learning_rate=1e-6, bf16=args.bf16,
-                       output_dir=str(work / "out"), progress_bar=False, sample_table_every=0,
-                       log_every=10**6, use_cpu=True)
+                       output_dir=str(work / "out"), disable_tqdm=True, sample_table_every=0,
+                       logging_steps=10**6, use_cpu=True)
     trainer = PPOTrainer(config)
     history = trainer.train()["history"][1:]
     seconds = sum(h["time/step"] for h in history)

@@ -82,7 +82,7 @@ def stage_paths(config: PipelineConfig) -> dict[str, dict]:
     """What the pipeline sets in the stages' configs itself: the files that join them."""
     out = Path(config.out)
     return {"reward_model": reward_model_paths(out, config.seed),
-            "ppo": {"policy_model": config.policy_model, "reward_models": [str(out / "reward_model")],
+            "ppo": {"sft_model_path": config.policy_model, "reward_models": [str(out / "reward_model")],
                     "prompts": str(out / "train_prompts.jsonl"), "output_dir": str(out / "ppo"), "seed": config.seed}}
 
 
@@ -193,14 +193,14 @@ def run(config: PipelineConfig, rm_config: RewardModelConfig, ppo_config: PPOCon
         "train_prompts": len(comparisons.train), "heldout_prompts": len(comparisons.heldout),
         "ppo_steps": runs["ppo"]["steps"], "gold_before": before, "gold_after": after_gold,
         "gold_gain_in_std": (after_gold["mean"] - before["mean"]) / max(before["std"], 1e-9),
-        "kl_final": history[-1]["kl/per_sequence"],
-        "kl_mean_last5": float(np.mean([h["kl/per_sequence"] for h in history[-5:]])),
+        "kl_final": history[-1]["objective/kl"],
+        "kl_mean_last5": float(np.mean([h["objective/kl"] for h in history[-5:]])),
         "nll_before": nll_before, "nll_after": nll_after, "nll_increase": nll_after - nll_before,
         "rm_eval_accuracy": rm_accuracy, "policy_dir": runs["ppo"]["policy_dir"], "timings": timings,
     }
     if config.ptx_ablation:
         rows = [{"run": name, "ptx_coef": variants[name].ptx_coef, "nll_increase": after[name][2] - nll_before,
-                 "gold_after": after[name][1]["mean"], "kl_final": runs[name]["history"][-1]["kl/per_sequence"]}
+                 "gold_after": after[name][1]["mean"], "kl_final": runs[name]["history"][-1]["objective/kl"]}
                 for name in runs]
         with_ptx, without = rows[0]["nll_increase"], rows[1]["nll_increase"]
         # a ratio only means something when dropping ptx let the NLL rise

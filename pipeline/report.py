@@ -11,7 +11,7 @@ matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-CURVES = [("reward/score", "normalised RM score"), ("kl/per_sequence", "KL per sequence (nats)"),
+CURVES = [("objective/scores", "normalised RM score"), ("objective/kl", "KL per sequence (nats)"),
           ("loss/ptx_nll", "ptx NLL (pretraining text)"), ("response/length", "response length (tokens)")]
 
 
@@ -30,8 +30,8 @@ def plot_curves(history: list[dict], path: Path) -> None:
 
 def plot_gold_vs_kl(history: list[dict], before: dict, after: dict, path: Path) -> None:
     figure, axis = plt.subplots(figsize=(5.5, 4))
-    kl = [h["kl/per_sequence"] for h in history]
-    score = [h["reward/score"] for h in history]
+    kl = [h["objective/kl"] for h in history]
+    score = [h["objective/scores"] for h in history]
     axis.scatter(kl, score, c=np.arange(len(kl)), cmap="viridis", label="training rollouts: RM score")
     axis.set_xlabel("KL per sequence (nats)")
     axis.set_ylabel("normalised RM score")

@@ -114,8 +114,8 @@ def main(argv: list[str] | None = None) -> int:
     gold = np.array([comparisons.gold[c.prompt] for c in heldout])
     gold_accuracy, gold_pairs = gold_pair_accuracy(scores.numpy(), gold)
     eval_dir = Path(rm_config.output_dir) / "eval"
-    report = evaluate(EvaluateConfig(model=rm_config.output_dir, data=str(out / "heldout.jsonl"), out=str(eval_dir),
-                                     no_progress=True))
+    report = evaluate(EvaluateConfig(model_name_or_path=rm_config.output_dir, eval_data=str(out / "heldout.jsonl"),
+                                     output_dir=str(eval_dir), disable_tqdm=True))
     timings["evaluation_s"] = time.time() - t0
     timings["total_s"] = time.time() - started
 

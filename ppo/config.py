@@ -1,33 +1,50 @@
 """PPO-ptx configuration: every hyper-parameter in one dataclass, with its default and why.
 
-Loaded with TRL's ``TrlParser``: ``--config FILE.yaml`` sets the fields, command-line flags
-override them, unknown keys are an error::
+``PPOConfig`` extends transformers' ``TrainingArguments``, as TRL's RL configs do, and uses
+the names of TRL's PPO trainer (``trl.experimental.ppo.PPOConfig``) wherever TRL has the
+concept (``sft_model_path``, ``total_episodes``, ``num_ppo_epochs``, ``response_length``,
+``kl_coef``, ``cliprange``, ...). Loaded with TRL's ``TrlParser``: ``--config FILE.yaml``
+sets the fields, command-line flags override them, unknown keys are an error::
 
     python -m ppo.train --config configs/ppo/smoke.yaml --learning_rate 1e-4
+
+The names of the previous release (``policy_model``, ``num_steps``, ``rollout_batch_size``,
+...) still work for one release, with a warning (``_renamed_fields``, ``_converted_fields``).
 
 ``PPOConfig.__post_init__`` checks values that are wrong on their own (negative sizes,
 unknown names); ``validate_inputs`` checks them against the files and model configs
 (prompt lengths, pretraining data, tokenizers, batch sizes vs. number of processes)
 BEFORE any model weights are loaded, so a bad run fails in seconds with the field named.
 
-Batch-size units (the same as the last TRL PPO trainer's, but spelled out):
+Batch sizes, in TRL's units (``batch_sizes`` derives the rest, with TRL's names):
 
-* ``rollout_batch_size``: prompts (= episodes) per PPO iteration, summed over processes;
-* ``mini_batch_size``: episodes per optimizer step, summed over processes;
-* ``micro_batch_size``: episodes per forward/backward pass on ONE process (gradient
-  accumulation inside a mini-batch); also the scoring chunk size;
-* ``generation_batch_size``: prompts per ``generate`` call on ONE process (null = the
-  micro-batch). Decoding a token costs about the same for 4 rows as for 16 on a CPU, so
-  a larger chunk samples faster; the sampled trajectory depends on it (seeds are per chunk).
+* ``per_device_train_batch_size``: episodes per forward/backward pass on ONE process (a
+  micro-batch); also the chunk of the rollout's forward passes and of scoring;
+* ``gradient_accumulation_steps``: micro-batches per optimizer step, so a mini-batch is
+  ``per_device_train_batch_size * gradient_accumulation_steps * processes`` episodes;
+* ``num_mini_batches``: optimizer steps per PPO epoch, so one rollout (one iteration) is
+  ``batch_size = per_device_train_batch_size * gradient_accumulation_steps *
+  num_mini_batches * processes`` episodes (prompts);
+* ``local_rollout_forward_batch_size``: prompts per ``generate`` call on ONE process (null =
+  ``per_device_train_batch_size``). Decoding a token costs about the same for 4 rows as for
+  16 on a CPU, so a larger chunk samples faster; the sampled trajectory depends on it
+  (seeds are per chunk);
+* ``total_episodes``: episodes of the whole run; ``ceil(total_episodes / batch_size)``
+  iterations (TRL's ``num_total_batches``); null = ``num_train_epochs`` passes over the prompts.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import json
-from dataclasses import asdict, dataclass, field
+import math
+import os
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from transformers import AutoConfig, AutoTokenizer
+import torch
+from transformers import AutoConfig, AutoTokenizer, HfArgumentParser, TrainingArguments
 
 from ppo.core import KL_ESTIMATORS
 from reward_model.modeling import NotARewardModelError, RewardModel
@@ -40,7 +57,16 @@ from rlhf.preferences import PreferenceDataError, iter_rows, looks_like_hub_id
 
 VALUE_INITS = ("reward_model", "policy_head")
 REWARD_FORMATS = ("text", "chat")
-LR_SCHEDULES = ("linear", "constant")
+OLD_BATCH_FIELDS = ("micro_batch_size", "mini_batch_size", "rollout_batch_size")
+
+# TrainingArguments fields the PPO trainer reads; any other one set to a non-default value
+# is refused (it would be silently ignored).
+HONOURED_TRAINING_ARGUMENTS = {
+    "output_dir", "per_device_train_batch_size", "gradient_accumulation_steps", "learning_rate", "weight_decay",
+    "adam_beta1", "adam_beta2", "adam_epsilon", "max_grad_norm", "num_train_epochs", "lr_scheduler_type",
+    "lr_scheduler_kwargs", "warmup_steps", "logging_steps", "save_steps", "resume_from_checkpoint",
+    "report_to", "run_name", "trackio_space_id", "seed", "bf16", "use_cpu", "disable_tqdm",
+}
 
 
 class PPOConfigError(ConfigError):
@@ -51,73 +77,127 @@ def _fail(name: str, message: str):
     raise PPOConfigError(name, message)
 
 
+@functools.cache
+def _training_arguments_defaults(use_cpu: bool) -> dict[str, tuple]:
+    """Each TrainingArguments field's default as declared, as the command-line parser gives it
+    ("no" becomes False) and as ``__post_init__`` leaves it on this machine (pin memory off on
+    a CPU, ...: what ``dataclasses.replace`` of a built config passes back). Only called from
+    ``PPOConfig.__post_init__`` just before its own TrainingArguments set-up, which resets the
+    process state this one sets up."""
+    parsed = vars(HfArgumentParser(TrainingArguments).parse_args([]))
+    built = TrainingArguments(output_dir="unused", use_cpu=use_cpu)
+    defaults = {}
+    for f in dataclasses.fields(TrainingArguments):
+        if f.init:
+            raw = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+            defaults[f.name] = (raw, parsed.get(f.name, raw), getattr(built, f.name))
+    return defaults
+
+
+def launch_world_size() -> int:
+    """Processes of this launch (accelerate launch / torchrun set WORLD_SIZE), for converting
+    the old global batch sizes into per-device ones."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def _as_int(values: dict, name: str, where: str) -> int:
+    try:
+        number = float(values[name])
+    except (TypeError, ValueError):
+        raise ConfigError(f"{where}: {name}", f"expected an integer, got {values[name]!r}") from None
+    if number != int(number):
+        raise ConfigError(f"{where}: {name}", f"expected an integer, got {values[name]!r}")
+    return int(number)
+
+
 @dataclass
-class PPOConfig:
+class PPOConfig(TrainingArguments):
+    """PPO-ptx fields in TRL's names; everything else is transformers' `TrainingArguments`."""
+
+    # Old name -> new name: accepted with a deprecation warning for one release (rlhf.config).
+    _renamed_fields = {
+        "policy_model": "sft_model_path", "ppo_epochs": "num_ppo_epochs", "max_new_tokens": "response_length",
+        "init_kl_coef": "kl_coef", "clip_range": "cliprange", "clip_range_value": "cliprange_value",
+        "missing_stop_penalty": "missing_eos_penalty", "save_every": "save_steps", "log_every": "logging_steps",
+        "resume_from": "resume_from_checkpoint", "lr_schedule": "lr_scheduler_type",
+        "generation_batch_size": "local_rollout_forward_batch_size",
+    }
+    # Old names whose units changed; ``_convert_deprecated`` converts them exactly.
+    _converted_fields = {
+        "num_steps": "total_episodes", "micro_batch_size": "per_device_train_batch_size",
+        "mini_batch_size": "gradient_accumulation_steps", "rollout_batch_size": "num_mini_batches",
+        "progress_bar": "disable_tqdm",
+    }
+
     # --- models -------------------------------------------------------------------
-    policy_model: str = "tiny-random-llama"  # the SFT model pi_SFT that starts the policy and is the KL reference; toolkit name, folder or hub id
-    reward_models: list[str] = field(default_factory=list)  # [{path, weight}] (YAML) or "path" / "path=weight" (CLI); scores normalised with each model's reward_stats.json, then weighted-summed
-    reward_format: str = "text"  # how a reward model sees a sample: "text" = prompt + completion (what reward_model.demo trains on), "chat" = chat template of user/assistant turns
-    value_init: str = "policy_head"  # "reward_model": critic = copy of the first reward model (TRL/OpenRLHF/DS-Chat); "policy_head": zero-initialised head on the policy trunk (Ziegler), no second network
-    use_lora: bool = False  # LoRA adapters on the policy: the reference is the same network with adapters disabled (no second copy)
-    lora_r: int = 16  # LoRA rank; 16 is the usual small-model default
-    lora_alpha: int = 32  # LoRA scale = alpha / r = 2, the common choice
-    use_cpu: bool = False  # force the CPU even with a GPU; CPU is also chosen when no CUDA device exists (multi-process CPU runs then use gloo)
-    bf16: bool = False  # bf16 autocast via accelerate (mixed_precision="bf16"); off by default because tiny CPU tests want fp32 exactness
+    sft_model_path: str = field(default="tiny-random-llama", metadata={"help": "the SFT model pi_SFT that starts the policy and is the KL reference: a toolkit name, a folder or a hub id (TRL's sft_model_path)"})
+    reward_model_path: str | None = field(default=None, metadata={"help": "one reward model folder (TRL's spelling); the same as reward_models: [path]. Use reward_models for a weighted sum of several"})
+    reward_models: list[str] = field(default_factory=list, metadata={"help": "reward models whose normalised scores are weighted-summed: [{path, weight}] (YAML) or 'path' / 'path=weight' (command line); each is normalised with its reward_stats.json"})
+    reward_format: str = field(default="text", metadata={"help": "how a reward model sees a sample: 'text' = prompt + completion (what reward_model.demo trains on), 'chat' = chat template of user/assistant turns"})
+    value_init: str = field(default="policy_head", metadata={"help": "'reward_model': critic = copy of the first reward model (TRL/OpenRLHF/DS-Chat); 'policy_head': zero-initialised head on the policy trunk (Ziegler), no second network"})
+    use_lora: bool = field(default=False, metadata={"help": "LoRA adapters on the policy: the reference is the same network with adapters disabled (no second copy)"})
+    lora_r: int = field(default=16, metadata={"help": "LoRA rank; 16 is the usual small-model default"})
+    lora_alpha: int = field(default=32, metadata={"help": "LoRA scale = alpha / r = 2, the common choice"})
     # --- data ---------------------------------------------------------------------
-    prompts: str = "builtin"  # "builtin" (rlhf/data/prompts.txt, 233 instructions) or a file: JSONL with {"prompt": ...} or one prompt per text line
-    pretrain_data: str | None = None  # plain-text file for the ptx term (eq. 15.12); tokenised, concatenated and cut into ptx_max_length blocks
-    ptx_coef: float = 0.0  # gamma of eq. 15.12 on the token-mean NLL; 0 = plain PPO (TRL, Ziegler); OpenRLHF used 0.05 with the same normalisation
-    ptx_batch_size: int = 4  # pretraining blocks per micro-batch per process: one ptx micro-batch with every PPO micro-batch, from its own cycling loader
-    ptx_max_length: int = 128  # tokens per pretraining block (DS-Chat-style packing: no padding, labels = inputs)
+    prompts: str = field(default="builtin", metadata={"help": "'builtin' (rlhf/data/prompts.txt, 233 instructions) or a file: JSONL with {'prompt': ...} or one prompt per text line"})
+    pretrain_data: str | None = field(default=None, metadata={"help": "plain-text file for the ptx term (eq. 15.12); tokenised, concatenated and cut into ptx_max_length blocks"})
+    ptx_coef: float = field(default=0.0, metadata={"help": "gamma of eq. 15.12 on the token-mean NLL; 0 = plain PPO (TRL, Ziegler); OpenRLHF used 0.05 with the same normalisation"})
+    ptx_batch_size: int = field(default=4, metadata={"help": "pretraining blocks per micro-batch per process: one ptx micro-batch with every PPO micro-batch, from its own cycling loader"})
+    ptx_max_length: int = field(default=128, metadata={"help": "tokens per pretraining block (DS-Chat-style packing: no padding, labels = inputs)"})
     # --- schedule and batching ----------------------------------------------------
-    num_steps: int = 100  # PPO iterations (rollout + update)
-    rollout_batch_size: int = 16  # prompts per iteration, summed over processes (Ziegler used 64-512; small here for CPU)
-    mini_batch_size: int = 16  # episodes per optimizer step, summed over processes; = rollout_batch_size gives 1 mini-batch (TRL/Ziegler default)
-    micro_batch_size: int = 4  # episodes per forward/backward on one process (gradient accumulation); also the scoring chunk
-    generation_batch_size: int | None = None  # prompts per generate() call on one process; null = micro_batch_size. Bigger is faster per token; must divide the per-process rollout
-    ppo_epochs: int = 4  # passes over each rollout (TRL, Ziegler, N+ use 4; DS-Chat 1)
+    total_episodes: int | None = field(default=None, metadata={"help": "episodes (prompts answered) over the whole run: ceil(total_episodes / batch_size) PPO iterations; null = num_train_epochs passes over the prompts (TRL)"})
+    per_device_train_batch_size: int = field(default=8, metadata={"help": "episodes per forward/backward pass on one process (a micro-batch); also the chunk of the rollout's forward passes and of scoring"})
+    gradient_accumulation_steps: int = field(default=1, metadata={"help": "micro-batches per optimizer step: a mini-batch is per_device_train_batch_size x gradient_accumulation_steps x processes episodes"})
+    num_mini_batches: int = field(default=1, metadata={"help": "optimizer steps per PPO epoch: one rollout is per_device_train_batch_size x gradient_accumulation_steps x num_mini_batches x processes episodes (1 = TRL/Ziegler default)"})
+    local_rollout_forward_batch_size: int | None = field(default=None, metadata={"help": "prompts per generate() call on one process; null = per_device_train_batch_size. Bigger is faster per token; must divide the per-process rollout. Unlike TRL, the rollout's other forward passes use per_device_train_batch_size"})
+    num_ppo_epochs: int = field(default=4, metadata={"help": "passes over each rollout (TRL, Ziegler, N+ use 4; DS-Chat 1)"})
     # --- sampling -----------------------------------------------------------------
-    max_new_tokens: int = 64  # response length cap; responses stop earlier at stop_token
-    temperature: float = 0.7  # sampling temperature, applied to the logits for BOTH sampling and log-probabilities (TRL's 0.7)
-    stop_token: str = "eos"  # "eos" = the tokenizer's EOS; otherwise a string that must be ONE token of the policy tokenizer
+    response_length: int = field(default=64, metadata={"help": "most tokens per response; responses stop earlier at stop_token (TRL's default is 53)"})
+    temperature: float = field(default=0.7, metadata={"help": "sampling temperature, applied to the logits for BOTH sampling and log-probabilities (TRL's 0.7)"})
+    stop_token: str = field(default="eos", metadata={"help": "'eos' = the tokenizer's EOS; otherwise a string that must be ONE token of the policy tokenizer"})
     # --- reward and KL (eq. 15.7-15.11) ---------------------------------------------
-    init_kl_coef: float = 0.05  # beta of eq. 15.8 (TRL PPO and N+ 0.05; Ziegler 0.2 with adaptive control)
-    target_kl: float | None = None  # null = fixed beta; a number = Ziegler's adaptive controller, in nats PER SEQUENCE (sum over tokens), e.g. 6.0
-    kl_horizon: float = 10000.0  # adaptive-controller horizon in episodes (Ziegler's 10,000)
-    kl_estimator: str = "k1"  # per-token KL in the reward: k1 = log-ratio of eq. 15.7 (unbiased, what everyone uses in the reward); k3 is >= 0
-    kl_clamp: float | None = None  # clamp of the per-token KL estimate (OpenRLHF/verl use 10); null = none, as in eq. 15.7
-    score_clip: float | None = 10.0  # clip the (normalised) score to +-10 (OpenRLHF); rarely active on normalised scores
-    missing_stop_penalty: float | None = None  # score replaced by this constant when a response hits max_new_tokens without the stop token (Ziegler/N+: -1); null = off
-    whiten_rewards: bool = False  # scale per-token rewards by their batch std before GAE (Ziegler on; TRL off)
-    gamma: float = 1.0  # discount; 1 so the score does not shrink with response length (sec. 15.2.6)
-    lam: float = 0.95  # GAE lambda (TRL, Ziegler, N+, DS-Chat)
+    kl_coef: float = field(default=0.05, metadata={"help": "beta of eq. 15.8, the starting value with target_kl (TRL PPO and N+ 0.05; Ziegler 0.2 with adaptive control)"})
+    target_kl: float | None = field(default=None, metadata={"help": "null = fixed beta; a number = Ziegler's adaptive controller, in nats PER SEQUENCE (sum over tokens), e.g. 6.0"})
+    kl_horizon: float = field(default=10000.0, metadata={"help": "adaptive-controller horizon in episodes (Ziegler's 10,000)"})
+    kl_estimator: str = field(default="k1", metadata={"help": "per-token KL in the reward: k1 = log-ratio of eq. 15.7 (unbiased, what everyone uses in the reward); k3 is >= 0"})
+    kl_clamp: float | None = field(default=None, metadata={"help": "clamp of the per-token KL estimate (OpenRLHF/verl use 10); null = none, as in eq. 15.7"})
+    score_clip: float | None = field(default=10.0, metadata={"help": "clip the (normalised) score to +-score_clip (OpenRLHF's 10); rarely active on normalised scores; null = none"})
+    missing_eos_penalty: float | None = field(default=None, metadata={"help": "score replaced by this constant when a response reaches response_length without the stop token (Ziegler/N+: -1); null = off. TRL subtracts its penalty from the score instead"})
+    whiten_rewards: bool = field(default=False, metadata={"help": "scale per-token rewards by their batch std before GAE (Ziegler on; TRL off)"})
+    gamma: float = field(default=1.0, metadata={"help": "discount; 1 so the score does not shrink with response length (sec. 15.2.6)"})
+    lam: float = field(default=0.95, metadata={"help": "GAE lambda (TRL, Ziegler, N+, DS-Chat)"})
     # --- PPO losses ---------------------------------------------------------------
-    clip_range: float = 0.2  # policy ratio clip epsilon (everyone's 0.2)
-    clip_range_value: float | None = 0.2  # value clip around the rollout values (TRL, Ziegler); null = unclipped value loss
-    vf_coef: float = 0.1  # value-loss weight in the shared loss (TRL, Ziegler, N+)
-    learning_rate: float = 1.0e-5  # AdamW learning rate (TRL's 3e-6 is for bigger models; 1e-5 suits 135M)
-    lr_schedule: str = "linear"  # "linear" anneal to 0 over num_steps (Ziegler) or "constant"
-    weight_decay: float = 0.0  # AdamW weight decay; 0 as in TRL/Ziegler
-    max_grad_norm: float = 1.0  # global gradient-norm clip per optimizer step
+    cliprange: float = field(default=0.2, metadata={"help": "policy ratio clip epsilon (everyone's 0.2)"})
+    cliprange_value: float | None = field(default=0.2, metadata={"help": "value clip around the rollout values (TRL, Ziegler); null = unclipped value loss"})
+    vf_coef: float = field(default=0.1, metadata={"help": "value-loss weight in the shared loss (TRL, Ziegler, N+)"})
+    learning_rate: float = field(default=1.0e-5, metadata={"help": "AdamW learning rate (TRL's 3e-6 is for bigger models; 1e-5 suits 135M)"})
     # --- run ----------------------------------------------------------------------
-    seed: int = 0  # seeds model init (tiny models), prompt order, sampling, shuffling and ptx order
-    output_dir: str = "runs/ppo"  # metrics.jsonl, checkpoints/step_N (accelerate save_state), policy/ (final model)
-    save_every: int = 0  # checkpoint every N iterations (0 = only at the end)
-    resume_from: str | None = None  # a checkpoints/step_N folder, or "latest" for the newest one in output_dir
-    overwrite: bool = False  # replace an earlier run in output_dir (deleted once the inputs are checked); without it an earlier run is refused unless resumed
-    log_every: int = 1  # print a one-line summary every N iterations (metrics.jsonl gets every iteration)
-    sample_table_every: int = 10  # rich table of sample prompts/completions every N iterations (0 = never)
-    report_to: str = "none"  # accelerate tracker: "none", "tensorboard", "wandb", ... (metrics.jsonl is always written)
-    progress_bar: bool = True  # tqdm bar with ETA on the main process
+    seed: int = field(default=0, metadata={"help": "seeds model init (tiny models), prompt order, sampling, shuffling and ptx order"})
+    output_dir: str = field(default="runs/ppo", metadata={"help": "metrics.jsonl, checkpoints/step_N (accelerate save_state, safetensors), policy/ (final model)"})
+    save_steps: float = field(default=0, metadata={"help": "checkpoint every N PPO iterations (a float < 1: that share of the iterations); 0 = only at the end"})
+    resume_from_checkpoint: str | None = field(default=None, metadata={"help": "a checkpoints/step_N folder, or 'latest' (or true) for the newest one in output_dir"})
+    overwrite: bool = field(default=False, metadata={"help": "replace an earlier run in output_dir (deleted once the inputs are checked); without it an earlier run is refused unless resumed"})
+    logging_steps: float = field(default=1, metadata={"help": "print a one-line summary and log to the report_to trackers every N iterations (a float < 1: that share of the iterations); metrics.jsonl gets every iteration"})
+    sample_table_every: int = field(default=10, metadata={"help": "rich table of sample prompts/completions every N iterations (0 = never)"})
 
     def __post_init__(self):
+        if self.reward_model_path is not None:
+            if self.reward_models:
+                _fail("reward_model_path", "give reward_model_path (one model) or reward_models (a weighted sum), "
+                                           "not both")
+            self.reward_models, self.reward_model_path = [self.reward_model_path], None
         self.reward_models = [self._parse_reward_model(entry) for entry in (self.reward_models or [])]
-        positive = ["num_steps", "rollout_batch_size", "mini_batch_size", "micro_batch_size", "ppo_epochs",
-                    "max_new_tokens", "ptx_batch_size", "ptx_max_length", "lora_r", "log_every"]
+        positive = ["per_device_train_batch_size", "gradient_accumulation_steps", "num_mini_batches", "num_ppo_epochs",
+                    "response_length", "ptx_batch_size", "ptx_max_length", "lora_r"]
         for name in positive:
             if getattr(self, name) < 1:
                 _fail(name, f"expected >= 1, got {getattr(self, name)}")
-        for name in ("save_every", "sample_table_every", "ptx_coef", "vf_coef", "init_kl_coef", "weight_decay"):
+        for name in ("total_episodes", "local_rollout_forward_batch_size"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                _fail(name, f"expected >= 1 or null, got {getattr(self, name)}")
+        if not self.logging_steps > 0:
+            _fail("logging_steps", f"expected > 0, got {self.logging_steps}")
+        for name in ("save_steps", "sample_table_every", "ptx_coef", "vf_coef", "kl_coef", "weight_decay"):
             if getattr(self, name) < 0:
                 _fail(name, f"expected >= 0, got {getattr(self, name)}")
         if self.temperature <= 0:
@@ -126,8 +206,8 @@ class PPOConfig:
             _fail("learning_rate", f"expected > 0, got {self.learning_rate}")
         if not 0 < self.gamma <= 1 or not 0 <= self.lam <= 1:
             _fail("gamma" if not 0 < self.gamma <= 1 else "lam", "expected gamma in (0, 1] and lam in [0, 1]")
-        if self.clip_range <= 0:
-            _fail("clip_range", f"expected > 0, got {self.clip_range}")
+        if self.cliprange <= 0:
+            _fail("cliprange", f"expected > 0, got {self.cliprange}")
         if self.target_kl is not None and self.target_kl <= 0:
             _fail("target_kl", f"expected > 0 or null (fixed KL coefficient), got {self.target_kl}")
         if self.kl_horizon <= 0:
@@ -138,18 +218,30 @@ class PPOConfig:
             _fail("value_init", f"expected one of {VALUE_INITS}, got {self.value_init!r}")
         if self.reward_format not in REWARD_FORMATS:
             _fail("reward_format", f"expected one of {REWARD_FORMATS}, got {self.reward_format!r}")
-        if self.lr_schedule not in LR_SCHEDULES:
-            _fail("lr_schedule", f"expected one of {LR_SCHEDULES}, got {self.lr_schedule!r}")
         if self.value_init == "reward_model" and not self.reward_models:
-            _fail("value_init", "'reward_model' needs at least one entry in reward_models (or use 'policy_head')")
-        if self.mini_batch_size > self.rollout_batch_size or self.rollout_batch_size % self.mini_batch_size:
-            _fail("mini_batch_size", f"{self.mini_batch_size} must divide rollout_batch_size {self.rollout_batch_size}")
-        if self.generation_batch_size is not None and self.generation_batch_size < 1:
-            _fail("generation_batch_size", f"expected >= 1 or null, got {self.generation_batch_size}")
-        if self.mini_batch_size % self.micro_batch_size:
-            _fail("micro_batch_size", f"{self.micro_batch_size} must divide mini_batch_size {self.mini_batch_size}")
+            _fail("value_init", "'reward_model' needs a reward model (reward_model_path or reward_models), "
+                                "or use 'policy_head'")
         if self.ptx_coef > 0 and not self.pretrain_data:
             _fail("pretrain_data", "ptx_coef > 0 needs a pretraining text file (or set ptx_coef: 0)")
+        # The CPU when no CUDA device exists, decided before TrainingArguments sets up the
+        # processes: under torchrun on a CPU machine it needs use_cpu to join them (gloo).
+        self.use_cpu = self.use_cpu or not torch.cuda.is_available()
+        self._check_training_arguments()
+        try:
+            super().__post_init__()
+        except ValueError as err:  # TrainingArguments' own checks (e.g. an unknown lr_scheduler_type)
+            raise ConfigError(str(err)) from None
+
+    def _check_training_arguments(self) -> None:
+        """A TrainingArguments field this trainer does not read may not be changed: it would
+        be silently ignored (gradient_checkpointing, fp16, optim, eval_strategy, ...)."""
+        changed = [name for name, accepted in _training_arguments_defaults(self.use_cpu).items()
+                   if name not in HONOURED_TRAINING_ARGUMENTS and name not in PPOConfig.__annotations__
+                   and all(getattr(self, name) != value for value in accepted)]
+        if changed:
+            name = changed[0]
+            _fail(name, f"not used by the PPO trainer; expected the default "
+                        f"{_training_arguments_defaults(self.use_cpu)[name][0]!r}, got {getattr(self, name)!r}")
 
     @staticmethod
     def _parse_reward_model(entry) -> dict:
@@ -167,8 +259,96 @@ class PPOConfig:
         except ValueError:
             _fail("reward_models", f"expected 'path' or 'path=weight', got {text!r}")
 
-    def to_dict(self) -> dict:
-        return asdict(self)
+    @classmethod
+    def _convert_deprecated(cls, values: dict, where: str) -> dict:
+        """The previous release's global batch sizes and iteration count in TRL's units, exactly:
+        micro_batch_size (per process) = per_device_train_batch_size; mini_batch_size (global)
+        = per_device x gradient_accumulation_steps x processes; rollout_batch_size (global) =
+        mini_batch_size x num_mini_batches; num_steps x rollout_batch_size = total_episodes."""
+        world = launch_world_size()
+        defaults = {f.name: f.default for f in dataclasses.fields(cls)}
+
+        def current(name):
+            return _as_int(values, name, where) if name in values else defaults[name]
+
+        if any(name in values for name in OLD_BATCH_FIELDS):
+            micro = _as_int(values, "micro_batch_size", where) if "micro_batch_size" in values \
+                else current("per_device_train_batch_size")
+            mini = _as_int(values, "mini_batch_size", where) if "mini_batch_size" in values \
+                else current("per_device_train_batch_size") * current("gradient_accumulation_steps") * world
+            rollout = _as_int(values, "rollout_batch_size", where) if "rollout_batch_size" in values \
+                else mini * current("num_mini_batches")
+            if micro < 1 or mini < 1 or mini % (micro * world):
+                raise ConfigError(f"{where}: mini_batch_size", f"{mini} must be a positive multiple of processes x "
+                                                               f"micro_batch_size = {world} x {micro}")
+            if rollout % mini:
+                raise ConfigError(f"{where}: rollout_batch_size", f"{rollout} must be a multiple of mini_batch_size "
+                                                                  f"{mini}")
+            for name in OLD_BATCH_FIELDS:
+                values.pop(name, None)
+            values.update(per_device_train_batch_size=micro, gradient_accumulation_steps=mini // (micro * world),
+                          num_mini_batches=rollout // mini)
+        if "num_steps" in values:
+            episodes_per_step = (current("per_device_train_batch_size") * current("gradient_accumulation_steps")
+                                 * current("num_mini_batches") * world)
+            values["total_episodes"] = _as_int(values, "num_steps", where) * episodes_per_step
+            del values["num_steps"]
+        if "progress_bar" in values:
+            shown = values.pop("progress_bar")
+            values["disable_tqdm"] = not (shown if isinstance(shown, bool) else str(shown).lower() in ("true", "1", "yes"))
+        return values
+
+
+@dataclass(frozen=True)
+class BatchSizes:
+    """The derived batch sizes of TRL's PPO trainer, for ``world_size`` processes."""
+
+    world_size: int
+    per_device_train_batch_size: int  # episodes per micro-batch on one process
+    micro_batch_size: int  # TRL: per_device_train_batch_size x world_size
+    local_mini_batch_size: int  # episodes per optimizer step on one process
+    mini_batch_size: int  # episodes per optimizer step, all processes
+    local_batch_size: int  # episodes per rollout on one process
+    batch_size: int  # episodes per rollout (= per PPO iteration), all processes
+    local_rollout_forward_batch_size: int  # prompts per generate() call on one process
+
+
+def batch_sizes(config: PPOConfig, world_size: int = 1) -> BatchSizes:
+    per_device = config.per_device_train_batch_size
+    local_mini = per_device * config.gradient_accumulation_steps
+    local_batch = local_mini * config.num_mini_batches
+    return BatchSizes(world_size=world_size, per_device_train_batch_size=per_device,
+                      micro_batch_size=per_device * world_size, local_mini_batch_size=local_mini,
+                      mini_batch_size=local_mini * world_size, local_batch_size=local_batch,
+                      batch_size=local_batch * world_size,
+                      local_rollout_forward_batch_size=config.local_rollout_forward_batch_size or per_device)
+
+
+def total_episodes(config: PPOConfig, num_prompts: int) -> int:
+    """``total_episodes``, or ``num_train_epochs`` passes over the prompts when it is null (TRL)."""
+    if config.total_episodes is not None:
+        return config.total_episodes
+    return int(config.num_train_epochs * num_prompts)
+
+
+def num_total_batches(config: PPOConfig, num_prompts: int, world_size: int = 1) -> int:
+    """PPO iterations of the run (TRL's ``num_total_batches``): every rollout is a full batch."""
+    return math.ceil(total_episodes(config, num_prompts) / batch_sizes(config, world_size).batch_size)
+
+
+def every(steps: float, total: int) -> int:
+    """An interval given as TrainingArguments does: N iterations, or a share (< 1) of ``total``; 0 = never."""
+    if steps <= 0:
+        return 0
+    return max(1, math.ceil(steps * total)) if steps < 1 else int(steps)
+
+
+def resume_target(config: PPOConfig) -> str | None:
+    """``resume_from_checkpoint`` as a folder or 'latest' ('true' also means the newest); None = no resume."""
+    value = config.resume_from_checkpoint
+    if value is None or str(value).lower() in ("false", "none", ""):
+        return None
+    return "latest" if str(value).lower() in ("true", "latest") else str(value)
 
 
 def parse_config(argv: list[str] | None = None) -> PPOConfig:
@@ -257,33 +437,28 @@ def validate_inputs(config: PPOConfig, world_size: int = 1, tokenizer=None) -> d
     Returns what was loaded on the way (prompts, tokenised prompts, pretraining text),
     so the trainer does not read the files twice.
     """
-    if config.rollout_batch_size % (world_size * config.micro_batch_size):
-        _fail("rollout_batch_size", f"{config.rollout_batch_size} must be a multiple of processes x micro_batch_size "
-                                    f"= {world_size} x {config.micro_batch_size}")
-    if config.mini_batch_size % (world_size * config.micro_batch_size):
-        _fail("mini_batch_size", f"{config.mini_batch_size} must be a multiple of processes x micro_batch_size "
-                                 f"= {world_size} x {config.micro_batch_size}")
-    local_rollout = config.rollout_batch_size // world_size
-    if config.generation_batch_size is not None and local_rollout % config.generation_batch_size:
-        _fail("generation_batch_size", f"{config.generation_batch_size} must divide the per-process rollout "
-                                       f"rollout_batch_size / processes = {local_rollout}")
+    sizes = batch_sizes(config, world_size)
+    if sizes.local_batch_size % sizes.local_rollout_forward_batch_size:
+        _fail("local_rollout_forward_batch_size",
+              f"{sizes.local_rollout_forward_batch_size} must divide the per-process rollout per_device_train_batch_size"
+              f" x gradient_accumulation_steps x num_mini_batches = {sizes.local_batch_size}")
     try:
-        tokenizer = tokenizer or load_tokenizer(config.policy_model, padding_side="left")
+        tokenizer = tokenizer or load_tokenizer(config.sft_model_path, padding_side="left")
     except ModelNotFoundError as err:
-        _fail("policy_model", f"{err}; expected a toolkit model name, a model folder or a hub id")
+        _fail("sft_model_path", f"{err}; expected a toolkit model name, a model folder or a hub id")
     stop_token_id(tokenizer, config.stop_token)
 
     prompts = load_prompts(config.prompts)
     prompt_ids = [chat_prompt_ids(tokenizer, p) for p in prompts]
-    context = model_context_length(config.policy_model)
-    room = context - config.max_new_tokens
+    context = model_context_length(config.sft_model_path)
+    room = context - config.response_length
     if room < 1:
-        _fail("max_new_tokens", f"{config.max_new_tokens} leaves no room for a prompt in the {context}-token context")
+        _fail("response_length", f"{config.response_length} leaves no room for a prompt in the {context}-token context")
     too_long = [i for i, ids in enumerate(prompt_ids) if len(ids) > room]
     if too_long:
         i = too_long[0]
-        _fail("prompts", f"{len(too_long)} prompt(s) are longer than the context minus max_new_tokens "
-                         f"({context} - {config.max_new_tokens} = {room} tokens), e.g. #{i} with {len(prompt_ids[i])} "
+        _fail("prompts", f"{len(too_long)} prompt(s) are longer than the context minus response_length "
+                         f"({context} - {config.response_length} = {room} tokens), e.g. #{i} with {len(prompt_ids[i])} "
                          f"tokens: {prompts[i][:60]!r}")
 
     pretrain_text = None
@@ -309,9 +484,12 @@ def validate_inputs(config: PPOConfig, world_size: int = 1, tokenizer=None) -> d
             _fail("value_init", f"'reward_model' needs the reward model's tokenizer to equal the policy's ({folder} "
                                 "differs): the critic reads the policy's tokens. Use value_init: policy_head (scoring "
                                 "still works: reward models re-tokenise the decoded text)")
-    if config.resume_from not in (None, "latest") and not Path(config.resume_from).exists():
-        _fail("resume_from", f"{config.resume_from} does not exist")
-    if config.resume_from == "latest" and not any((Path(config.output_dir) / "checkpoints").glob("step_*")):
-        _fail("resume_from", f"'latest' needs a checkpoint under {Path(config.output_dir) / 'checkpoints'} (none found)")
+    resume = resume_target(config)
+    if resume not in (None, "latest") and not Path(resume).exists():
+        _fail("resume_from_checkpoint", f"{resume} does not exist")
+    if resume == "latest" and not any((Path(config.output_dir) / "checkpoints").glob("step_*")):
+        _fail("resume_from_checkpoint", f"'latest' needs a checkpoint under {Path(config.output_dir) / 'checkpoints'} "
+                                        "(none found)")
     return {"prompts": prompts, "prompt_ids": prompt_ids, "pretrain_text": pretrain_text, "tokenizer": tokenizer,
-            "context": context}
+            "context": context, "batch_sizes": sizes,
+            "num_total_batches": num_total_batches(config, len(prompts), world_size)}

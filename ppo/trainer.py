@@ -4,8 +4,8 @@ One iteration (``PPOTrainer.step``) is the loop of the textbook's sec. 15.2.7, e
 (ch. 15); the objective is Ouyang et al. 2022, eq. 2. The math is in ``ppo.core``, sampling
 and padding in ``rlhf.generation``; this file moves data between them and the models.
 
-1. **Rollout** (``rollout`` -> a ``Rollout``). ``rollout_batch_size`` prompts (split over
-   processes) are sampled in chunks of ``generation_batch_size`` with
+1. **Rollout** (``rollout`` -> a ``Rollout``). ``batch_size`` prompts (``ppo.config.batch_sizes``,
+   split over processes) are sampled in chunks of ``local_rollout_forward_batch_size`` with
    ``rlhf.generation.sample_responses``: left padding, logits / temperature with no
    top-k/top-p, each response cut after its first stop token. The stored log-probs are
    recomputed from the same logits / temperature, so sampling and the PPO ratio see one
@@ -18,9 +18,10 @@ and padding in ``rlhf.generation``; this file moves data between them and the mo
 3. **Advantages.** ``core.token_rewards`` puts -beta * KL on every token and the score on
    the last real token (eq. 15.8); ``core.compute_gae`` gives advantages and returns;
    advantages are whitened over the whole rollout (all processes).
-4. **Update.** ``ppo_epochs`` passes over shuffled mini-batches; each micro-batch adds
+4. **Update.** ``num_ppo_epochs`` passes over ``num_mini_batches`` shuffled mini-batches; each micro-batch adds
    policy_loss + vf_coef * value_loss + ptx_coef * NLL(pretraining micro-batch)
-   (eq. 15.12) to the gradient; one optimizer step per mini-batch.
+   (eq. 15.12) to the gradient; one optimizer step per mini-batch
+   (``gradient_accumulation_steps`` micro-batches).
 5. **KL controller** update with the mean per-sequence KL (k1 summed over tokens, nats
    per response: Ziegler's units).
 
@@ -43,17 +44,17 @@ from typing import Callable, Sequence
 
 import torch
 from accelerate import Accelerator
-from accelerate.utils import set_seed
+from accelerate.utils import ProjectConfiguration, set_seed
 from peft import LoraConfig, get_peft_model
 from rich.console import Console
 from rich.table import Table
 from torch import nn
 from tqdm.auto import tqdm
-from transformers import AutoModelForSequenceClassification
+from transformers import AutoModelForSequenceClassification, get_scheduler
 from trl.trainer.utils import disable_dropout_in_model
 
 from ppo import core
-from ppo.config import PPOConfig, PPOConfigError, stop_token_id, validate_inputs
+from ppo.config import PPOConfig, PPOConfigError, every, resume_target, stop_token_id, validate_inputs
 from reward_model.modeling import RewardModel
 from rlhf.generation import (
     SampledResponses,
@@ -209,33 +210,32 @@ class TextRewardModel:
     def inputs(prompts: list[str], completions: list[str], reward_format: str) -> tuple[list, list]:
         """What the reward model reads for ``reward_format`` "text" (prompt + completion) or "chat"."""
         if reward_format == "chat":
-            return [[{"role": "user", "content": p}] for p in prompts], [[{"role": "assistant", "content": c}]
-                                                                        for c in completions]
+            return [prompt_messages(p) for p in prompts], [[{"role": "assistant", "content": c}] for c in completions]
         return prompts, completions
 
     @torch.no_grad()
     def fit_stats_on_policy(self, policy, tokenizer, prompts: list[str], prompt_ids: list[list[int]],
-                            config: PPOConfig, stop_id: int, verbose: bool = True) -> None:
+                            config: PPOConfig, sizes, stop_id: int, verbose: bool = True) -> None:
         """Fit missing statistics on one response of the initial policy to each of the first
-        ``rollout_batch_size`` prompts (the run's sampling settings, a seed of its own, the
+        ``batch_size`` prompts of a rollout (the run's sampling settings, a seed of its own, the
         global RNG left as it was). The same on every process and on a resumed run (the
         trainer calls it before any checkpoint loads), so all of them normalise alike."""
         missing = self.model.missing_stats()
         if not missing:
             return
-        n = min(len(prompts), config.rollout_batch_size)
-        chunk = config.generation_batch_size or config.micro_batch_size
+        n = min(len(prompts), sizes.batch_size)
+        chunk = sizes.local_rollout_forward_batch_size
         completions = []
         with torch.random.fork_rng(devices=[]):
             for start in range(0, n, chunk):
                 sampled = sample_responses(policy, prompt_ids[start:min(start + chunk, n)],
                                            pad_token_id=tokenizer.pad_token_id, stop_id=stop_id,
-                                           max_new_tokens=config.max_new_tokens, temperature=config.temperature,
+                                           max_new_tokens=config.response_length, temperature=config.temperature,
                                            seed=derive_seed(config.seed, "reward_stats", start))
                 completions += decode_responses(tokenizer, sampled.responses)
         rm_prompts, rm_completions = self.inputs(prompts[:n], completions, config.reward_format)
         self.model.fit_missing_stats(rm_prompts, rm_completions, f"{n} responses of the initial policy",
-                                     batch_size=config.micro_batch_size)
+                                     batch_size=config.per_device_train_batch_size)
         if verbose:
             stats = self.model.stats[missing[0]]
             print(f"note: reward model {self.path} has no reward_stats.json (not saved by reward_model.train): "
@@ -297,14 +297,25 @@ def rollout_metrics(rollout: Rollout) -> dict[str, torch.Tensor]:
     lengths = mask.sum(1).float()
     explained = core.explained_variance(rollout.values, rollout.returns, mask)
     return {
-        "reward/score": rollout.scores.mean(), "reward/raw": rollout.raw_scores.mean(),
-        "reward/total": rollout.rewards.sum(1).mean(), "reward/non_score": rollout.non_score_rewards.sum(1).mean(),
-        "kl/per_sequence": rollout.kl_per_sequence.mean(),
+        "objective/scores": rollout.scores.mean(), "reward/raw": rollout.raw_scores.mean(),
+        "objective/rlhf_reward": rollout.rewards.sum(1).mean(),
+        "objective/non_score_reward": rollout.non_score_rewards.sum(1).mean(),
+        "objective/kl": rollout.kl_per_sequence.mean(),
         "kl/per_token": rollout.kl_per_sequence.sum() / lengths.sum(),
-        "policy/entropy": core.masked_mean(rollout.entropy, mask),
+        "objective/entropy": core.masked_mean(rollout.entropy, mask),
         "value/explained_variance": torch.nan_to_num(explained, nan=0.0),
         "response/length": lengths.mean(), "response/stop_rate": rollout.has_stop.float().mean(),
     }
+
+
+def tracker_init_kwargs(config: PPOConfig) -> dict:
+    """Per-tracker start-up options from TrainingArguments' fields: the run name, trackio's Space."""
+    kwargs = {}
+    if "wandb" in config.report_to and config.run_name:
+        kwargs["wandb"] = {"name": config.run_name}
+    if "trackio" in config.report_to:
+        kwargs["trackio"] = {"space_id": config.trackio_space_id} if config.trackio_space_id else {}
+    return kwargs
 
 
 def sample_table(rollout: Rollout, step: int, rows: int = 4) -> Table:
@@ -332,7 +343,7 @@ class PPOTrainer:
             used instead of (or, with reward models, added to) the reward models, for
             rule-based rewards and tests. Its scores count as already normalised.
         policy: optional already-built causal LM to start from (instead of loading
-            ``config.policy_model``); the tokenizer still comes from ``policy_model``.
+            ``config.sft_model_path``); the tokenizer still comes from ``sft_model_path``.
         accelerator: optional ``accelerate.Accelerator`` (one is made from the config).
     """
 
@@ -343,13 +354,16 @@ class PPOTrainer:
         self.config = config
         self.accelerator = accelerator or Accelerator(
             mixed_precision="bf16" if config.bf16 else "no",
-            cpu=config.use_cpu or not torch.cuda.is_available(),
-            log_with=None if config.report_to == "none" else config.report_to,
-            project_dir=config.output_dir,
+            cpu=config.use_cpu,  # true when no CUDA device exists (PPOConfig)
+            log_with=config.report_to or None,
+            # trackers that write files (tensorboard) write under output_dir/runs/<run_name>
+            project_config=ProjectConfiguration(project_dir=config.output_dir,
+                                                logging_dir=str(Path(config.output_dir) / "runs")),
         )
         acc = self.accelerator
         # Everything that can be wrong with the inputs is checked before loading weights.
         inputs = validate_inputs(config, world_size=acc.num_processes)
+        self.sizes, self.num_iterations = inputs["batch_sizes"], inputs["num_total_batches"]
         # The inputs are good: replace an earlier run now if asked (once every process has checked the folder).
         self.output_dir = Path(config.output_dir)
         acc.wait_for_everyone()
@@ -362,7 +376,7 @@ class PPOTrainer:
         self.reward_fn = reward_fn
         set_seed(config.seed)
 
-        policy = policy if policy is not None else load_model(config.policy_model, seed=config.seed)
+        policy = policy if policy is not None else load_model(config.sft_model_path, seed=config.seed)
         disable_dropout_in_model(policy)
         policy.config.use_cache = False
         self.ref_policy = None
@@ -381,22 +395,25 @@ class PPOTrainer:
         self.reward_models = [(TextRewardModel(e["path"], acc.device), e["weight"]) for e in config.reward_models]
         for rm, _ in self.reward_models:  # reward models from elsewhere: statistics from the initial policy
             rm.fit_stats_on_policy(policy.to(acc.device), self.tokenizer, self.prompts, self.prompt_ids, config,
-                                   self.stop_id, verbose=acc.is_main_process)
+                                   self.sizes, self.stop_id, verbose=acc.is_main_process)
 
         optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=config.learning_rate,
+                                      betas=(config.adam_beta1, config.adam_beta2), eps=config.adam_epsilon,
                                       weight_decay=config.weight_decay)
         self.model, self.optimizer = acc.prepare(model, optimizer)
         # One scheduler step per PPO iteration; not passed to prepare() (which would step it
         # once per optimizer step and process), but checkpointed with the run.
-        total = config.num_steps
-        schedule = (lambda it: max(0.0, 1.0 - it / total)) if config.lr_schedule == "linear" else (lambda it: 1.0)
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer.optimizer, schedule)
-        self.kl_ctl = (core.AdaptiveKLController(config.init_kl_coef, config.target_kl, config.kl_horizon)
-                       if config.target_kl is not None else core.FixedKLController(config.init_kl_coef))
+        # transformers' schedulers (lr_scheduler_type, warmup_steps), counted in PPO iterations.
+        self.scheduler = get_scheduler(config.lr_scheduler_type, self.optimizer.optimizer,
+                                       num_warmup_steps=config.get_warmup_steps(self.num_iterations),
+                                       num_training_steps=self.num_iterations,
+                                       scheduler_specific_kwargs=config.lr_scheduler_kwargs or None)
+        self.kl_ctl = (core.AdaptiveKLController(config.kl_coef, config.target_kl, config.kl_horizon)
+                       if config.target_kl is not None else core.FixedKLController(config.kl_coef))
         self.state = TrainerState()
-        acc.register_for_checkpointing(self.scheduler, self.state)
-        if config.resume_from:
-            self.load_checkpoint(config.resume_from)
+        acc.register_for_checkpointing(self.scheduler)  # the TrainerState goes to trainer_state.json
+        if resume_target(config):
+            self.load_checkpoint(resume_target(config))
 
     # -- properties ----------------------------------------------------------------
 
@@ -406,20 +423,20 @@ class PPOTrainer:
 
     @property
     def local_rollout_size(self) -> int:
-        return self.config.rollout_batch_size // self.accelerator.num_processes
+        return self.sizes.local_batch_size
 
     # -- rollout ---------------------------------------------------------------------
 
     @property
     def generation_chunk(self) -> int:
         """Prompts per generate() call on this process."""
-        return self.config.generation_batch_size or self.config.micro_batch_size
+        return self.sizes.local_rollout_forward_batch_size
 
     def _step_prompts(self, step: int) -> list[int]:
         """Indices (into self.prompts) of this process's prompts for iteration ``step``;
         the global stream reshuffles the prompt list on every pass."""
         n, size = len(self.prompts), self.local_rollout_size
-        start = step * self.config.rollout_batch_size + self.accelerator.process_index * size
+        start = step * self.sizes.batch_size + self.accelerator.process_index * size
         indices = []
         for g in range(start, start + size):
             order = torch.randperm(n, generator=generator(self.config.seed, "prompts", g // n))
@@ -432,7 +449,7 @@ class PPOTrainer:
         with this run's temperature, stop token, response length and mixed precision."""
         with self.accelerator.autocast():
             return sample_responses(self.unwrapped.policy, prompt_ids, pad_token_id=self.tokenizer.pad_token_id,
-                                    stop_id=self.stop_id, max_new_tokens=max_new_tokens or self.config.max_new_tokens,
+                                    stop_id=self.stop_id, max_new_tokens=max_new_tokens or self.config.response_length,
                                     temperature=self.config.temperature, seed=seed, keep_scores=keep_scores)
 
     @torch.no_grad()
@@ -476,14 +493,10 @@ class PPOTrainer:
             planted = torch.as_tensor(list(self.reward_fn(prompts, completions, responses)), dtype=torch.float32)
             score, raw = score + planted, raw + planted
         if self.reward_models:
-            if self.config.reward_format == "chat":
-                rm_prompts = [prompt_messages(p) for p in prompts]
-                rm_completions = [[{"role": "assistant", "content": c}] for c in completions]
-            else:
-                rm_prompts, rm_completions = prompts, completions
+            rm_prompts, rm_completions = TextRewardModel.inputs(prompts, completions, self.config.reward_format)
             for rm, weight in self.reward_models:
-                for start in range(0, n, self.config.micro_batch_size):
-                    end = start + self.config.micro_batch_size
+                for start in range(0, n, self.config.per_device_train_batch_size):
+                    end = start + self.config.per_device_train_batch_size
                     normed, raw_part = rm.score(rm_prompts[start:end], rm_completions[start:end])
                     score[start:end] += weight * normed
                     raw[start:end] += weight * raw_part
@@ -509,8 +522,9 @@ class PPOTrainer:
 
         t0 = time.perf_counter()
         stats = ResponseStatistics([], [], [], [])
-        for start in range(0, len(responses), cfg.micro_batch_size):
-            end = start + cfg.micro_batch_size
+        micro = cfg.per_device_train_batch_size
+        for start in range(0, len(responses), micro):
+            end = start + micro
             stats += self.response_statistics(prompt_ids[start:end], responses[start:end])
         timings["time/forward"] = time.perf_counter() - t0
 
@@ -529,7 +543,7 @@ class PPOTrainer:
         kl = core.kl_penalty(logprobs, ref_logprobs, cfg.kl_estimator, clamp=cfg.kl_clamp)
         rewards, non_score_rewards = core.token_rewards(
             scores, kl, mask, self.kl_ctl.value, score_clip=cfg.score_clip,
-            missing_stop_penalty=cfg.missing_stop_penalty, has_stop=has_stop)
+            missing_stop_penalty=cfg.missing_eos_penalty, has_stop=has_stop)
         pooled = self._sum_across_processes if acc.num_processes > 1 else None  # whiten over the whole rollout
         if cfg.whiten_rewards:
             rewards = core.whiten(rewards, mask, shift_mean=False, sum_across_processes=pooled)
@@ -549,20 +563,20 @@ class PPOTrainer:
     # -- update ----------------------------------------------------------------------
 
     def update(self, rollout: Rollout, step: int) -> dict:
-        """ppo_epochs x shuffled mini-batches; one optimizer step per mini-batch."""
+        """num_ppo_epochs x num_mini_batches shuffled mini-batches; one optimizer step per mini-batch."""
         cfg, acc, device = self.config, self.accelerator, self.accelerator.device
-        local_mini = cfg.mini_batch_size // acc.num_processes
-        micro_per_mini = local_mini // cfg.micro_batch_size
+        local_mini, micro = self.sizes.local_mini_batch_size, cfg.per_device_train_batch_size
+        micro_per_mini = cfg.gradient_accumulation_steps
         n = len(rollout.responses)
         totals: dict[str, float] = {}
         count = 0
         self.model.train()
-        for epoch in range(cfg.ppo_epochs):
+        for epoch in range(cfg.num_ppo_epochs):
             order = torch.randperm(n, generator=generator(cfg.seed, "shuffle", step, epoch)).tolist()
             for mini_start in range(0, n, local_mini):
                 mini = order[mini_start:mini_start + local_mini]
                 for k in range(micro_per_mini):
-                    idx = mini[k * cfg.micro_batch_size:(k + 1) * cfg.micro_batch_size]
+                    idx = mini[k * micro:(k + 1) * micro]
                     ptx_ids = (self.ptx.batch(cfg.ptx_batch_size, acc.process_index, acc.num_processes).to(device)
                                if self.ptx is not None else None)
                     sync = contextlib.nullcontext() if k == micro_per_mini - 1 else acc.no_sync(self.model)
@@ -598,13 +612,13 @@ class PPOTrainer:
         logprobs = core.token_logprobs(logits[:, width_p - 1:-1], input_ids[:, width_p:], cfg.temperature)
         values = values[:, width_p - 1:-1]
         pg_loss, pg_stats = core.policy_loss(logprobs, rows(rollout.logprobs), rows(rollout.advantages), mask,
-                                             cfg.clip_range)
+                                             cfg.cliprange)
         vf_loss, vf_stats = core.value_loss(values, rows(rollout.values), rows(rollout.returns), mask,
-                                            cfg.clip_range_value)
+                                            cfg.cliprange_value)
         loss = pg_loss + cfg.vf_coef * vf_loss
-        stats = {"loss/policy": pg_loss.detach(), "loss/value": vf_loss.detach(),
-                 "policy/clip_fraction": pg_stats["clip_fraction"], "policy/approx_kl": pg_stats["approx_kl"],
-                 "policy/ratio_mean": pg_stats["ratio_mean"], "value/clip_fraction": vf_stats["value_clip_fraction"]}
+        stats = {"loss/policy_avg": pg_loss.detach(), "loss/value_avg": vf_loss.detach(),
+                 "policy/clipfrac_avg": pg_stats["clip_fraction"], "policy/approxkl_avg": pg_stats["approx_kl"],
+                 "val/ratio": pg_stats["ratio_mean"], "val/clipfrac_avg": vf_stats["value_clip_fraction"]}
         if ptx_nll is not None:
             loss = loss + cfg.ptx_coef * ptx_nll
             stats["loss/ptx_nll"] = ptx_nll.detach()
@@ -631,33 +645,35 @@ class PPOTrainer:
         values = acc.reduce(values, reduction="mean").cpu().tolist()
         metrics = dict(zip(keys, values))
         # Ziegler's controller: mean per-sequence KL (nats/response), n = episodes this iteration.
-        self.kl_ctl.update(metrics["kl/per_sequence"], cfg.rollout_batch_size)
+        self.kl_ctl.update(metrics["objective/kl"], self.sizes.batch_size)
         self.state.step = step + 1
         self.state.kl_state = self.kl_ctl.state_dict()
-        self.state.prompt_position = self.state.step * cfg.rollout_batch_size
+        self.state.prompt_position = self.state.step * self.sizes.batch_size
         self.state.ptx_position = self.ptx.position if self.ptx is not None else 0
-        metrics |= {"step": step + 1, "kl/coef": kl_coef_used, "kl/next_coef": self.kl_ctl.value,
-                    "lr": lr_used, "time/rollout": t1 - t0, "time/update": t2 - t1,
-                    "time/step": t2 - t0, "samples_per_second": cfg.rollout_batch_size / (t2 - t0)}
+        metrics |= {"step": step + 1, "episode": (step + 1) * self.sizes.batch_size, "kl/coef": kl_coef_used,
+                    "kl/next_coef": self.kl_ctl.value, "lr": lr_used, "time/rollout": t1 - t0, "time/update": t2 - t1,
+                    "time/step": t2 - t0, "samples_per_second": self.sizes.batch_size / (t2 - t0)}
         metrics |= rollout.timings
         self.last_rollout = rollout
         return metrics
 
     def log(self, metrics: dict) -> None:
-        """One line of metrics.jsonl (main process) and the trackers' step."""
+        """One line of metrics.jsonl (main process); every ``logging_steps`` iterations also
+        the report_to trackers (accelerate's), at step = the iteration."""
         acc = self.accelerator
         if acc.is_main_process:
             with open(self.output_dir / "metrics.jsonl", "a") as handle:
                 handle.write(json.dumps(metrics) + "\n")
-        acc.log(metrics, step=metrics["step"])
+        if self.config.report_to and metrics["step"] % every(self.config.logging_steps, self.num_iterations) == 0:
+            acc.log({key: value for key, value in metrics.items() if key != "step"}, step=metrics["step"])
 
     # -- checkpoints -------------------------------------------------------------------
 
     def save_checkpoint(self, folder: str | Path | None = None) -> Path:
-        """accelerate save_state (model, optimizer, RNG) + scheduler and TrainerState."""
+        """accelerate save_state (model weights as safetensors, optimizer, RNG) + scheduler and TrainerState."""
         folder = Path(folder or self.output_dir / "checkpoints" / f"step_{self.state.step}")
         self.accelerator.wait_for_everyone()
-        self.accelerator.save_state(str(folder), safe_serialization=False)
+        self.accelerator.save_state(str(folder), safe_serialization=True)
         if self.accelerator.is_main_process:
             (folder / "trainer_state.json").write_text(json.dumps(self.state.state_dict(), indent=2))
         return folder
@@ -666,9 +682,10 @@ class PPOTrainer:
         if str(folder) == "latest":
             found = sorted((self.output_dir / "checkpoints").glob("step_*"), key=lambda p: int(p.name.split("_")[1]))
             if not found:
-                raise PPOConfigError(f"resume_from: no checkpoint under {self.output_dir / 'checkpoints'}")
+                raise PPOConfigError(f"resume_from_checkpoint: no checkpoint under {self.output_dir / 'checkpoints'}")
             folder = found[-1]
         self.accelerator.load_state(str(folder))
+        self.state.load_state_dict(json.loads((Path(folder) / "trainer_state.json").read_text()))
         if self.state.kl_state is not None:
             self.kl_ctl.load_state_dict(self.state.kl_state)
         if self.ptx is not None:
@@ -684,22 +701,26 @@ class PPOTrainer:
             policy = copy.deepcopy(self.unwrapped.policy)
             if self.config.use_lora:
                 policy = policy.merge_and_unload()
-            policy.save_pretrained(folder)
+            policy.save_pretrained(folder, safe_serialization=True)
             self.tokenizer.save_pretrained(folder)
         return folder
 
     # -- the loop ----------------------------------------------------------------------
 
     def train(self, max_steps: int | None = None) -> dict:
-        """Run until ``num_steps`` iterations (or ``max_steps`` more, to simulate an
-        interruption); checkpoint every ``save_every``; save the policy at the end."""
+        """Run until ``num_iterations`` PPO iterations (``total_episodes`` / ``batch_size``, or
+        ``max_steps`` more, to simulate an interruption); checkpoint every ``save_steps``;
+        save the policy at the end."""
         cfg, acc = self.config, self.accelerator
-        if acc.is_main_process and cfg.report_to != "none":
-            acc.init_trackers("ppo", config={k: v for k, v in cfg.to_dict().items()
-                                             if isinstance(v, (int, float, str, bool))})
-        end = cfg.num_steps if max_steps is None else min(cfg.num_steps, self.state.step + max_steps)
-        bar = tqdm(total=cfg.num_steps, initial=self.state.step, desc="ppo", unit="it",
-                   disable=not (cfg.progress_bar and acc.is_local_main_process))
+        total = self.num_iterations
+        if cfg.report_to:
+            acc.init_trackers(cfg.run_name or "ppo",
+                              config={k: v for k, v in cfg.to_dict().items() if isinstance(v, (int, float, str, bool))},
+                              init_kwargs=tracker_init_kwargs(cfg))
+        log_every, save_every = every(cfg.logging_steps, total), every(cfg.save_steps, total)
+        end = total if max_steps is None else min(total, self.state.step + max_steps)
+        bar = tqdm(total=total, initial=self.state.step, desc="ppo", unit="it",
+                   disable=cfg.disable_tqdm or not acc.is_local_main_process)
         history = []
         start_time = time.perf_counter()
         while self.state.step < end:
@@ -708,19 +729,19 @@ class PPOTrainer:
             self.log(metrics)
             step = self.state.step
             bar.update(1)
-            bar.set_postfix(score=f"{metrics['reward/score']:.3f}", kl=f"{metrics['kl/per_sequence']:.2f}")
-            if acc.is_main_process and step % cfg.log_every == 0:
-                bar.write(f"step {step}: score {metrics['reward/score']:.4f} KL/seq {metrics['kl/per_sequence']:.3f} "
-                      f"beta {metrics['kl/coef']:.4f} len {metrics['response/length']:.1f}")
+            bar.set_postfix(score=f"{metrics['objective/scores']:.3f}", kl=f"{metrics['objective/kl']:.2f}")
+            if acc.is_main_process and step % log_every == 0:
+                bar.write(f"step {step}: score {metrics['objective/scores']:.4f} KL/seq {metrics['objective/kl']:.3f} "
+                          f"beta {metrics['kl/coef']:.4f} len {metrics['response/length']:.1f}")
             if acc.is_main_process and cfg.sample_table_every and step % cfg.sample_table_every == 0:
                 Console().print(sample_table(self.last_rollout, step))
-            if cfg.save_every and step % cfg.save_every == 0:
+            if save_every and step % save_every == 0:
                 self.save_checkpoint()
         bar.close()
-        finished = self.state.step >= cfg.num_steps
+        finished = self.state.step >= total
         checkpoint = self.save_checkpoint() if (finished and history) else None
         policy_dir = self.save_policy() if finished else None
-        if cfg.report_to != "none":
+        if cfg.report_to:
             acc.end_training()
         return {
             "steps": self.state.step, "history": history, "final": history[-1] if history else {},
@@ -731,12 +752,12 @@ class PPOTrainer:
 
     def generate(self, prompts: list[str], max_new_tokens: int | None = None, seed: int = 0) -> list[str]:
         """Completions of the current policy for evaluation: ``rlhf.generation.generate_completions``
-        with this run's sampling, in chunks of ``generation_batch_size``."""
+        with this run's sampling, in chunks of ``local_rollout_forward_batch_size``."""
         policy = self.unwrapped.policy
         was_training = policy.training
         with self.accelerator.autocast():
             texts = generate_completions(policy, prompts, self.tokenizer,
-                                         max_new_tokens=max_new_tokens or self.config.max_new_tokens,
+                                         max_new_tokens=max_new_tokens or self.config.response_length,
                                          temperature=self.config.temperature, stop_token=self.config.stop_token,
                                          seed=seed, batch_size=self.generation_chunk)
         policy.train(was_training)

@@ -1,8 +1,13 @@
 """Evaluate a trained reward model on preference data.
 
-    python -m reward_model.evaluate --model runs/rm --data test.jsonl [--format auto|trl|hh|ranked|rewardbench]
-                                    [--out DIR] [--batch-size 16] [--bootstrap 1000] [--seed 0] [--normalize]
-    rlhf eval-rm ...
+    python -m reward_model.evaluate --model_name_or_path runs/rm --eval_data test.jsonl
+        [--data_format auto|trl|hh|ranked|rewardbench] [--output_dir DIR] [--per_device_eval_batch_size 16]
+        [--bootstrap 1000] [--seed 0] [--normalize true]
+    rlhf eval-rm --config eval.yaml [--field value ...]
+
+Settings are `EvaluateConfig`'s fields, named as in `rlhf train-rm` and TRL (a YAML file
+with `--config`, flags override it); the previous names (`--model`, `--data`, `--format`,
+`--out`, `--batch_size`, `--no_progress`) still work for one release, with a warning.
 
 The model scores every completion once (`reward_model.benchmarks.score_examples`);
 `evaluate_scores` then computes every number from those scores alone (no model), so the
@@ -10,7 +15,7 @@ numbers can be checked by hand. The metrics are `rlhf.metrics`' (pairwise accura
 RewardBench's strict rule, Lambert et al. 2024; calibration, Guo et al. 2017; Kendall's
 tau-b; length bias); the report keys are listed in docs/notes_reward_model_metrics.md.
 
-Output (in --out, default <model>/eval): report.json, scores.jsonl, margins.png,
+Output (in --output_dir, default <model_name_or_path>/eval): report.json, scores.jsonl, margins.png,
 reliability.png, subset_accuracy.png.
 """
 
@@ -229,32 +234,39 @@ def write_outputs(report: dict, examples: list[ScoredExample], out: Path) -> Non
 
 @dataclass
 class EvaluateConfig:
-    """Settings of `python -m reward_model.evaluate` (flags take - or _)."""
+    """Settings of `rlhf eval-rm` / `python -m reward_model.evaluate`, in the names of
+    `rlhf train-rm` and TRL (`model_name_or_path`, `eval_data`, `data_format`, `output_dir`,
+    `per_device_eval_batch_size`)."""
 
-    model: str | None = field(default=None, metadata={"help": "reward model folder (output of reward_model.train)"})
-    data: str | None = field(default=None, metadata={"help": "preference file (JSONL/JSON/parquet)"})
-    format: str = field(default="auto", metadata={"help": " | ".join(FORMATS)})
-    out: str | None = field(default=None, metadata={"help": "output folder (default: <model>/eval)"})
-    batch_size: int = field(default=16, metadata={"help": "completions scored per forward pass"})
-    bootstrap: int = field(default=1000, metadata={"help": "bootstrap resamples for the CIs (0: none)"})
+    # Old name -> new name: accepted with a deprecation warning for one release (rlhf.config).
+    _renamed_fields = {"model": "model_name_or_path", "data": "eval_data", "format": "data_format",
+                       "out": "output_dir", "batch_size": "per_device_eval_batch_size", "no_progress": "disable_tqdm"}
+
+    model_name_or_path: str | None = field(default=None, metadata={"help": "reward model folder (output of rlhf train-rm, an ensemble, or any num_labels=1 sequence classifier)"})
+    eval_data: str | None = field(default=None, metadata={"help": "preference file (JSONL/JSON/parquet) to evaluate on"})
+    data_format: str = field(default="auto", metadata={"help": "format of eval_data: " + " | ".join(FORMATS)})
+    output_dir: str | None = field(default=None, metadata={"help": "output folder (default: <model_name_or_path>/eval)"})
+    per_device_eval_batch_size: int = field(default=16, metadata={"help": "completions scored per forward pass"})
+    bootstrap: int = field(default=1000, metadata={"help": "bootstrap resamples for the confidence intervals (0: none)"})
     seed: int = field(default=0, metadata={"help": "seed of the bootstrap resamples"})
     normalize: bool = field(default=False, metadata={"help": "use scores normalised with the training statistics "
                                                              "(default: raw scores, whose differences are the "
                                                              "model's Bradley-Terry log-odds)"})
-    no_progress: bool = field(default=False, metadata={"help": "no progress bar"})
+    disable_tqdm: bool = field(default=False, metadata={"help": "no progress bar"})
     overwrite: bool = field(default=False, metadata={"help": "replace an earlier evaluation in the output folder "
                                                              "(without it an earlier one is refused)"})
 
     def __post_init__(self):
-        if self.format not in FORMATS:
-            raise ValueError(f"format: expected one of {FORMATS}, got {self.format!r}")
-        if self.batch_size < 1:
-            raise ValueError(f"batch_size: expected a positive integer, got {self.batch_size}")
+        if self.data_format not in FORMATS:
+            raise ValueError(f"data_format: expected one of {FORMATS}, got {self.data_format!r}")
+        if self.per_device_eval_batch_size < 1:
+            raise ValueError(f"per_device_eval_batch_size: expected a positive integer, got "
+                             f"{self.per_device_eval_batch_size}")
         if self.bootstrap < 0:
             raise ValueError(f"bootstrap: expected >= 0 (0: no confidence intervals), got {self.bootstrap}")
 
     def output_folder(self) -> Path:
-        return Path(self.out) if self.out else Path(self.model) / "eval"
+        return Path(self.output_dir) if self.output_dir else Path(self.model_name_or_path) / "eval"
 
 
 def summary_line(report: dict, out: Path) -> str:
@@ -273,33 +285,33 @@ def summary_line(report: dict, out: Path) -> str:
 def evaluate(config: EvaluateConfig) -> dict:
     """Score the data with the model, write the outputs and return the report. Bad data or
     a folder that is not a reward model is a `ConfigError`, raised before any scoring."""
-    for name in ("model", "data"):
+    for name in ("model_name_or_path", "eval_data"):
         if getattr(config, name) is None:
             raise ConfigError(f"--{name}", "a value (required)")
     out = config.output_folder()
     try:
         # Data first: a bad file fails in a second, before the model loads.
-        examples, not_comparable = load_examples(config.data, config.format)
-        model = RewardModel.load(config.model)
+        examples, not_comparable = load_examples(config.eval_data, config.data_format)
+        model = RewardModel.load(config.model_name_or_path)
     except PreferenceDataError as err:
         raise ConfigError(str(err)[: -len(err.reason) - 2], err.reason) from None
     except NotARewardModelError as err:
-        raise ConfigError("--model", str(err)) from None
+        raise ConfigError("--model_name_or_path", str(err)) from None
     if model.missing_stats():
         # A reward model from elsewhere: normalised, if asked, with its own scores on this data.
         if config.normalize:
             prompts = [e.prompt for e in examples for _ in e.completions]
             completions = [c for e in examples for c in e.completions]
             model.fit_missing_stats(prompts, completions, f"{len(completions)} evaluated completions",
-                                    batch_size=config.batch_size)
+                                    batch_size=config.per_device_eval_batch_size)
         how = (f"normalising with the mean and std of its scores on the {len(completions)} evaluated completions"
                if config.normalize else "raw scores")
-        print(f"note: {config.model} has no reward_stats.json (not saved by reward_model.train): scored at the "
-              f"token transformers pools, {how}", file=sys.stderr)
-    score_examples(model, examples, batch_size=config.batch_size, normalize=config.normalize,
-                   progress=not config.no_progress)
+        print(f"note: {config.model_name_or_path} has no reward_stats.json (not saved by reward_model.train): "
+              f"scored at the token transformers pools, {how}", file=sys.stderr)
+    score_examples(model, examples, batch_size=config.per_device_eval_batch_size, normalize=config.normalize,
+                   progress=not config.disable_tqdm)
     report = evaluate_scores(examples, bootstrap=config.bootstrap, seed=config.seed)
-    report = {"model": str(config.model), "data": str(config.data), "format": config.format,
+    report = {"model": str(config.model_name_or_path), "data": str(config.eval_data), "format": config.data_format,
               "score_scale": "normalized" if config.normalize else "raw",
               "skipped_not_comparable": not_comparable} | report
     start_output_folder(out, config.overwrite)  # scored: replace an earlier evaluation only now
@@ -310,8 +322,8 @@ def evaluate(config: EvaluateConfig) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     config = parse_config(EvaluateConfig, argv, prog="python -m reward_model.evaluate")
-    if config.model is not None:
-        check_output_folder(config.output_folder(), "--out", config.overwrite)
+    if config.model_name_or_path is not None:
+        check_output_folder(config.output_folder(), "--output_dir", config.overwrite)
     evaluate(config)
     return 0
 

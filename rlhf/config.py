@@ -6,6 +6,13 @@ command line overrides them, unknown keys are refused. A config that nests the c
 other stages (the pipeline's ``reward_model:`` and ``ppo:`` sections) is parsed with the
 same rules section by section, and ``--section.field value`` overrides one nested field.
 
+A config class may rename its fields without breaking older files and commands: its
+``_renamed_fields = {"old": "new"}`` are accepted as aliases (YAML keys, ``--old`` flags,
+``--section.old`` overrides) with a one-line deprecation warning on stderr naming the new
+name. A rename whose units change (``num_steps`` iterations -> ``total_episodes``) is listed
+in ``_converted_fields = {"old": "new"}`` instead and converted by the class's
+``_convert_deprecated(values, where)`` on the merged mapping, where every other value is known.
+
 Every problem a user can fix is a ``ConfigError`` whose message says where (file, key,
 line, command-line flag) and what was expected; ``run_main`` prints it as one line
 ``error: <where>: <what was expected>`` on stderr and exits 2, without a traceback.
@@ -149,6 +156,92 @@ def field_names(config_class) -> list[str]:
     return [f.name for f in dataclasses.fields(config_class) if f.init]
 
 
+def deprecation_warning(where: str, old: str, new: str, converted: bool = False) -> None:
+    """One line on stderr: the old name still works for one release; the new one is named."""
+    units = " (in other units; the value is converted)" if converted else ""
+    print(f"warning: {where}: '{old}' is deprecated, use '{new}'{units} instead; the old name goes in the next "
+          "release", file=sys.stderr)
+
+
+def _aliases(config_class) -> tuple[dict[str, str], dict[str, str]]:
+    """(plain renames, unit-converting renames) of a config class: old name -> new name."""
+    return getattr(config_class, "_renamed_fields", {}), getattr(config_class, "_converted_fields", {})
+
+
+def rename_deprecated(config_class, values: dict, where: str) -> dict:
+    """``values`` with old keys under their new names (warned); converted keys are kept for
+    ``convert_deprecated``. Old and new name of one field in the same mapping is an error."""
+    renamed, converted = _aliases(config_class)
+    values = dict(values)
+    for old, new in {**renamed, **converted}.items():
+        if old not in values:
+            continue
+        if new in values:
+            raise ConfigError(f"{where}: {old}", f"give only '{new}' (the new name of '{old}'), not both")
+        deprecation_warning(where, old, new, converted=old not in renamed)
+        if old in renamed:
+            values[new] = values.pop(old)
+    return values
+
+
+def merge_layers(config_class, *layers: dict) -> dict:
+    """Later mappings override earlier ones; a converted old name in a later layer replaces
+    its new name from an earlier layer and vice versa (``num_steps`` over ``total_episodes``)."""
+    _, converted = _aliases(config_class)
+    merged: dict = {}
+    for layer in layers:
+        for old, new in converted.items():
+            if old in layer:
+                merged.pop(new, None)
+            if new in layer:
+                merged.pop(old, None)
+        merged.update(layer)
+    return merged
+
+
+def convert_deprecated(config_class, values: dict, where: str, flags: tuple[str, ...] = ()) -> dict:
+    """Old names whose units changed, converted by the class (after every layer is merged).
+    An error about one of ``flags`` (old names given on the command line) names the flag."""
+    _, converted = _aliases(config_class)
+    if not any(old in values for old in converted):
+        return values
+    try:
+        return config_class._convert_deprecated(dict(values), where)
+    except ConfigError as err:
+        name = err.where.rpartition(": ")[2]
+        if name in flags:
+            raise ConfigError(f"--{name}", err.expected) from None
+        raise
+
+
+def _split_deprecated_flags(config_class, argv: list[str], where: str) -> tuple[list[str], dict]:
+    """Command-line aliases: ``--old v`` becomes ``--new v`` (argparse still types the value);
+    a converted ``--old v`` is taken out into a mapping (values as text) for ``convert_deprecated``."""
+    renamed, converted = _aliases(config_class)
+    out, taken = [], {}
+    index = 0
+    while index < len(argv):
+        token = argv[index]
+        name, eq, value = token[2:].partition("=") if token.startswith("--") else ("", "", "")
+        name = name.replace("-", "_")  # argparse also took --batch-size for batch_size
+        if name in renamed:
+            deprecation_warning(where, f"--{name}", f"--{renamed[name]}")
+            out.append(f"--{renamed[name]}{eq}{value}")
+        elif name in converted:
+            deprecation_warning(where, f"--{name}", f"--{converted[name]}", converted=True)
+            if not eq:
+                if index + 1 < len(argv) and not argv[index + 1].startswith("--"):
+                    index += 1
+                    value = argv[index]
+                else:  # a bare boolean flag
+                    value = "true"
+            taken[name] = value
+        else:
+            out.append(token)
+        index += 1
+    return out, taken
+
+
 def _check_keys(config_class, values: dict, where: str) -> None:
     known = set(field_names(config_class))
     unknown = sorted(str(key) for key in values if key not in known)
@@ -217,13 +310,19 @@ def parse_config(config_class, argv: list[str] | None = None, prog: str | None =
     (TRL's parser and rules; YAML keys that are not fields are refused)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     path = _pop_config_file(argv)
-    parser = _parser_with_values(config_class, read_yaml(path) if path else {}, path or "command line", prog)
-    return _build(parser, argv, path or "command line")
+    where = path or "command line"
+    argv, flag_values = _split_deprecated_flags(config_class, argv, "command line")
+    values = merge_layers(config_class, rename_deprecated(config_class, read_yaml(path) if path else {}, where),
+                          flag_values)
+    values = convert_deprecated(config_class, values, where, flags=tuple(flag_values))
+    return _build(_parser_with_values(config_class, values, where, prog), argv, where)
 
 
 def config_from_dict(config_class, values: dict, where: str):
     """``config_class`` from a mapping (a YAML section) with the same rules as
-    ``parse_config``: unknown keys refused, values checked by the dataclass."""
+    ``parse_config``: unknown keys refused (old names accepted with a warning), values
+    checked by the dataclass."""
+    values = convert_deprecated(config_class, rename_deprecated(config_class, values, where), where)
     return _build(_parser_with_values(config_class, values, where), [], where)
 
 
@@ -241,14 +340,14 @@ def parse_nested_config(config_class, sections: dict[str, type], argv: list[str]
     path = _pop_config_file(argv)
     values = read_yaml(path) if path else {}
     path = path or "command line"
-    nested = {}
+    nested, overrides = {}, {}
     for name in sections:
         section = values.pop(name, None)
         if section is None:
             section = (section_defaults or {}).get(name, {})
         if not isinstance(section, dict):
             raise ConfigError(f"{path}: {name}", "a mapping of fields")
-        nested[name] = dict(section)
+        nested[name], overrides[name] = dict(section), {}
     top_argv = []
     while argv:
         flag = argv.pop(0)
@@ -259,20 +358,27 @@ def parse_nested_config(config_class, sections: dict[str, type], argv: list[str]
             raise ConfigError("command line", f"'--field value' overrides, got {flag!r}")
         name, dot, key = flag[2:].partition(".")
         if dot and name in sections:
-            nested[name][key] = yaml.safe_load(argv.pop(0))
+            overrides[name][key] = yaml.safe_load(argv.pop(0))
         else:
             top_argv += [flag, argv.pop(0)]
+    top_argv, flag_values = _split_deprecated_flags(config_class, top_argv, "command line")
+    values = merge_layers(config_class, rename_deprecated(config_class, values, path), flag_values)
+    values = convert_deprecated(config_class, values, path, flags=tuple(flag_values))
     top = _build(_parser_with_values(config_class, values, path, prog), top_argv, path)
     fixed = derived(top) if derived else {}
     configs = {}
     for name, section_class in sections.items():
-        section = nested[name]
-        base = section.pop("config", None)
-        base_values = read_yaml(base) if base else {}
-        _check_keys(section_class, base_values, str(base))
+        where = f"{path}: {name}"
+        section = rename_deprecated(section_class, nested[name], where)
+        cli = rename_deprecated(section_class, overrides[name], f"--{name}")
+        base = cli.pop("config", section.pop("config", None))
+        base_values = rename_deprecated(section_class, read_yaml(base), str(base)) if base else {}
+        _check_keys(section_class, {k: v for k, v in base_values.items() if k not in _aliases(section_class)[1]},
+                    str(base))
         for key in fixed.get(name, {}):
-            if key in section:
-                raise ConfigError(f"{path}: {name}.{key}", f"no value: {prog or 'this command'} sets it itself")
-        merged = {**base_values, **section, **fixed.get(name, {})}
-        configs[name] = config_from_dict(section_class, merged, f"{path}: {name}")
+            if key in section or key in cli:
+                raise ConfigError(f"{where}.{key}", f"no value: {prog or 'this command'} sets it itself")
+        merged = merge_layers(section_class, base_values, section, cli, fixed.get(name, {}))
+        merged = convert_deprecated(section_class, merged, where)
+        configs[name] = _build(_parser_with_values(section_class, merged, where), [], where)
     return top, configs

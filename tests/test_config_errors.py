@@ -97,10 +97,10 @@ CASES = [
     ("rm-no-train-data", "reward_model.train", ["--config", "{tmp}/rm.yaml", "--output_dir", "{tmp}/out"],
      {"rm.yaml": "model_name_or_path: tiny-random-llama\nuse_cpu: true\n"},
      ["train_data: expected a preference file (--train_data FILE"]),
-    ("ppo-bad-override", "ppo.train", ["--config", PPO_SMOKE, "--mini_batch_size", "3", "--output_dir", "{tmp}/out"],
-     {}, ["--mini_batch_size: 3 must divide rollout_batch_size"]),
-    ("ppo-bad-int", "ppo.train", ["--config", PPO_SMOKE, "--num_steps", "three"], {},
-     ["--num_steps: expected an integer, got 'three'"]),
+    ("ppo-bad-override", "ppo.train", ["--config", PPO_SMOKE, "--num_mini_batches", "0", "--output_dir", "{tmp}/out"],
+     {}, ["--num_mini_batches: expected >= 1, got 0"]),
+    ("ppo-bad-int", "ppo.train", ["--config", PPO_SMOKE, "--total_episodes", "three"], {},
+     ["--total_episodes: expected an integer, got 'three'"]),
     ("robot-bad-int-yaml", "robot.train", ["--config", "{tmp}/r.yaml"], {"r.yaml": "num_envs: 2.5\n"},
      ["r.yaml: num_envs: expected an integer, got 2.5"]),
     ("robot-bad-teacher-kwargs", "robot.train", ["--config", ROBOT_SMOKE, "--teacher_kwargs", "[0.2]"], {},
@@ -140,12 +140,12 @@ CASES = [
                                                     "--output_dir", UNWRITABLE], {},
      ["--output_dir", "cannot write into /sys"]),
     ("ppo-earlier-run", "ppo.train", ["--config", PPO_SMOKE, "--output_dir", "{tmp}/out"], EARLIER_RUN,
-     ["--output_dir", "holds an earlier run", "--overwrite true", "--resume_from latest"]),
+     ["--output_dir", "holds an earlier run", "--overwrite true", "--resume_from_checkpoint latest"]),
     ("ppo-output-is-file", "ppo.train", ["--config", PPO_SMOKE, "--output_dir", "{tmp}/run.txt"], {"run.txt": "x"},
      ["--output_dir", "run.txt is a file; expected a folder"]),
     ("ppo-overwrite-and-resume", "ppo.train", ["--config", PPO_SMOKE, "--output_dir", "{tmp}/out", "--overwrite", "true",
-                                               "--resume_from", "latest"], EARLIER_RUN,
-     ["--overwrite", "expected either --overwrite true or --resume_from latest, not both"]),
+                                               "--resume_from_checkpoint", "latest"], EARLIER_RUN,
+     ["--overwrite", "expected either --overwrite true or --resume_from_checkpoint latest, not both"]),
     ("pipeline-earlier-run", "pipeline.end_to_end", ["--config", PIPELINE_SMOKE, "--out", "{tmp}/out"], EARLIER_RUN,
      ["--out", "holds an earlier run", "--overwrite true"]),
     ("demo-earlier-run", "pipeline.rm_demo", ["--out", "{tmp}/out"], EARLIER_RUN,
@@ -164,19 +164,19 @@ CASES = [
     ("robot-labels-without-segments", "robot.train", ["--config", ROBOT_SMOKE, "--labels_file", "{tmp}/l.jsonl",
                                                       "--out_dir", "{tmp}/new"], {"l.jsonl": NOT_COMPARABLE},
      ["smoke.yaml: segments_file: expected the segments.npz the labels_file refers to"]),
-    ("evalrm-earlier-run", "reward_model.evaluate", ["--model", "{tmp}/model", "--data", "{tmp}/d.jsonl",
-                                                     "--out", "{tmp}/out"], {"d.jsonl": RANKED[0] + "\n", **EARLIER_RUN},
-     ["--out", "holds an earlier run", "--overwrite true"]),
+    ("evalrm-earlier-run", "reward_model.evaluate", ["--model_name_or_path", "{tmp}/model", "--eval_data", "{tmp}/d.jsonl",
+                                                     "--output_dir", "{tmp}/out"], {"d.jsonl": RANKED[0] + "\n", **EARLIER_RUN},
+     ["--output_dir", "holds an earlier run", "--overwrite true"]),
     # --- a missing model, resume flags, values only a run would have found -----------------------
     ("rm-missing-model", "reward_model.train", ["--config", RM_SMOKE, "--train_data", str(ROOT / "tests/fixtures/ranked_small.jsonl"),
                                                 "--model_name_or_path", "{tmp}/no-such-model", "--output_dir", "{tmp}/new"],
      {}, ["--model_name_or_path", "no-such-model", "expected a toolkit model name, a model folder or a hub id"]),
-    ("ppo-missing-model", "ppo.train", ["--config", PPO_SMOKE, "--policy_model", "{tmp}/no-such-model",
+    ("ppo-missing-model", "ppo.train", ["--config", PPO_SMOKE, "--sft_model_path", "{tmp}/no-such-model",
                                         "--output_dir", "{tmp}/new"],
-     {}, ["policy_model", "no-such-model", "expected a toolkit model name, a model folder or a hub id"]),
-    ("evalrm-missing-model", "reward_model.evaluate", ["--model", "{tmp}/no-such-model", "--data", "{tmp}/d.jsonl",
-                                                       "--out", "{tmp}/new"], {"d.jsonl": RANKED[0] + "\n"},
-     ["--model", "no-such-model"]),
+     {}, ["sft_model_path", "no-such-model", "expected a toolkit model name, a model folder or a hub id"]),
+    ("evalrm-missing-model", "reward_model.evaluate", ["--model_name_or_path", "{tmp}/no-such-model", "--eval_data",
+                                                       "{tmp}/d.jsonl", "--output_dir", "{tmp}/new"],
+     {"d.jsonl": RANKED[0] + "\n"}, ["--model_name_or_path", "no-such-model"]),
     ("rm-resume-true-nothing-to-resume", "reward_model.train",
      ["--config", RM_SMOKE, "--train_data", str(ROOT / "tests/fixtures/ranked_small.jsonl"), "--output_dir", "{tmp}/new",
       "--resume_from_checkpoint", "true"], {},
@@ -196,7 +196,7 @@ CASES = [
     ("pipeline-labels-all-not-comparable", "pipeline.end_to_end",
      ["--config", PIPELINE_SMOKE, "--labels", "{tmp}/labels.jsonl", "--out", "{tmp}/new"], {"labels.jsonl": NOT_COMPARABLE},
      ["--labels", "labels.jsonl", "no trainable comparison (3 not comparable)", "!train.jsonl"]),
-    ("evalrm-negative-bootstrap", "reward_model.evaluate", ["--model", "{tmp}/m", "--data", "{tmp}/d.jsonl",
+    ("evalrm-negative-bootstrap", "reward_model.evaluate", ["--model_name_or_path", "{tmp}/m", "--eval_data", "{tmp}/d.jsonl",
                                                             "--bootstrap", "-5"], {},
      ["--bootstrap: expected >= 0 (0: no confidence intervals), got -5"]),
     ("pipeline-unknown-key", "pipeline.end_to_end", ["--config", "{tmp}/p.yaml"], {"p.yaml": "num_prompt: 3\n"},
@@ -205,7 +205,7 @@ CASES = [
      ["nope.yaml: config file not found"]),
     ("convert-unknown-flag", "pipeline.convert", ["{tmp}/in.jsonl", "{tmp}/new.jsonl", "--tie", "drop"],
      {"in.jsonl": RANKED[0] + "\n"}, ["--tie: unknown flag; expected a field of ConvertConfig"]),
-    ("evalrm-unknown-flag", "reward_model.evaluate", ["--model", "{tmp}/m", "--bootstrp", "5"], {},
+    ("evalrm-unknown-flag", "reward_model.evaluate", ["--model_name_or_path", "{tmp}/m", "--bootstrp", "5"], {},
      ["--bootstrp: unknown flag; expected a field of EvaluateConfig"]),
 ]
 
@@ -296,8 +296,8 @@ def test_one_config_error_class_with_a_one_argument_form():
     assert (str(one), one.where, one.expected) == ("a.jsonl, line 3: malformed JSON", "a.jsonl, line 3", "malformed JSON")
     data = PreferenceDataError("expected a list", "a.jsonl", 3, "completions")
     assert isinstance(data, ConfigError) and str(data) == "a.jsonl, line 3, field 'completions': expected a list"
-    assert issubclass(PPOConfigError, ConfigError) and str(PPOConfigError("num_steps", "expected >= 1, got 0")) == \
-        "num_steps: expected >= 1, got 0"
+    assert issubclass(PPOConfigError, ConfigError) and str(PPOConfigError("total_episodes", "expected >= 1, got 0")) == \
+        "total_episodes: expected >= 1, got 0"
 
 
 def test_forbid_model_loading_reaches_names_bound_at_import(forbid_model_loading):
@@ -310,3 +310,29 @@ def test_forbid_model_loading_reaches_names_bound_at_import(forbid_model_loading
 def test_the_results_page_quotes_the_catalogue():
     """Every case above passing is the figure "N of N cases a clean error" in the docs."""
     assert f"{len(CASES)} of {len(CASES)} catalogue cases" in (ROOT / "docs/results.md").read_text()
+
+
+def test_renamed_fields_are_aliases_with_one_warning_line_each(tmp_path, capsys):
+    """rlhf.config's alias mechanism on any dataclass: old YAML keys and flags land in the new
+    field, each with a warning naming the new name; old and new together are refused."""
+    import dataclasses
+
+    from rlhf.config import ConfigError, config_from_dict
+
+    @dataclasses.dataclass
+    class Toy:
+        _renamed_fields = {"lr": "learning_rate", "out": "output_dir"}
+        learning_rate: float = dataclasses.field(default=0.1, metadata={"help": "step size"})
+        output_dir: str = dataclasses.field(default="x", metadata={"help": "folder"})
+
+    path = tmp_path / "toy.yaml"
+    path.write_text("lr: 0.5\n")
+    assert parse_config(Toy, ["--config", str(path), "--out", "y"]) == Toy(learning_rate=0.5, output_dir="y")
+    assert config_from_dict(Toy, {"out": "z"}, "section") == Toy(output_dir="z")
+    assert capsys.readouterr().err.splitlines() == [
+        "warning: command line: '--out' is deprecated, use '--output_dir' instead; the old name goes in the next release",
+        f"warning: {path}: 'lr' is deprecated, use 'learning_rate' instead; the old name goes in the next release",
+        "warning: section: 'out' is deprecated, use 'output_dir' instead; the old name goes in the next release"]
+    with pytest.raises(ConfigError) as error:
+        config_from_dict(Toy, {"lr": 0.5, "learning_rate": 0.2}, "section")
+    assert str(error.value) == "section: lr: give only 'learning_rate' (the new name of 'lr'), not both"

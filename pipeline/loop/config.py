@@ -189,7 +189,7 @@ def stage_paths(config: LoopConfig) -> dict[str, dict]:
     are set per fit by the reward part; the policy part swaps in each newer version."""
     paths = LoopPaths(config.out)
     return {"reward_model": {"train_data": None, "eval_data": None, "output_dir": str(paths.reward), "seed": config.seed},
-            "ppo": {"policy_model": config.policy_model, "reward_models": [str(paths.version_dir(1))],
+            "ppo": {"sft_model_path": config.policy_model, "reward_models": [str(paths.version_dir(1))],
                     "prompts": str(paths.train_prompts), "output_dir": str(paths.policy), "seed": config.seed}}
 
 

@@ -17,7 +17,7 @@ starts when the reward part publishes its first version. From then on, each iter
 
 Nothing here waits for labels or for the reward part: with no new version PPO goes on with
 the one in use; an app that does not answer only means no query is sent this iteration.
-A checkpoint (every `ppo.save_every` iterations, the newest kept) holds the trainer and the
+A checkpoint (every `ppo.save_steps` iterations, the newest kept) holds the trainer and the
 loop's state; a restart resumes from it and cuts the logs back to its step.
 """
 
@@ -38,7 +38,7 @@ from pipeline.end_to_end import gold_summary
 from pipeline.loop.config import LoopConfig, LoopFields, LoopPaths
 from pipeline.loop.report import write_report
 from pipeline.loop.reward import append_durably
-from ppo.config import PPOConfig
+from ppo.config import PPOConfig, every, load_prompts, num_total_batches
 from ppo.trainer import PPOTrainer, TextRewardModel
 from rlhf.ensemble import ranking_disagreement
 from rlhf.generation import decode_responses, derive_seed
@@ -144,8 +144,8 @@ class PolicyPart(QueryingPart):
 
     @staticmethod
     def iterations(ppo_config: PPOConfig) -> int:
-        """The iterations the part runs (the launcher's progress bar)."""
-        return ppo_config.num_steps
+        """The iterations the part runs (the launcher's progress bar): TRL's num_total_batches."""
+        return num_total_batches(ppo_config, len(load_prompts(ppo_config.prompts)))
 
     def __init__(self, config: LoopConfig, ppo_config: PPOConfig, client: AdminClient | None = None):
         super().__init__(config, client)
@@ -172,7 +172,7 @@ class PolicyPart(QueryingPart):
                         else self.paths.latest_version())
         ppo_config = dataclasses.replace(self.ppo_config, reward_models=[{"path": self.model_dir(self.version),
                                                                           "weight": 1.0}],
-                                         resume_from=str(resume) if resume else None, report_to="none")
+                                         resume_from_checkpoint=str(resume) if resume else None, report_to="none")
         self.trainer = PPOTrainer(ppo_config)
         cut_log(self.paths.policy / "metrics.jsonl", self.step)
         cut_log(self.paths.eval, self.step)
@@ -208,7 +208,7 @@ class PolicyPart(QueryingPart):
         sampled = trainer.sample(prompt_ids, seed=derive_seed(cfg.seed, "queries", self.step))
         texts = decode_responses(trainer.tokenizer, sampled.responses)
         prompts = [trainer.prompts[i] for i in chosen for _ in range(cfg.k)]
-        scores = self.reward_model().member_scores(prompts, texts, batch_size=trainer.config.micro_batch_size)
+        scores = self.reward_model().member_scores(prompts, texts, batch_size=trainer.config.per_device_train_batch_size)
         candidates = []
         for g, index in enumerate(chosen):
             group = texts[g * cfg.k:(g + 1) * cfg.k]
@@ -261,10 +261,11 @@ class PolicyPart(QueryingPart):
     def run(self) -> dict:
         self.start()
         cfg, trainer = self.config, self.trainer
-        total = trainer.config.num_steps
+        total = trainer.num_iterations
+        save_every = every(trainer.config.save_steps, total)
         if self.step == 0 and not self.paths.eval.exists():
             self.evaluate()
-        bar = tqdm(total=total, initial=self.step, desc="policy", unit="it", disable=not trainer.config.progress_bar)
+        bar = tqdm(total=total, initial=self.step, desc="policy", unit="it", disable=trainer.config.disable_tqdm)
         while self.step < total:
             self.maybe_switch()
             metrics = trainer.step()
@@ -279,10 +280,10 @@ class PolicyPart(QueryingPart):
                 metrics |= {f"eval/{key}": value for key, value in evaluation.items() if key not in ("step", "samples")}
             trainer.log(metrics)
             bar.update(1)
-            bar.set_postfix(version=self.version, sent=self.items_sent, score=f"{metrics['reward/score']:.2f}",
-                            kl=f"{metrics['kl/per_sequence']:.2f}")
-            self.heartbeat(phase="training", kl=metrics["kl/per_sequence"])
-            if trainer.config.save_every and self.step % trainer.config.save_every == 0 and self.step < total:
+            bar.set_postfix(version=self.version, sent=self.items_sent, score=f"{metrics['objective/scores']:.2f}",
+                            kl=f"{metrics['objective/kl']:.2f}")
+            self.heartbeat(phase="training", kl=metrics["objective/kl"])
+            if save_every and self.step % save_every == 0 and self.step < total:
                 self.save()
         bar.close()
         self.save()

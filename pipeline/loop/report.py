@@ -65,7 +65,7 @@ def summarize(paths: LoopPaths) -> dict:
         "gold_before": first.get("gold"), "gold_after": last.get("gold"),
         "gold_gain_std": last.get("gold_gain_std"), "proxy_gain_std": last.get("proxy_gain_std"),
         "divergence_std": last.get("divergence_std"),
-        "kl_final": metrics[-1]["kl/per_sequence"] if metrics else None,
+        "kl_final": metrics[-1]["objective/kl"] if metrics else None,
     }
 
 
@@ -103,7 +103,7 @@ def plot_loop(paths: LoopPaths, path: Path) -> None:
          {"gold judge": [e["gold_gain_std"] for e in evaluations],
           "proxy (reward model)": [e["proxy_gain_std"] for e in evaluations]}),
         ("KL per sequence (nats)", "PPO iteration", [m["step"] for m in metrics],
-         [m["kl/per_sequence"] for m in metrics])])
+         [m["objective/kl"] for m in metrics])])
 
 
 def fmt(value, spec: str = ".3f") -> str:

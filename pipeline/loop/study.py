@@ -34,7 +34,7 @@ def plot_study(runs: dict[str, LoopPaths], path: Path) -> None:
         steps = [e["step"] for e in evaluations]
         axes[0].plot(steps, [e["gold_gain_std"] for e in evaluations], marker="o", label=mode)
         axes[1].plot(steps, [e["divergence_std"] for e in evaluations], marker="o", label=mode)
-        axes[2].plot([m["step"] for m in metrics], [m["kl/per_sequence"] for m in metrics], label=mode)
+        axes[2].plot([m["step"] for m in metrics], [m["objective/kl"] for m in metrics], label=mode)
     axes[0].set(title="held-out gold gain (initial std)", xlabel="PPO iteration")
     axes[1].set(title="proxy minus gold gain (initial std)", xlabel="PPO iteration")
     axes[2].set(title="KL per sequence (nats)", xlabel="PPO iteration")

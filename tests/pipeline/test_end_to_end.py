@@ -29,7 +29,7 @@ def test_smoke_pipeline_writes_report(tmp_path):
     assert summary["gold_gain_in_std"] == pytest.approx(gain)
     history = [json.loads(line) for line in (tmp_path / "ppo" / "metrics.jsonl").read_text().splitlines()]
     assert [h["step"] for h in history] == [1, 2]
-    assert summary["kl_final"] == pytest.approx(history[-1]["kl/per_sequence"])
+    assert summary["kl_final"] == pytest.approx(history[-1]["objective/kl"])
     assert summary["nll_increase"] == pytest.approx(summary["nll_after"] - summary["nll_before"])
     report = (tmp_path / "report.md").read_text()
     topical = [on_topic_score(s["after"], s["prompt"]) == 1.0 for s in samples]
@@ -37,7 +37,7 @@ def test_smoke_pipeline_writes_report(tmp_path):
     assert summary["gold_after"]["topical"] == np.mean(topical) and summary["gold_after"]["content_free"] == np.mean(free)
     assert f"{summary['gold_gain_in_std']:+.2f} std" in report and "![training curves](curves.png)" in report
     assert (tmp_path / "curves.png").stat().st_size > 1000 and (tmp_path / "gold_vs_kl.png").stat().st_size > 1000
-    assert json.loads((tmp_path / "pipeline_config.json").read_text())["ppo"]["num_steps"] == 2
+    assert json.loads((tmp_path / "pipeline_config.json").read_text())["ppo"]["total_episodes"] == 16
 
 
 def test_text_nll_matches_a_loop():
@@ -54,10 +54,25 @@ def test_config_nests_the_stage_configs(tmp_path):
     config, rm, ppo = parse_config([*SMOKE, "--k", "5", "--ppo.learning_rate", "3e-4",
                                     "--reward_model.num_train_epochs", "1", "--out", str(tmp_path)])
     assert (config.k, config.policy_model) == (5, "tiny-random-llama")
-    assert (ppo.learning_rate, ppo.num_steps, ppo.ptx_coef) == (3e-4, 2, 0.1)  # CLI over section over stage file
+    assert (ppo.learning_rate, ppo.total_episodes, ppo.ptx_coef) == (3e-4, 16, 0.1)  # CLI over section over stage file
     assert ppo.prompts == str(tmp_path / "train_prompts.jsonl")  # set by the pipeline
     assert ppo.reward_models == [{"path": str(tmp_path / "reward_model"), "weight": 1.0}]
     assert (rm.num_train_epochs, rm.train_data) == (1, str(tmp_path / "train.jsonl"))
+
+
+def test_old_ppo_names_in_a_section_still_work(tmp_path, capsys):
+    """The previous release's PPO names, in a ppo: section or as --ppo.<old> overrides, are
+    converted (iterations of the stage file's 8-episode rollouts into episodes), with a warning."""
+    section = tmp_path / "p.yaml"
+    section.write_text("policy_model: tiny-random-llama\nppo:\n  config: configs/ppo/smoke.yaml\n  num_steps: 5\n"
+                       "  ppo_epochs: 3\n")
+    _, _, ppo = parse_config(["--config", str(section), "--out", str(tmp_path / "out")])
+    assert (ppo.total_episodes, ppo.num_ppo_epochs, ppo.per_device_train_batch_size) == (40, 3, 2)
+    _, _, ppo = parse_config([*SMOKE, "--ppo.num_steps", "4", "--ppo.init_kl_coef", "0.2", "--out", str(tmp_path / "o")])
+    assert (ppo.total_episodes, ppo.kl_coef) == (32, 0.2)
+    warnings = capsys.readouterr().err
+    assert "'num_steps' is deprecated, use 'total_episodes'" in warnings
+    assert "'init_kl_coef' is deprecated, use 'kl_coef'" in warnings
 
 
 @pytest.mark.parametrize("argv, where, words", [

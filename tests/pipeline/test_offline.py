@@ -66,7 +66,7 @@ runpy.run_module(sys.argv[0], run_name="__main__", alter_sys=True)
 SMOKE_RUNS = [  # in order: PPO scores with the reward model trained first
     ("reward_model.train", ["--config", "configs/reward_model/smoke.yaml", "--output_dir", "{tmp}/rm"]),
     ("ppo.train", ["--config", "configs/ppo/smoke.yaml", "--reward_models", "{tmp}/rm", "--output_dir", "{tmp}/ppo",
-                   "--num_steps", "1", "--progress_bar", "false"]),
+                   "--total_episodes", "8", "--disable_tqdm", "true"]),
 ]
 
 

@@ -20,10 +20,13 @@ def reward(prompts, completions, responses):
 
 def main(output_dir: str, prompts: str) -> None:
     torch.set_num_threads(1)
-    config = PPOConfig(policy_model="tiny-random-llama", prompts=prompts, rollout_batch_size=8, mini_batch_size=8,
-                       micro_batch_size=2, ppo_epochs=2, num_steps=3, max_new_tokens=6, temperature=1.0,
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    # one mini-batch of 8 episodes per epoch: micro-batches of 2, 4 // world_size of them per process
+    config = PPOConfig(sft_model_path="tiny-random-llama", prompts=prompts, per_device_train_batch_size=2,
+                       gradient_accumulation_steps=4 // world_size, num_mini_batches=1, num_ppo_epochs=2,
+                       total_episodes=24, response_length=6, temperature=1.0,
                        learning_rate=1e-2, ptx_coef=0.5, pretrain_data=str(Path(output_dir) / "pretrain.txt"),
-                       ptx_batch_size=2, ptx_max_length=16, output_dir=output_dir, progress_bar=False,
+                       ptx_batch_size=2, ptx_max_length=16, output_dir=output_dir, disable_tqdm=True,
                        sample_table_every=0, target_kl=1.0, kl_horizon=40)
     trainer = PPOTrainer(config, reward_fn=reward)
     summary = trainer.train()

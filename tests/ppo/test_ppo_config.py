@@ -1,13 +1,15 @@
 """PPOConfig parsing and input validation: every bad input fails with the field named,
 before any model weights are loaded; the accelerate profiles are valid accelerate configs."""
 
+import dataclasses
 import json
 from pathlib import Path
 
 import pytest
 import yaml
 
-from ppo.config import PPOConfig, PPOConfigError, parse_config
+import ppo.config as ppo_config
+from ppo.config import BatchSizes, PPOConfig, PPOConfigError, batch_sizes, num_total_batches, parse_config
 from rlhf.config import ConfigError
 from ppo.trainer import PPOTrainer
 from ppo_test_utils import tiny_config
@@ -28,12 +30,91 @@ def expect(field: str, config_or_thunk):
 def test_yaml_and_cli_overrides():
     config = parse_config(["--config", str(ROOT / "configs/ppo/smoke.yaml"), "--learning_rate", "5e-4",
                            "--reward_models", "a/rm=0.5", "b/rm"])
-    assert config.learning_rate == 5e-4 and config.num_steps == 3  # override wins, YAML kept
+    assert config.learning_rate == 5e-4 and config.total_episodes == 24  # override wins, YAML kept
     assert config.reward_models == [{"path": "a/rm", "weight": 0.5}, {"path": "b/rm", "weight": 1.0}]
     from_yaml = parse_config(["--config", str(ROOT / "configs/ppo/smoke.yaml")])
     assert from_yaml.reward_models == [{"path": "runs/reward_model/smoke", "weight": 1.0}]
     quick = parse_config(["--config", str(ROOT / "configs/ppo/quickstart.yaml")])
-    assert quick.policy_model == "smollm2-135m-instruct" and quick.ptx_coef > 0 and quick.generation_batch_size == 32
+    assert quick.sft_model_path == "smollm2-135m-instruct" and quick.ptx_coef > 0
+    assert quick.local_rollout_forward_batch_size == 32
+    assert batch_sizes(quick) == BatchSizes(world_size=1, per_device_train_batch_size=8, micro_batch_size=8,
+                                            local_mini_batch_size=16, mini_batch_size=16, local_batch_size=32,
+                                            batch_size=32, local_rollout_forward_batch_size=32)
+    assert num_total_batches(quick, num_prompts=233) == 8  # 256 episodes in rollouts of 32
+
+
+OLD_SMOKE = """policy_model: tiny-random-llama
+reward_models: [runs/reward_model/smoke]
+num_steps: 3
+rollout_batch_size: 8
+mini_batch_size: 4
+micro_batch_size: 2
+generation_batch_size: 4
+ppo_epochs: 2
+max_new_tokens: 8
+init_kl_coef: 0.07
+clip_range: 0.3
+clip_range_value: null
+missing_stop_penalty: -1.0
+lr_schedule: constant
+save_every: 2
+log_every: 5
+progress_bar: false
+"""
+
+
+def test_old_names_are_aliases_with_a_warning(tmp_path, capsys, monkeypatch):
+    """The previous release's names still work (YAML and command line), converted exactly
+    into TRL's units, each with a one-line warning naming the new name."""
+    old = tmp_path / "old.yaml"
+    old.write_text(OLD_SMOKE)
+    config = parse_config(["--config", str(old), "--resume_from", "latest", "--clip_range", "0.25"])
+    warnings = capsys.readouterr().err.splitlines()
+    assert "warning: command line: '--resume_from' is deprecated, use '--resume_from_checkpoint' instead; the old " \
+           "name goes in the next release" in warnings
+    assert f"warning: {old}: 'num_steps' is deprecated, use 'total_episodes' (in other units; the value is " \
+           "converted) instead; the old name goes in the next release" in warnings
+    assert len(warnings) == 18  # 16 old keys + 2 old flags, one line each
+    new = PPOConfig(sft_model_path="tiny-random-llama", reward_models=["runs/reward_model/smoke"], total_episodes=24,
+                    per_device_train_batch_size=2, gradient_accumulation_steps=2, num_mini_batches=2,
+                    local_rollout_forward_batch_size=4, num_ppo_epochs=2, response_length=8, kl_coef=0.07,
+                    cliprange=0.25, cliprange_value=None, missing_eos_penalty=-1.0, lr_scheduler_type="constant",
+                    save_steps=2, logging_steps=5, disable_tqdm=True, resume_from_checkpoint="latest")
+    assert config.to_dict() == new.to_dict()
+    # an old batch size that does not divide: the error names where it was given
+    with pytest.raises(ConfigError) as error:
+        parse_config(["--config", str(old), "--mini_batch_size", "3"])
+    assert str(error.value) == "--mini_batch_size: 3 must be a positive multiple of processes x micro_batch_size = 1 x 2"
+    with pytest.raises(ConfigError) as error:
+        parse_config(["--config", str(old), "--micro_batch_size", "3"])
+    assert str(error.value) == f"{old}: mini_batch_size: 4 must be a positive multiple of processes x micro_batch_size " \
+                               "= 1 x 3"
+    # 2 processes (WORLD_SIZE=2): the same global sizes are half the per-device accumulation
+    monkeypatch.setattr(ppo_config, "launch_world_size", lambda: 2)
+    two = parse_config(["--config", str(old)])
+    assert (two.per_device_train_batch_size, two.gradient_accumulation_steps, two.num_mini_batches) == (2, 1, 2)
+    assert batch_sizes(two, world_size=2).batch_size == 8 and two.total_episodes == 24
+    # an old name and its new name together: refused
+    both = tmp_path / "both.yaml"
+    both.write_text("ppo_epochs: 2\nnum_ppo_epochs: 3\n")
+    with pytest.raises(ConfigError, match="ppo_epochs: give only 'num_ppo_epochs'"):
+        parse_config(["--config", str(both)])
+    # reward_model_path, TRL's single-model spelling
+    assert parse_config(["--reward_model_path", "a/rm"]).reward_models == [{"path": "a/rm", "weight": 1.0}]
+
+
+def test_training_arguments_the_trainer_does_not_read_are_refused():
+    for field, kwargs in [("gradient_checkpointing", dict(gradient_checkpointing=True)),
+                          ("eval_strategy", dict(eval_strategy="steps")), ("optim", dict(optim="sgd"))]:
+        expect(field, lambda: PPOConfig(**kwargs))
+    # values TrainingArguments derives itself (pin memory off on a CPU, ...) pass dataclasses.replace
+    config = parse_config(["--config", str(ROOT / "configs/ppo/smoke.yaml"), "--adam_beta2", "0.99"])
+    assert dataclasses.replace(config, report_to="none").adam_beta2 == 0.99
+
+
+def test_every_field_has_a_help_text():
+    own = [f for f in dataclasses.fields(PPOConfig) if f.name in PPOConfig.__annotations__]  # declared here
+    assert len(own) > 40 and all(f.metadata.get("help") for f in own), [f.name for f in own if not f.metadata.get("help")]
 
 
 def test_unknown_key_is_an_error(tmp_path):
@@ -57,16 +138,16 @@ def test_bad_values_name_the_file_or_flag_and_the_field(tmp_path):
         parse_config(["--config", str(ROOT / "configs/ppo/smoke.yaml"), "--learning_rate", "-1e-5"])
     assert str(error.value) == "--learning_rate: expected > 0, got -1e-05"
     with pytest.raises(ConfigError) as error:
-        parse_config(["--num_steps", "three"])
-    assert str(error.value) == "--num_steps: expected an integer, got 'three'"
+        parse_config(["--total_episodes", "three"])
+    assert str(error.value) == "--total_episodes: expected an integer, got 'three'"
     assert issubclass(PPOConfigError, ConfigError)
 
 
 def test_values_wrong_on_their_own():
     for field, kwargs in [
-        ("micro_batch_size", dict(mini_batch_size=4, micro_batch_size=3)),
-        ("mini_batch_size", dict(rollout_batch_size=8, mini_batch_size=3)),
-        ("mini_batch_size", dict(rollout_batch_size=4, mini_batch_size=8)),
+        ("per_device_train_batch_size", dict(per_device_train_batch_size=0)),
+        ("gradient_accumulation_steps", dict(gradient_accumulation_steps=0)),
+        ("num_mini_batches", dict(num_mini_batches=0)),
         ("kl_estimator", dict(kl_estimator="k4")),
         ("value_init", dict(value_init="zeros")),
         ("value_init", dict(value_init="reward_model", reward_models=[])),
@@ -74,20 +155,21 @@ def test_values_wrong_on_their_own():
         ("temperature", dict(temperature=0.0)),
         ("target_kl", dict(target_kl=-1.0)),
         ("reward_models", dict(reward_models=[{"weight": 2.0}])),
-        ("num_steps", dict(num_steps=0)),
-        ("generation_batch_size", dict(generation_batch_size=0)),
+        ("total_episodes", dict(total_episodes=0)),
+        ("local_rollout_forward_batch_size", dict(local_rollout_forward_batch_size=0)),
+        ("reward_model_path", dict(reward_model_path="a", reward_models=["b"])),
     ]:
         expect(field, lambda: PPOConfig(**kwargs))
 
 
 @pytest.mark.slow
 def test_bad_inputs_fail_before_any_model_is_loaded(tmp_path, prompts_file, forbid_model_loading):
-    # a prompt longer than the context minus max_new_tokens (tiny models: 1024 positions)
+    # a prompt longer than the context minus response_length (tiny models: 1024 positions)
     long_prompts = tmp_path / "long.txt"
     long_prompts.write_text("Say hi.\n" + "word " * 1100 + "\n")
     expect("prompts", tiny_config(tmp_path, long_prompts))
-    expect("prompts", tiny_config(tmp_path, prompts_file, max_new_tokens=1000))  # 24 tokens left < 33-token prompt
-    expect("max_new_tokens", tiny_config(tmp_path, prompts_file, max_new_tokens=1024))
+    expect("prompts", tiny_config(tmp_path, prompts_file, response_length=1000))  # 24 tokens left < 33-token prompt
+    expect("response_length", tiny_config(tmp_path, prompts_file, response_length=1024))
     # prompts files
     expect("prompts", tiny_config(tmp_path, tmp_path / "missing.jsonl"))
     broken = tmp_path / "broken.jsonl"
@@ -103,7 +185,7 @@ def test_bad_inputs_fail_before_any_model_is_loaded(tmp_path, prompts_file, forb
     expect("pretrain_data", tiny_config(tmp_path, prompts_file, ptx_coef=0.1, pretrain_data=str(short),
                                         ptx_max_length=64))
     # generation chunks must tile the per-process rollout (tiny_config: 8 prompts per iteration)
-    expect("generation_batch_size", tiny_config(tmp_path, prompts_file, generation_batch_size=3))
+    expect("local_rollout_forward_batch_size", tiny_config(tmp_path, prompts_file, local_rollout_forward_batch_size=3))
     # stop token that is several tokens
     expect("stop_token", tiny_config(tmp_path, prompts_file, stop_token="THE END, really"))
     # a reward-model path that is not a reward model
@@ -111,7 +193,8 @@ def test_bad_inputs_fail_before_any_model_is_loaded(tmp_path, prompts_file, forb
     # no reward at all
     with pytest.raises(PPOConfigError, match="^reward_models:"):
         PPOTrainer(tiny_config(tmp_path, prompts_file))
-    expect("resume_from", tiny_config(tmp_path, prompts_file, resume_from=str(tmp_path / "no_checkpoint")))
+    expect("resume_from_checkpoint", tiny_config(tmp_path, prompts_file,
+                                                 resume_from_checkpoint=str(tmp_path / "no_checkpoint")))
 
 
 @pytest.mark.slow

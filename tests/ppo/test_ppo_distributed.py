@@ -5,7 +5,7 @@ Set-up: rollout 8 prompts, one mini-batch of 8 per PPO epoch, micro-batch 2: one
 accumulates 4 micro-batches per optimizer step; two processes accumulate 2 each and DDP
 all-reduces (averages) the gradients.
 
-Why they must agree: generation is seeded per GLOBAL chunk of micro_batch_size prompts, so
+Why they must agree: generation is seeded per GLOBAL chunk of per_device_train_batch_size prompts, so
 both set-ups sample the same responses (chunk c lives on process c // 2 or on the single
 process); advantages are whitened with statistics pooled over both processes; the
 pretraining stream hands out the same blocks per optimizer step (process p takes the p-th
@@ -27,8 +27,8 @@ from rlhf.models import load_model
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
-COMPARED = ["reward/score", "kl/per_sequence", "kl/coef", "kl/next_coef", "loss/policy", "loss/value",
-            "loss/ptx_nll", "grad_norm", "policy/clip_fraction", "response/length"]
+COMPARED = ["objective/scores", "objective/kl", "kl/coef", "kl/next_coef", "loss/policy_avg", "loss/value_avg",
+            "loss/ptx_nll", "grad_norm", "policy/clipfrac_avg", "response/length", "episode"]
 
 
 def prepare(folder: Path) -> None:

@@ -28,8 +28,8 @@ def run(tmp_path, prompts_file, ptx_coef: float):
     train_text = tmp_path / "pretrain.txt"
     train_text.write_text(sentences(0, 200))
     policy, reward = planted_policy()
-    config = tiny_config(tmp_path, prompts_file, num_steps=8, rollout_batch_size=8, mini_batch_size=8,
-                         micro_batch_size=4, max_new_tokens=8, learning_rate=1e-2, ptx_coef=ptx_coef,
+    config = tiny_config(tmp_path, prompts_file, total_episodes=64, per_device_train_batch_size=4,
+                         gradient_accumulation_steps=2, num_mini_batches=1, response_length=8, learning_rate=1e-2, ptx_coef=ptx_coef,
                          pretrain_data=str(train_text), ptx_batch_size=4, ptx_max_length=24,
                          output_dir=str(tmp_path / f"ptx_{ptx_coef}"))
     trainer = PPOTrainer(config, reward_fn=reward, policy=policy)
@@ -50,5 +50,5 @@ def test_ptx_reduces_nll_drift_on_held_out_pretraining_text(tmp_path, prompts_fi
     assert "loss/ptx_nll" in with_ptx["final"] and "loss/ptx_nll" not in plain["final"]
     assert with_ptx["final"]["loss/ptx_nll"] < with_ptx["first"]["loss/ptx_nll"]
     # PPO still does its job with the extra term
-    scores = [h["reward/score"] for h in with_ptx["history"]]
+    scores = [h["objective/scores"] for h in with_ptx["history"]]
     assert sum(scores[-3:]) / 3 > sum(scores[:3]) / 3

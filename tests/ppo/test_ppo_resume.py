@@ -19,9 +19,9 @@ def make(tmp_path, prompts_file, name, **overrides):
     text = tmp_path / "pretrain.txt"
     text.write_text("\n\n".join(f"the cat number {i} sat on the mat and looked at the dog." for i in range(40)))
     policy, reward = planted_policy()
-    config = tiny_config(tmp_path, prompts_file, num_steps=NUM_STEPS, output_dir=str(tmp_path / name),
-                         save_every=2, ptx_coef=0.5, pretrain_data=str(text), ptx_batch_size=2, ptx_max_length=16,
-                         target_kl=0.5, kl_horizon=50, lr_schedule="linear", learning_rate=3e-3, **overrides)
+    config = tiny_config(tmp_path, prompts_file, total_episodes=NUM_STEPS * 8, output_dir=str(tmp_path / name),
+                         save_steps=2, ptx_coef=0.5, pretrain_data=str(text), ptx_batch_size=2, ptx_max_length=16,
+                         target_kl=0.5, kl_horizon=50, lr_scheduler_type="linear", learning_rate=3e-3, **overrides)
     return PPOTrainer(config, reward_fn=reward, policy=policy)
 
 
@@ -39,8 +39,10 @@ def test_resume_continues_the_same_trajectory(tmp_path, prompts_file):
     assert partial["steps"] == 3 and partial["policy_dir"] is None
     checkpoint = tmp_path / "resumed" / "checkpoints" / "step_2"
     assert (checkpoint / "trainer_state.json").exists()
+    # weights in safetensors; no pytorch_model.bin (pickle)
+    assert (checkpoint / "model.safetensors").exists() and not list(checkpoint.glob("pytorch_model*"))
 
-    resumed = make(tmp_path, prompts_file, "resumed", resume_from="latest")
+    resumed = make(tmp_path, prompts_file, "resumed", resume_from_checkpoint="latest")
     assert resumed.state.step == 2
     rest = resumed.train()
     assert rest["steps"] == NUM_STEPS and len(rest["history"]) == 2
@@ -48,7 +50,7 @@ def test_resume_continues_the_same_trajectory(tmp_path, prompts_file):
     assert logged == [1, 2, 3, 4]
 
     for a, b in zip(full["history"][2:], rest["history"]):
-        for key in ("reward/score", "kl/per_sequence", "kl/coef", "loss/policy", "loss/value", "loss/ptx_nll",
+        for key in ("objective/scores", "objective/kl", "kl/coef", "loss/policy_avg", "loss/value_avg", "loss/ptx_nll",
                     "lr", "grad_norm"):
             assert abs(a[key] - b[key]) <= 1e-6 * max(1.0, abs(a[key])), (key, a[key], b[key])
     assert full["kl_coef"] != 0.05  # the adaptive controller moved...

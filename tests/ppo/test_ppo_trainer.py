@@ -17,24 +17,29 @@ from ppo_test_utils import planted_policy, tiny_config
 @pytest.mark.slow
 def test_planted_reward_rises_with_bounded_kl(tmp_path, prompts_file):
     policy, reward = planted_policy()
-    config = tiny_config(tmp_path, prompts_file, rollout_batch_size=16, mini_batch_size=16, micro_batch_size=8,
-                         num_steps=15, max_new_tokens=8, init_kl_coef=0.05, sample_table_every=5)
+    config = tiny_config(tmp_path, prompts_file, per_device_train_batch_size=8, gradient_accumulation_steps=2,
+                         num_mini_batches=1, total_episodes=15 * 16, response_length=8, kl_coef=0.05,
+                         sample_table_every=5)
     summary = PPOTrainer(config, reward_fn=reward, policy=policy).train()
     history = summary["history"]
-    scores = [h["reward/score"] for h in history]
+    scores = [h["objective/scores"] for h in history]
     first, last = sum(scores[:3]) / 3, sum(scores[-3:]) / 3
     assert 0.35 < first < 0.6  # about half the vocabulary is rewarded at the start
     assert last > first + 0.12, scores
-    kls = [h["kl/per_sequence"] for h in history]
+    kls = [h["objective/kl"] for h in history]
     assert abs(kls[0]) < 1e-5  # the first rollout is sampled from the reference itself
     assert max(kls) < 15.0, kls  # bounded: under 2 nats per token over 8 tokens
-    assert all(h["policy/approx_kl"] < 0.5 for h in history)
+    assert all(h["policy/approxkl_avg"] < 0.5 for h in history)
     # metrics.jsonl holds one line per iteration with every logged key
     lines = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
     assert len(lines) == 15
-    for key in ("reward/raw", "kl/coef", "policy/entropy", "policy/clip_fraction", "loss/value",
+    for key in ("reward/raw", "kl/coef", "objective/entropy", "policy/clipfrac_avg", "loss/value_avg",
                 "value/explained_variance", "response/length", "response/stop_rate"):
         assert key in history[-1]
+    assert [h["episode"] for h in history] == [16 * step for step in range(1, 16)]
+    # TRL's rlhf_reward: the score plus the (negative) KL part of the reward, per sequence
+    for h in history:
+        assert abs(h["objective/rlhf_reward"] - (h["objective/scores"] + h["objective/non_score_reward"])) < 1e-5
     assert (tmp_path / "run" / "policy" / "config.json").exists()
 
 
@@ -65,8 +70,9 @@ def test_temperature_is_the_same_for_sampling_and_logprobs(tmp_path, prompts_fil
 
 def test_score_on_last_real_token_when_responses_stop_early(tmp_path, prompts_file, monkeypatch):
     policy, _ = planted_policy()
-    config = tiny_config(tmp_path, prompts_file, rollout_batch_size=4, mini_batch_size=4, micro_batch_size=4,
-                         max_new_tokens=6, missing_stop_penalty=-1.0, score_clip=None)
+    config = tiny_config(tmp_path, prompts_file, per_device_train_batch_size=4, gradient_accumulation_steps=1,
+                         num_mini_batches=1,
+                         response_length=6, missing_eos_penalty=-1.0, score_clip=None)
     trainer = PPOTrainer(config, reward_fn=lambda p, c, r: [0.5 + i for i in range(len(r))], policy=policy)
     stop = trainer.stop_id
     planted = [[11, 12, stop], [13, stop], [14, 15, 16, 17, 18, 19], [20, 21, 22, 23, stop]]
@@ -80,7 +86,7 @@ def test_score_on_last_real_token_when_responses_stop_early(tmp_path, prompts_fi
     assert rollout.response_mask.sum(1).tolist() == lengths
     assert rollout.has_stop.tolist() == [True, True, False, True]
     score_part = rollout.rewards - rollout.non_score_rewards
-    expected_scores = [0.5, 1.5, -1.0, 3.5]  # row 2 never stopped: missing_stop_penalty replaces its score
+    expected_scores = [0.5, 1.5, -1.0, 3.5]  # row 2 never stopped: missing_eos_penalty replaces its score
     for row, (length, score) in enumerate(zip(lengths, expected_scores)):
         assert abs(score_part[row, length - 1].item() - score) < 1e-6  # on the stop token itself
         others = torch.cat([score_part[row, :length - 1], score_part[row, length:]])
@@ -93,7 +99,7 @@ def test_score_on_last_real_token_when_responses_stop_early(tmp_path, prompts_fi
 def test_lora_reference_is_the_base_model_with_adapters_disabled(tmp_path, prompts_file):
     policy, reward = planted_policy()
     base = load_model("tiny-random-llama", seed=0, initializer_range=0.3).eval()
-    config = tiny_config(tmp_path, prompts_file, use_lora=True, lora_r=4, lora_alpha=8, num_steps=2,
+    config = tiny_config(tmp_path, prompts_file, use_lora=True, lora_r=4, lora_alpha=8, total_episodes=16,
                          learning_rate=5e-2)
     trainer = PPOTrainer(config, reward_fn=reward, policy=policy)
     assert trainer.ref_policy is None  # no second copy of the network
@@ -112,9 +118,9 @@ def test_lora_reference_is_the_base_model_with_adapters_disabled(tmp_path, promp
         assert (stats.logprobs[i] - expected[i, :len(r)]).abs().max() > 1e-3
 
 
-def test_generation_batch_size_sets_the_generate_chunks(tmp_path, prompts_file, monkeypatch):
+def test_local_rollout_forward_batch_size_sets_the_generate_chunks(tmp_path, prompts_file, monkeypatch):
     policy, reward = planted_policy()
-    trainer = PPOTrainer(tiny_config(tmp_path, prompts_file, generation_batch_size=4), reward_fn=reward, policy=policy)
+    trainer = PPOTrainer(tiny_config(tmp_path, prompts_file, local_rollout_forward_batch_size=4), reward_fn=reward, policy=policy)
     calls, sample = [], trainer.sample
 
     def counting_sample(prompt_ids, seed, **kwargs):
@@ -123,7 +129,7 @@ def test_generation_batch_size_sets_the_generate_chunks(tmp_path, prompts_file, 
 
     monkeypatch.setattr(trainer, "sample", counting_sample)
     rollout = trainer.rollout(step=0)
-    # 8 prompts per iteration: 2 generate calls of 4 (not 4 calls of micro_batch_size 2), each with its own seed
+    # 8 prompts per iteration: 2 generate calls of 4 (not 4 calls of per_device_train_batch_size 2), each with its own seed
     assert [size for size, _ in calls] == [4, 4] and calls[0][1] != calls[1][1]
     assert rollout.response_mask.shape[0] == 8
     assert len(trainer.generate(["Say hi."] * 5, max_new_tokens=3)) == 5  # a last, shorter chunk is fine
