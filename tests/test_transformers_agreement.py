@@ -124,7 +124,7 @@ def test_ensemble_member_scores_agree_with_transformers(tmp_path):
 def test_ppo_policy_generates_the_same_under_transformers(tmp_path):
     prompts_file = write_rows(tmp_path / "prompts.jsonl", [{"prompt": p} for p in SHORT_PROMPTS])
     policy, reward = planted_policy()
-    trainer = PPOTrainer(tiny_config(tmp_path, prompts_file, num_steps=1), reward_fn=reward, policy=policy)
+    trainer = PPOTrainer(tiny_config(tmp_path, prompts_file, total_episodes=8), reward_fn=reward, policy=policy)
     trainer.train()
     folder = tmp_path / "run" / "policy"
     assert_saved_pad_is_not_eos(folder)
@@ -182,8 +182,8 @@ def foreign_reward_model(folder, num_labels=1, seed=0):
 def test_foreign_reward_model_in_eval_rm_scores_as_transformers_pools(tmp_path, capsys):
     folder = foreign_reward_model(tmp_path / "foreign")
     out = tmp_path / "eval"
-    assert run_main(evaluate_main, ["--model", str(folder), "--data", RANKED, "--out", str(out),
-                                    "--bootstrap", "0", "--no-progress"]) == 0
+    assert run_main(evaluate_main, ["--model_name_or_path", str(folder), "--eval_data", RANKED,
+                                    "--output_dir", str(out), "--bootstrap", "0", "--disable_tqdm", "true"]) == 0
     err = capsys.readouterr().err
     assert "note:" in err and "no reward_stats.json" in err and "raw scores" in err
     rows = [json.loads(line) for line in (out / "scores.jsonl").read_text().splitlines()]
@@ -195,8 +195,9 @@ def test_foreign_reward_model_in_eval_rm_scores_as_transformers_pools(tmp_path, 
     assert (theirs - ours).abs().max().item() < 1e-5
 
     # --normalize: statistics fitted on the evaluated completions -> mean 0, std 1 over them
-    assert run_main(evaluate_main, ["--model", str(folder), "--data", RANKED, "--out", str(out), "--overwrite",
-                                    "--bootstrap", "0", "--no-progress", "--normalize"]) == 0
+    assert run_main(evaluate_main, ["--model_name_or_path", str(folder), "--eval_data", RANKED,
+                                    "--output_dir", str(out), "--overwrite",
+                                    "--bootstrap", "0", "--disable_tqdm", "true", "--normalize"]) == 0
     assert f"{len(texts)} evaluated completions" in capsys.readouterr().err
     normalised = torch.tensor([s for line in (out / "scores.jsonl").read_text().splitlines()
                                for s in json.loads(line)["scores"]])
@@ -205,7 +206,8 @@ def test_foreign_reward_model_in_eval_rm_scores_as_transformers_pools(tmp_path, 
 
 def test_not_a_one_label_classifier_is_a_clear_error(tmp_path, capsys):
     two_labels = foreign_reward_model(tmp_path / "two", num_labels=2)
-    assert run_main(evaluate_main, ["--model", str(two_labels), "--data", RANKED, "--out", str(tmp_path / "e")]) == 2
+    assert run_main(evaluate_main, ["--model_name_or_path", str(two_labels), "--eval_data", RANKED,
+                                    "--output_dir", str(tmp_path / "e")]) == 2
     assert "num_labels=1" in capsys.readouterr().err
     prompts_file = write_rows(tmp_path / "prompts.jsonl", [{"prompt": p} for p in SHORT_PROMPTS])
     with pytest.raises(PPOConfigError, match="entry 0: .*num_labels=1"):
@@ -215,13 +217,13 @@ def test_not_a_one_label_classifier_is_a_clear_error(tmp_path, capsys):
 def test_foreign_reward_model_in_ppo_is_normalised_on_the_initial_policy(tmp_path, capsys):
     folder = foreign_reward_model(tmp_path / "foreign")
     prompts_file = write_rows(tmp_path / "prompts.jsonl", [{"prompt": p} for p in SHORT_PROMPTS])
-    config = tiny_config(tmp_path, prompts_file, reward_models=[str(folder)], num_steps=1)
+    config = tiny_config(tmp_path, prompts_file, reward_models=[str(folder)], total_episodes=8)
     trainer = PPOTrainer(config)
     assert "no reward_stats.json" in capsys.readouterr().err
     stats = trainer.reward_models[0][0].model.stats[0]
-    assert stats["n"] == config.rollout_batch_size and stats["std"] > 0
+    assert stats["n"] == 8 and stats["std"] > 0
     history = trainer.train()["history"]
     # one step ran, its scores normalised with the fitted statistics
     assert len(history) == 1
-    assert history[0]["reward/score"] == pytest.approx((history[0]["reward/raw"] - stats["mean"]) / stats["std"],
+    assert history[0]["objective/scores"] == pytest.approx((history[0]["reward/raw"] - stats["mean"]) / stats["std"],
                                                        abs=1e-5)

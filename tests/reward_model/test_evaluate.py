@@ -174,8 +174,8 @@ def trained_model(tmp_path_factory):
 @pytest.mark.slow
 def test_cli_end_to_end(trained_model, tmp_path, capsys):
     out = tmp_path / "eval"
-    code = main(["--model", str(trained_model), "--data", f"{FIXTURES}/ranked_small.jsonl", "--out", str(out),
-                 "--bootstrap", "50", "--batch-size", "8"])
+    code = main(["--model_name_or_path", str(trained_model), "--eval_data", f"{FIXTURES}/ranked_small.jsonl",
+                 "--output_dir", str(out), "--bootstrap", "50", "--per_device_eval_batch_size", "8"])
     assert code == 0
     for name in ("report.json", "scores.jsonl", "margins.png", "reliability.png", "subset_accuracy.png"):
         assert (out / name).stat().st_size > 0, name
@@ -191,8 +191,9 @@ def test_cli_end_to_end(trained_model, tmp_path, capsys):
     assert "accuracy" in printed and "n = 12" in printed and str(out / "report.json") in printed
 
     rb_out = tmp_path / "rb"
-    assert main(["--model", str(trained_model), "--data", f"{FIXTURES}/rewardbench_small.jsonl", "--format",
-                 "rewardbench", "--out", str(rb_out), "--bootstrap", "20", "--no-progress"]) == 0
+    assert main(["--model_name_or_path", str(trained_model), "--eval_data", f"{FIXTURES}/rewardbench_small.jsonl",
+                 "--data_format", "rewardbench", "--output_dir", str(rb_out), "--bootstrap", "20",
+                 "--disable_tqdm", "true"]) == 0
     report = json.loads((rb_out / "report.json").read_text())
     assert report["rewardbench_v2"]["rows_not_scored_several_correct"] == 1
     assert set(report["subsets"]) == {"alpacaeval-easy", "mt-bench-hard", "math-prm", "hep-python", "Math", "Ties"}
@@ -202,20 +203,23 @@ def test_bad_data_and_not_a_reward_model_exit_2(trained_model, tmp_path, capsys)
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"prompt": "p", "chosen": " a"}\n')
     out = tmp_path / "out"
-    assert run_main(main, ["--model", str(trained_model), "--data", str(bad), "--out", str(out)]) == 2
+    assert run_main(main, ["--model_name_or_path", str(trained_model), "--eval_data", str(bad),
+                           "--output_dir", str(out)]) == 2
     err = capsys.readouterr().err
     assert "line 1" in err and "rejected" in err and not out.exists()
 
     no_subset = tmp_path / "rb.jsonl"
     no_subset.write_text('{"prompt": "p", "chosen": " a", "rejected": " b"}\n')
-    assert run_main(main, ["--model", str(trained_model), "--data", str(no_subset), "--format", "rewardbench",
-                 "--out", str(out)]) == 2
+    assert run_main(main, ["--model_name_or_path", str(trained_model), "--eval_data", str(no_subset),
+                           "--data_format", "rewardbench", "--output_dir", str(out)]) == 2
     assert "subset" in capsys.readouterr().err and not out.exists()
 
     nothing = tmp_path / "nc.jsonl"
     nothing.write_text('{"items": [" a", " b"], "kind": "not_comparable"}\n')
-    assert run_main(main, ["--model", str(trained_model), "--data", str(nothing), "--out", str(out)]) == 2
+    assert run_main(main, ["--model_name_or_path", str(trained_model), "--eval_data", str(nothing),
+                           "--output_dir", str(out)]) == 2
     assert "nothing to evaluate" in capsys.readouterr().err and not out.exists()
 
-    assert run_main(main, ["--model", str(tmp_path), "--data", f"{FIXTURES}/ranked_small.jsonl", "--out", str(out)]) == 2
+    assert run_main(main, ["--model_name_or_path", str(tmp_path), "--eval_data", f"{FIXTURES}/ranked_small.jsonl",
+                           "--output_dir", str(out)]) == 2
     assert "is not a reward model" in capsys.readouterr().err and not out.exists()
