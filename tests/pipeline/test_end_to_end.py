@@ -1,6 +1,7 @@
 """`rlhf pipeline` end to end on tiny models (the smoke preset), and its config."""
 
 import json
+import math
 import numpy as np
 import pytest
 import torch
@@ -103,9 +104,12 @@ def test_ptx_ablation_runs_both_and_reports_the_nll_rise_ratio(tmp_path):
     with_ptx, without = summary["ablation"]["runs"]
     assert (with_ptx["run"], with_ptx["ptx_coef"], without["run"], without["ptx_coef"]) == ("ppo", 0.1, "ppo_no_ptx", 0.0)
     assert with_ptx["nll_increase"] == pytest.approx(summary["nll_increase"])
-    # On this seeded two-step smoke run the NLL rises a little without ptx, so the ratio is
-    # defined (it is NaN, not a meaningless quotient, when the NLL falls without ptx).
-    assert without["nll_increase"] > 0
-    assert summary["ablation"]["nll_rise_ratio"] == pytest.approx(with_ptx["nll_increase"] / without["nll_increase"])
+    # The ptx term trains on the pretraining text itself, so with it the NLL ends lower than
+    # without it (on a tiny random model PPO alone barely moves the NLL, up or down).
+    assert with_ptx["nll_increase"] < without["nll_increase"]
+    # The ratio is with / without when the NLL rose without ptx, NaN (not a meaningless
+    # quotient) when it fell.
+    expected = with_ptx["nll_increase"] / without["nll_increase"] if without["nll_increase"] > 0 else math.nan
+    assert summary["ablation"]["nll_rise_ratio"] == pytest.approx(expected, nan_ok=True)
     assert (tmp_path / "ppo_no_ptx" / "metrics.jsonl").exists()
     assert "## ptx ablation" in (tmp_path / "report.md").read_text()

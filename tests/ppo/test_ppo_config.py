@@ -203,7 +203,8 @@ def test_critic_from_a_reward_model_with_another_tokenizer_is_refused(tmp_path, 
 
     rm = tmp_path / "rm"
     rm.mkdir()
-    (rm / "config.json").write_text(json.dumps({"architectures": ["LlamaForSequenceClassification"], "num_labels": 1}))
+    config = {"model_type": "llama", "architectures": ["LlamaForSequenceClassification"], "num_labels": 1}
+    (rm / "config.json").write_text(json.dumps(config))
     tokenizer = load_tokenizer("tiny-random-llama")
     tokenizer.add_tokens(["<extra_token_for_test>"])
     tokenizer.save_pretrained(rm)
