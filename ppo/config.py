@@ -139,7 +139,7 @@ class PPOConfig(TrainingArguments):
     lora_r: int = field(default=16, metadata={"help": "LoRA rank; 16 is the usual small-model default"})
     lora_alpha: int = field(default=32, metadata={"help": "LoRA scale = alpha / r = 2, the common choice"})
     # --- data ---------------------------------------------------------------------
-    prompts: str = field(default="builtin", metadata={"help": "'builtin' (rlhf/data/prompts.txt, 233 instructions) or a file: JSONL with {'prompt': ...} or one prompt per text line"})
+    prompts: str = field(default="builtin", metadata={"help": "'builtin' (rlhf/data/prompts.txt, 233 instructions) or prompt-only data as TRL takes it: a JSONL/parquet file of {'prompt': text or messages} rows, a text file of one prompt per line, a saved datasets folder or a hub id in the local cache (its train split)"})
     pretrain_data: str | None = field(default=None, metadata={"help": "plain-text file for the ptx term (eq. 15.12); tokenised, concatenated and cut into ptx_max_length blocks"})
     ptx_coef: float = field(default=0.0, metadata={"help": "gamma of eq. 15.12 on the token-mean NLL; 0 = plain PPO (TRL, Ziegler); OpenRLHF used 0.05 with the same normalisation"})
     ptx_batch_size: int = field(default=4, metadata={"help": "pretraining blocks per micro-batch per process: one ptx micro-batch with every PPO micro-batch, from its own cycling loader"})

@@ -243,7 +243,7 @@ class EvaluateConfig:
                        "out": "output_dir", "batch_size": "per_device_eval_batch_size", "no_progress": "disable_tqdm"}
 
     model_name_or_path: str | None = field(default=None, metadata={"help": "reward model folder (output of rlhf train-rm, an ensemble, or any num_labels=1 sequence classifier)"})
-    eval_data: str | None = field(default=None, metadata={"help": "preference file (JSONL/JSON/parquet) to evaluate on"})
+    eval_data: str | None = field(default=None, metadata={"help": "preference data to evaluate on: a file (JSONL/JSON/parquet), a saved datasets folder or a hub id in the local cache (its test split)"})
     data_format: str = field(default="auto", metadata={"help": "format of eval_data: " + " | ".join(FORMATS)})
     output_dir: str | None = field(default=None, metadata={"help": "output folder (default: <model_name_or_path>/eval)"})
     per_device_eval_batch_size: int = field(default=16, metadata={"help": "completions scored per forward pass"})

@@ -34,6 +34,7 @@ from pathlib import Path
 CONFIGS = [
     ("ppo.config", "PPOConfig", "ppo"),
     ("reward_model.train", "RewardModelConfig", "reward_model"),
+    ("reward_model.evaluate", "EvaluateConfig", "evaluate"),
     ("robot.config", "RobotConfig", "robot"),
     ("labeling_app.config", "ProjectConfig", "labeling_app"),
     ("pipeline.end_to_end", "PipelineConfig", "pipeline"),
