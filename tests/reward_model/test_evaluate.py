@@ -71,15 +71,16 @@ def test_bootstrap_interval_contains_estimate_and_is_seeded():
 
 def test_rewardbench_v1_section_weighting_by_hand():
     examples = [pair([1, 0], "math-prm"), pair([0, 1], "math-prm"),  # math-prm: 1/2, weighted as 984
-                pair([1, 0], "hep-python"), pair([2, 0], "hep-python"),  # hep-python: 2/2
-                pair([1, 0], "alpacaeval-easy"),  # 1/1
-                pair([1, 0], "mt-bench-easy"), pair([0, 1], "mt-bench-easy"), pair([0, 0], "mt-bench-easy")]  # 1/3
+                pair([1, 0], "hep-python"), pair([2, 0], "hep-python"),  # hep-python: 2/2, weighted as 164
+                pair([1, 0], "alpacaeval-easy"),  # 1/1, weighted as 100
+                pair([1, 0], "mt-bench-easy"), pair([0, 1], "mt-bench-easy"), pair([0, 0], "mt-bench-easy")]  # 1/3, 28
     v1 = evaluate_scores(examples, bootstrap=0)["rewardbench_v1"]
-    reasoning = (984 * 0.5 + 2 * 1.0) / (984 + 2)
-    chat = (1 * 1.0 + 3 * (1 / 3)) / (1 + 3)
+    reasoning = (984 * 0.5 + 164 * 1.0) / (984 + 164)  # official counts, not the rows present
+    chat = (100 * 1.0 + 28 * (1 / 3)) / (100 + 28)
     assert v1["sections"] == {"Chat": pytest.approx(chat), "Reasoning": pytest.approx(reasoning)}
     assert v1["score"] == pytest.approx((chat + reasoning) / 2)  # only the sections present
-    assert not v1["complete"] and "donotanswer" in v1["missing_subsets"]
+    assert v1["partial"] and "donotanswer" in v1["missing_subsets"]
+    assert v1["subset_rows"]["mt-bench-easy"] == {"present": 3, "official": 28}
     # Subsets that are not RewardBench's: no section scores.
     assert evaluate_scores([pair([1, 0], "math-prm"), pair([1, 0], "mine")], bootstrap=0)["rewardbench_v1"] is None
     assert evaluate_scores([pair([1, 0])], bootstrap=0)["rewardbench_v1"] is None
@@ -89,14 +90,12 @@ def test_rewardbench_v2_best_of_4_with_ties_at_the_max():
     examples = [bon_row([3, 1, 2, 0], "Math"),  # chosen alone at the max: 1
                 bon_row([3, 3, 1, 0], "Math"),  # tied with one rejected: 1/2
                 bon_row([2, 2, 2, 1], "Focus"),  # tied with two rejected: 1/3
-                bon_row([1, 2, 0, 0], "Focus"),  # a rejected completion wins: 0
-                bon_row([5, 4, 1], "Ties", n_chosen=2)]  # several correct: counted, not scored
+                bon_row([1, 2, 0, 0], "Focus")]  # a rejected completion wins: 0
     v2 = evaluate_scores(examples, bootstrap=0)["rewardbench_v2"]
     assert v2["subsets"]["Math"]["accuracy"] == pytest.approx(0.75)
     assert v2["subsets"]["Focus"]["accuracy"] == pytest.approx(1 / 6)
     assert v2["subsets"]["Math"]["completions_per_row"] == [4]
-    assert v2["score"] == pytest.approx((0.75 + 1 / 6) / 2)
-    assert v2["rows_not_scored_several_correct"] == 1 and "Ties" not in v2["subsets"]
+    assert v2["score"] == pytest.approx((0.75 + 1 / 6) / 2)  # Ties: tests/reward_model/test_benchmarks.py
 
 
 # -- calibration, rankings, length ------------------------------------------------------
@@ -195,7 +194,10 @@ def test_cli_end_to_end(trained_model, tmp_path, capsys):
                  "--data_format", "rewardbench", "--output_dir", str(rb_out), "--bootstrap", "20",
                  "--disable_tqdm", "true"]) == 0
     report = json.loads((rb_out / "report.json").read_text())
-    assert report["rewardbench_v2"]["rows_not_scored_several_correct"] == 1
+    ties = report["rewardbench_v2"]["subsets"]["Ties"]  # one prompt with its ref and its tied row
+    assert (ties["n"], ties["n_prompts_paired"]) == (2, 1) and ties["score"] is not None
+    assert report["rewardbench_v2"]["score"] == pytest.approx(
+        (report["rewardbench_v2"]["subsets"]["Math"]["score"] + ties["score"]) / 2)
     assert set(report["subsets"]) == {"alpacaeval-easy", "mt-bench-hard", "math-prm", "hep-python", "Math", "Ties"}
 
 
