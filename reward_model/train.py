@@ -64,7 +64,7 @@ class RewardModelConfig(TrainingArguments):
     loss: str = field(default="bradley_terry", metadata={"help": "bradley_terry | best_of_k | pairwise_ranking | plackett_luce"})
     noise: float = field(default=0.0, metadata={"help": "Christiano's random-answer probability in the pair likelihood"})
     use_margin: bool = field(default=True, metadata={"help": "use the data's margin column (Llama-2 style)"})
-    center_rewards_coefficient: float | None = field(default=None, metadata={"help": "TRL's reward centering (0.01 recommended)"})
+    center_rewards_coefficient: float | None = field(default=None, metadata={"help": "reward centering (Eisenstein et al. 2023, eq. 2): adds coefficient x weighted mean over comparisons of (2 x mean reward)^2, which is TRL's (r_chosen + r_rejected)^2 on pairs; 0.01 recommended"})
     max_length: int | None = field(default=1024, metadata={"help": "longest sequence in tokens"})
     too_long: str = field(default="error", metadata={"help": "error | drop (counted) for comparisons over max_length"})
     ensemble_size: int = field(default=1, metadata={"help": "members trained on bootstrap resamples"})

@@ -89,7 +89,8 @@ def comparison_loss(scores: torch.Tensor, batch: dict, loss: LossName = "bradley
     weight = batch["weight"].to(scores.dtype)
     total = (per_row * weight).sum() / weight.sum()
     if center_rewards_coefficient:
-        total = total + center_rewards_coefficient * center_rewards_penalty(scores, mask)
+        # Weighted like the preference loss, so a comparison counts as much in both terms.
+        total = total + center_rewards_coefficient * center_rewards_penalty(scores, mask, weight)
     return total
 
 

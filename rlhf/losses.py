@@ -178,10 +178,30 @@ def plackett_luce_loss(
     return _reduce(per_row, weight, reduction)
 
 
-def center_rewards_penalty(scores: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-    """Reward centering (Eisenstein et al. 2023, eq. 2; TRL's ``center_rewards_coefficient``):
-    the mean squared score, to be multiplied by the coefficient and added to the loss."""
-    if mask is None:
-        return (scores**2).mean()
-    mask = mask.to(scores.dtype)
-    return (scores**2 * mask).sum() / mask.sum()
+def center_rewards_penalty(
+    scores: torch.Tensor,
+    mask: torch.Tensor | None = None,
+    weight: torch.Tensor | None = None,
+    reduction: str = "mean",
+) -> torch.Tensor:
+    """Reward centering (Eisenstein et al. 2023, "Helping or Herding?", arXiv 2312.09244,
+    eq. 2), to be multiplied by ``center_rewards_coefficient`` and added to the loss.
+
+    On pairs it is exactly TRL's ``RewardTrainer.compute_loss`` term: (r_A + r_B)^2 per
+    pair, mean over the batch. A comparison of K items generalises it as
+
+        (2 * mean_i r_i)^2 = (2/K * sum_i r_i)^2     over its K unmasked items,
+
+    which is (r_A + r_B)^2 at K = 2 and, like the paper's term, is zero exactly when the
+    comparison's mean reward is zero: it pins the offset the preference loss leaves free
+    and nothing else. The mean over the C(K, 2) pairs of (r_i + r_j)^2 was not chosen: it
+    equals [(K - 2) sum r_i^2 + (sum r_i)^2] / C(K, 2), whose first term (K >= 3) shrinks
+    every reward towards 0, fighting the ranking loss's scale. Ranks play no part: tied
+    and unranked items (a partial ranking) count like any other item; padding does not.
+    The batch mean is weighted by ``weight`` as the preference loss is, which is TRL's
+    plain mean with a comparison of weight w repeated w times.
+    """
+    mask = _check_kway(scores, mask)
+    n_items = mask.sum(dim=1).to(scores.dtype)
+    per_row = (2 * scores.masked_fill(~mask, 0.0).sum(dim=1) / n_items) ** 2
+    return _reduce(per_row, weight, reduction)

@@ -128,7 +128,8 @@ def test_scores_through_a_sharding_wrapper_match_the_bare_model():
 
 
 # ------------------------------------------------------------------ loss equality with TRL
-def test_loss_equals_trl_reward_trainer_on_plain_pairs(tmp_path):
+@pytest.mark.parametrize("center_rewards_coefficient", [None, 0.5])
+def test_loss_equals_trl_reward_trainer_on_plain_pairs(tmp_path, center_rewards_coefficient):
     from datasets import Dataset
     from trl import RewardConfig, RewardTrainer
 
@@ -139,7 +140,8 @@ def test_loss_equals_trl_reward_trainer_on_plain_pairs(tmp_path):
     rows = [{"prompt": f"Question {i}:", "chosen": f" answer {'yes ' * (i % 3 + 1)}", "rejected": f" no {i}"}
             for i in range(6)]
     args = RewardConfig(output_dir=str(tmp_path), report_to="none", per_device_eval_batch_size=6,
-                        use_cpu=True, bf16=False, gradient_checkpointing=False)
+                        use_cpu=True, bf16=False, gradient_checkpointing=False,
+                        center_rewards_coefficient=center_rewards_coefficient)
     trl_trainer = RewardTrainer(model=model, args=args, processing_class=tokenizer,
                                 train_dataset=Dataset.from_list(rows), eval_dataset=Dataset.from_list(rows))
     trl_batch = next(iter(trl_trainer.get_eval_dataloader()))
@@ -151,9 +153,34 @@ def test_loss_equals_trl_reward_trainer_on_plain_pairs(tmp_path):
         examples, _ = tokenize_comparisons(comparisons, tokenizer)
         batch = ComparisonCollator(tokenizer.pad_token_id)(examples)
         scores = scatter_scores(sequence_scores(model, batch["input_ids"], batch["attention_mask"]), batch["item_mask"])
-        ours = comparison_loss(scores, batch).item()
+        ours = comparison_loss(scores, batch, center_rewards_coefficient=center_rewards_coefficient).item()
+        plain = comparison_loss(scores, batch).item()
     assert ours == pytest.approx(trl_loss, abs=1e-6)
-    assert ours != pytest.approx(0.6931, abs=1e-3)  # a real, non-trivial loss
+    assert plain != pytest.approx(0.6931, abs=1e-3)  # a real, non-trivial loss
+    if center_rewards_coefficient:
+        # The centering term is large enough here to tell TRL's objective from the old mean of r^2.
+        assert ours - plain > 1e-3
+        old = plain + center_rewards_coefficient * (scores**2).mean().item()
+        assert abs(old - trl_loss) > 1e-3
+
+
+def test_comparison_loss_centering_on_a_mixed_batch_by_hand():
+    # Row 0: a pair (weight 2); row 1: a K = 3 ranking with a tie and an unranked item.
+    scores = torch.tensor([[0.7, -0.2, 0.0], [1.5, 0.5, -0.4]], dtype=torch.float64)
+    batch = {"item_mask": torch.tensor([[True, True, False], [True, True, True]]),
+             "ranks": torch.tensor([[0, 1, -1], [0, 0, -1]]), "is_pair": torch.tensor([True, False]),
+             "label": torch.tensor([1.0, 0.0]), "margin": torch.tensor([0.0, 0.0]),
+             "choice": torch.tensor([0, -1]), "weight": torch.tensor([2.0, 1.0])}
+    coefficient = 0.1
+    per_row, weights = [], [2.0, 1.0]
+    for row, keep in zip(scores.tolist(), batch["item_mask"].tolist()):
+        items = [r for r, k in zip(row, keep) if k]
+        per_row.append((2 * sum(items) / len(items)) ** 2)
+    assert per_row == pytest.approx([0.25, 10.24 / 9])  # (0.7 - 0.2)^2, (2 * 1.6 / 3)^2
+    centering = sum(w * p for w, p in zip(weights, per_row)) / sum(weights)
+    plain = comparison_loss(scores, batch).item()
+    centred = comparison_loss(scores, batch, center_rewards_coefficient=coefficient).item()
+    assert centred - plain == pytest.approx(coefficient * centering, rel=1e-12)
 
 
 def test_pair_metrics_by_hand():

@@ -252,8 +252,33 @@ def test_kway_shape_and_mask_errors():
         pairwise_ranking_loss(torch.zeros(1, 3), torch.tensor([[-1, -1, -1]]))
 
 
-def test_center_rewards_penalty():
-    scores = torch.tensor([[1.0, -3.0], [2.0, 0.0]])
-    assert center_rewards_penalty(scores).item() == pytest.approx((1 + 9 + 4 + 0) / 4)
-    mask = torch.tensor([[True, False], [True, True]])
-    assert center_rewards_penalty(scores, mask).item() == pytest.approx(5 / 3)
+def test_center_rewards_penalty_on_pairs_is_trls_term_by_hand():
+    # TRL: mean over pairs of (r_chosen + r_rejected)^2, not the mean of r^2 over completions.
+    pairs = [(1.0, -3.0), (2.0, 0.0), (0.5, 0.25)]
+    expected = sum((a + b) ** 2 for a, b in pairs) / len(pairs)  # (4 + 4 + 0.5625) / 3
+    scores = torch.tensor(pairs)
+    assert center_rewards_penalty(scores).item() == pytest.approx(expected, rel=1e-12)
+    assert expected == pytest.approx(8.5625 / 3)
+    assert expected != pytest.approx((scores**2).mean().item())  # the old, different objective
+    chosen, rejected = torch.randn(16, dtype=torch.float64), torch.randn(16, dtype=torch.float64)
+    trl_term = torch.mean((chosen + rejected) ** 2)  # trl RewardTrainer.compute_loss, verbatim
+    assert center_rewards_penalty(torch.stack([chosen, rejected], dim=1)).item() == pytest.approx(
+        trl_term.item(), rel=1e-12)
+    # Order and labels play no part: a tie or a reversed pair is centred alike.
+    assert center_rewards_penalty(scores.flip(1)).item() == pytest.approx(expected, rel=1e-12)
+
+
+def test_center_rewards_penalty_kway_with_padding_and_weights_by_hand():
+    scores = torch.tensor([[1.0, -3.0, 4.0], [2.0, 0.0, 5.0]])
+    mask = torch.tensor([[True, True, True], [True, True, False]])  # row 2 is a pair; 5.0 is padding
+    weight = torch.tensor([1.0, 3.0])
+    per_row = []
+    for row, keep in zip(scores.tolist(), mask.tolist()):
+        items = [r for r, k in zip(row, keep) if k]
+        per_row.append((2 * sum(items) / len(items)) ** 2)  # (2 * mean r)^2
+    assert per_row == pytest.approx([16 / 9, 4.0])
+    assert center_rewards_penalty(scores, mask, reduction="none").tolist() == pytest.approx(per_row)
+    assert center_rewards_penalty(scores, mask).item() == pytest.approx((16 / 9 + 4) / 2)
+    assert center_rewards_penalty(scores, mask, weight).item() == pytest.approx((16 / 9 + 3 * 4) / 4)
+    # Zero exactly when the comparison's mean reward is zero, whatever the spread.
+    assert center_rewards_penalty(torch.tensor([[3.0, -1.0, -2.0]])).item() == 0.0
