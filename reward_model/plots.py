@@ -61,7 +61,7 @@ def plot_rmbench_matrix(block: dict, path: Path) -> None:
     """RM-Bench's 3x3 accuracy matrix (rows: chosen style, columns: rejected style) as a heat
     map; above the diagonal is hard, below easy."""
     styles = [s.replace("_", "\n") for s in block["styles"]]
-    fig, ax = plt.subplots(figsize=(5, 4.5))
+    fig, ax = plt.subplots(figsize=(5.5, 4.8))
     image = ax.imshow(block["matrix"], vmin=0, vmax=1, cmap="viridis")
     for i, row in enumerate(block["matrix"]):
         for j, value in enumerate(row):
@@ -70,8 +70,9 @@ def plot_rmbench_matrix(block: dict, path: Path) -> None:
     ax.set_yticks(range(len(styles)), styles)
     ax.set_xlabel("rejected answer style")
     ax.set_ylabel("chosen answer style")
-    ax.set_title(f"RM-Bench: hard {block['hard']:.3f}, normal {block['normal']:.3f}, easy {block['easy']:.3f}",
-                 fontsize=10)
+    ax.set_title(f"RM-Bench accuracy by style (score {block['score']:.3f})\n"
+                 f"hard {block['hard']:.3f} (above diagonal), normal {block['normal']:.3f}, easy {block['easy']:.3f}",
+                 fontsize=9)
     fig.colorbar(image, ax=ax, label="accuracy")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
