@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 
 from rlhf.preferences import Comparison, PreferenceDataError, iter_rows, load_comparisons, parse_trl_row
 
-FORMATS = ("auto", "trl", "hh", "ranked", "rewardbench")
+FORMATS = ("auto", "trl", "hh", "ranked", "rewardbench", "rmbench")
 
 # RewardBench v1 (allenai/reward-bench, rewardbench/constants.py: SUBSET_MAPPING, EXAMPLE_COUNTS).
 REWARDBENCH_V1_SECTIONS = {
@@ -142,6 +142,8 @@ def load_examples(path: str | Path, format: str = "auto") -> tuple[list[ScoredEx
     """Unscored examples and the number of not-comparable answers left out."""
     if format not in FORMATS:
         raise PreferenceDataError(f"unknown format {format!r}; expected one of {FORMATS}")
+    if format == "rmbench" or (format == "auto" and looks_like_rmbench(path)):
+        return load_rmbench(path), 0
     if format == "rewardbench":
         examples = [parse_rewardbench_row(row, index, source, line)
                     for index, (row, source, line) in enumerate(iter_rows(path))]
@@ -313,3 +315,129 @@ def rewardbench_v2(examples: list[ScoredExample]) -> dict | None:
                                "completions_per_row": sorted({len(e.scores) for e in group})}
     scores = [s["score"] for s in subsets.values()]
     return {"subsets": subsets, "score": None if None in scores else float(np.mean(scores))}
+
+
+# =====================================================================================
+# RM-Bench (Liu et al. 2025, "RM-Bench: Benchmarking Reward Models of Language Models
+# with Subtlety and Style"; github.com/THU-KEG/RM-Bench)
+# =====================================================================================
+
+# The order of the three answers in `chosen` and in `rejected` (the official README).
+RMBENCH_STYLES = ("concise", "detailed_plain", "detailed_markdown")
+# The official total splits rows by domain prefix (scripts/utils.py, `split_dataset_by_domain`):
+# "safety-refuse" and "safety-response" rows are one "safety" domain.
+RMBENCH_DOMAINS = ("chat", "math", "code", "safety")
+RMBENCH_KIND = "rmbench"
+
+
+def _is_rmbench_row(row: Any) -> bool:
+    return (isinstance(row, dict) and isinstance(row.get("domain"), str) and isinstance(row.get("prompt"), str)
+            and all(_is_text_list(row.get(name)) and len(row[name]) == len(RMBENCH_STYLES)
+                    for name in ("chosen", "rejected")))
+
+
+def looks_like_rmbench(path: str | Path) -> bool:
+    """Whether the first row is in RM-Bench's layout: a prompt, a `domain` and lists of
+    exactly three chosen and three rejected texts (TRL's conversational rows hold message
+    dicts, RewardBench 2 rows a `subset`). Unreadable data is left to the regular loader's error."""
+    try:
+        first = next(iter_rows(path), None)
+    except PreferenceDataError:
+        return False
+    row = first[0] if first else None
+    return _is_rmbench_row(row) and "subset" not in row
+
+
+def parse_rmbench_row(row: dict, index: int, source: str, line: int | None) -> ScoredExample:
+    """An RM-Bench row: `prompt`, `chosen` and `rejected` (three texts each, in the order
+    of `RMBENCH_STYLES`) and `domain` (chat, code, math, safety-refuse, safety-response);
+    `id` falls back to the row number. Completions are the 3 chosen then the 3 rejected
+    answers, ranked [0, 0, 0, 1, 1, 1]: every chosen answer beats every rejected one, and
+    the answers of one side (same content, other style) are labelled ties."""
+    if not isinstance(row, dict):
+        raise PreferenceDataError(f"expected a JSON object, got {type(row).__name__}", source, line)
+    domain = row.get("domain")
+    if not isinstance(domain, str) or not domain:
+        raise PreferenceDataError("missing required field (RM-Bench rows name their domain)", source, line, "domain")
+    prompt = row.get("prompt")
+    if not isinstance(prompt, str) or not prompt.strip():
+        raise PreferenceDataError("missing or empty prompt", source, line, "prompt")
+    for name in ("chosen", "rejected"):
+        value = row.get(name)
+        if not _is_text_list(value) or len(value) != len(RMBENCH_STYLES) or any(not t.strip() for t in value):
+            raise PreferenceDataError(f"expected a list of {len(RMBENCH_STYLES)} non-empty texts "
+                                      f"({', '.join(RMBENCH_STYLES)})", source, line, name)
+    n = len(RMBENCH_STYLES)
+    return ScoredExample(id=str(row["id"]) if row.get("id") is not None else str(index), subset=domain,
+                         completions=row["chosen"] + row["rejected"], ranks=[0] * n + [1] * n, scores=[],
+                         kind=RMBENCH_KIND, prompt=prompt)
+
+
+def load_rmbench(path: str | Path) -> list[ScoredExample]:
+    """RM-Bench rows from the official JSON array (data/total_dataset.json) or JSONL."""
+    examples = [parse_rmbench_row(row, index, source, line) for index, (row, source, line) in enumerate(iter_rows(path))]
+    if not examples:
+        raise PreferenceDataError(f"{path}: no rows found")
+    return examples
+
+
+def rmbench_domain(domain: str) -> str:
+    """The official domain a row counts in: the first of `RMBENCH_DOMAINS` its domain starts
+    with, else its own name (such rows are outside the official score)."""
+    return next((d for d in RMBENCH_DOMAINS if domain.startswith(d)), domain)
+
+
+def rmbench_matrix(examples: list[ScoredExample]) -> np.ndarray:
+    """M[i][j] = share of rows whose chosen answer in style i scores strictly above the
+    rejected answer in style j (an exact score tie is wrong), styles in `RMBENCH_STYLES`
+    order: rows are chosen styles, columns rejected styles."""
+    n = len(RMBENCH_STYLES)
+    wins = np.zeros((n, n))
+    for e in examples:
+        chosen, rejected = np.asarray(e.scores[:n]), np.asarray(e.scores[n:])
+        wins += chosen[:, None] > rejected[None, :]
+    return wins / len(examples)
+
+
+def rmbench_difficulties(matrix: np.ndarray) -> dict[str, float]:
+    """Hard = mean of the strict upper triangle (chosen plainer than rejected: i < j),
+    normal = mean of the diagonal (same style), easy = mean of the strict lower triangle
+    (chosen fancier than rejected), as the official `compute_accuracy` (scripts/utils.py)."""
+    upper, lower = np.triu_indices_from(matrix, 1), np.tril_indices_from(matrix, -1)
+    return {"hard": float(matrix[upper].mean()), "normal": float(np.diag(matrix).mean()),
+            "easy": float(matrix[lower].mean())}
+
+
+def rmbench(examples: list[ScoredExample]) -> dict | None:
+    """RM-Bench's scores of the rmbench rows, or None when there are none.
+
+    As the official `compute_accuracy` (THU-KEG/RM-Bench, scripts/utils.py) on the total
+    dataset: per official domain, the 3x3 matrix over its rows and its hard/normal/easy
+    accuracies, `average` = mean of the three; overall hard/normal/easy = unweighted means
+    over domains, `score` (the leaderboard's Overall) = mean of the domain averages. Since
+    these are linear in the matrix, the overall `matrix` is the unweighted mean of the
+    domain matrices. Domains outside the official four get their own block but stay out of
+    the overall numbers; `missing_domains` lists official ones absent (the official script
+    needs all four)."""
+    rows = [e for e in examples if e.kind == RMBENCH_KIND]
+    if not rows:
+        return None
+    groups: dict[str, list[ScoredExample]] = {}
+    for e in rows:
+        groups.setdefault(rmbench_domain(e.subset), []).append(e)
+    domains = {}
+    for name, group in sorted(groups.items()):
+        matrix = rmbench_matrix(group)
+        difficulties = rmbench_difficulties(matrix)
+        domains[name] = {"matrix": matrix.tolist(), **difficulties,
+                         "average": float(np.mean(list(difficulties.values()))), "n": len(group)}
+    official = [d for d in RMBENCH_DOMAINS if d in domains]
+    block = {"styles": list(RMBENCH_STYLES), "domains": domains, "matrix": None, "hard": None, "normal": None,
+             "easy": None, "score": None}
+    if official:
+        block |= {"matrix": np.mean([domains[d]["matrix"] for d in official], axis=0).tolist(),
+                  **{k: float(np.mean([domains[d][k] for d in official])) for k in ("hard", "normal", "easy")},
+                  "score": float(np.mean([domains[d]["average"] for d in official]))}
+    return block | {"complete": len(official) == len(RMBENCH_DOMAINS),
+                    "missing_domains": [d for d in RMBENCH_DOMAINS if d not in domains],
+                    "other_domains": sorted(set(domains) - set(RMBENCH_DOMAINS))}

@@ -1,7 +1,7 @@
 """Evaluate a trained reward model on preference data.
 
     python -m reward_model.evaluate --model_name_or_path runs/rm --eval_data test.jsonl
-        [--data_format auto|trl|hh|ranked|rewardbench] [--output_dir DIR] [--per_device_eval_batch_size 16]
+        [--data_format auto|trl|hh|ranked|rewardbench|rmbench] [--output_dir DIR] [--per_device_eval_batch_size 16]
         [--bootstrap 1000] [--seed 0] [--normalize true]
     rlhf eval-rm --config eval.yaml [--field value ...]
 
@@ -16,7 +16,7 @@ RewardBench's strict rule, Lambert et al. 2024; calibration, Guo et al. 2017; Ke
 tau-b; length bias); the report keys are listed in docs/notes_reward_model_metrics.md.
 
 Output (in --output_dir, default <model_name_or_path>/eval): report.json, scores.jsonl, margins.png,
-reliability.png, subset_accuracy.png.
+reliability.png, subset_accuracy.png (and rmbench_matrix.png for RM-Bench data).
 """
 
 from __future__ import annotations
@@ -36,11 +36,12 @@ from reward_model.benchmarks import (
     load_examples,
     rewardbench_v1,
     rewardbench_v2,
+    rmbench,
     score_examples,
     score_rows,
 )
 from reward_model.modeling import NotARewardModelError, RewardModel
-from reward_model.plots import plot_margins, plot_reliability, plot_subset_accuracy
+from reward_model.plots import plot_margins, plot_reliability, plot_rmbench_matrix, plot_subset_accuracy
 from rlhf.config import ConfigError, parse_config, run_main
 from rlhf.metrics import (
     bootstrap_interval,
@@ -211,6 +212,7 @@ def evaluate_scores(examples: list[ScoredExample], bootstrap: int = 1000, seed: 
         "subsets": subsets,
         "rewardbench_v1": rewardbench_v1(subsets),
         "rewardbench_v2": rewardbench_v2(examples),
+        "rmbench": rmbench(examples),
         "rewards": margin_block(examples),
         "calibration": calibration_block(examples, n_bins),
         "ranking": ranking_block(examples),
@@ -225,6 +227,8 @@ def write_outputs(report: dict, examples: list[ScoredExample], out: Path) -> Non
     plot_margins(examples, out / "margins.png")
     plot_reliability(report["calibration"], out / "reliability.png")
     plot_subset_accuracy(report["subsets"], out / "subset_accuracy.png")
+    if report["rmbench"] and report["rmbench"]["matrix"] is not None:
+        plot_rmbench_matrix(report["rmbench"], out / "rmbench_matrix.png")
     write_text(out / "report.json", json.dumps(report, indent=2))
 
 
@@ -244,7 +248,7 @@ class EvaluateConfig:
 
     model_name_or_path: str | None = field(default=None, metadata={"help": "reward model folder (output of rlhf train-rm, an ensemble, or any num_labels=1 sequence classifier)"})
     eval_data: str | None = field(default=None, metadata={"help": "preference data to evaluate on: a file (JSONL/JSON/parquet), a saved datasets folder or a hub id in the local cache (its test split)"})
-    data_format: str = field(default="auto", metadata={"help": "format of eval_data: " + " | ".join(FORMATS)})
+    data_format: str = field(default="auto", metadata={"help": "format of eval_data: " + " | ".join(FORMATS) + " (auto also recognises RM-Bench rows: prompt, domain, 3 chosen and 3 rejected texts)"})
     output_dir: str | None = field(default=None, metadata={"help": "output folder (default: <model_name_or_path>/eval)"})
     per_device_eval_batch_size: int = field(default=16, metadata={"help": "completions scored per forward pass"})
     bootstrap: int = field(default=1000, metadata={"help": "bootstrap resamples for the confidence intervals (0: none)"})
@@ -279,6 +283,9 @@ def summary_line(report: dict, out: Path) -> str:
         text += f"; RewardBench v1 score {report['rewardbench_v1']['score']:.3f}"
     if report["rewardbench_v2"] and report["rewardbench_v2"]["score"] is not None:
         text += f"; RewardBench 2 score {report['rewardbench_v2']['score']:.3f}"
+    if report.get("rmbench") and report["rmbench"]["score"] is not None:
+        rm = report["rmbench"]
+        text += f"; RM-Bench score {rm['score']:.3f} (hard {rm['hard']:.3f}, normal {rm['normal']:.3f}, easy {rm['easy']:.3f})"
     return f"{text}\nreport: {out / 'report.json'}"
 
 

@@ -1,4 +1,5 @@
-"""The evaluation report's pictures: margin histogram, reliability diagram, per-subset accuracy."""
+"""The evaluation report's pictures: margin histogram, reliability diagram, per-subset accuracy,
+RM-Bench's style matrix."""
 
 from __future__ import annotations
 
@@ -51,6 +52,28 @@ def plot_subset_accuracy(subsets: dict[str, dict], path: Path) -> None:
     ax.set_xticks(range(len(names)), names, rotation=45, ha="right")
     ax.set_ylim(0, 1)
     ax.set_ylabel("strict accuracy (95% bootstrap CI)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def plot_rmbench_matrix(block: dict, path: Path) -> None:
+    """RM-Bench's 3x3 accuracy matrix (rows: chosen style, columns: rejected style) as a heat
+    map; above the diagonal is hard, below easy."""
+    styles = [s.replace("_", "\n") for s in block["styles"]]
+    fig, ax = plt.subplots(figsize=(5.5, 4.8))
+    image = ax.imshow(block["matrix"], vmin=0, vmax=1, cmap="viridis")
+    for i, row in enumerate(block["matrix"]):
+        for j, value in enumerate(row):
+            ax.text(j, i, f"{value:.2f}", ha="center", va="center", color="white" if value < 0.6 else "black")
+    ax.set_xticks(range(len(styles)), styles)
+    ax.set_yticks(range(len(styles)), styles)
+    ax.set_xlabel("rejected answer style")
+    ax.set_ylabel("chosen answer style")
+    ax.set_title(f"RM-Bench accuracy by style (score {block['score']:.3f})\n"
+                 f"hard {block['hard']:.3f} (above diagonal), normal {block['normal']:.3f}, easy {block['easy']:.3f}",
+                 fontsize=9)
+    fig.colorbar(image, ax=ax, label="accuracy")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
