@@ -39,9 +39,11 @@ from transformers.trainer_utils import get_last_checkpoint
 from trl import ModelConfig, get_peft_config
 from trl.trainer.utils import disable_dropout_in_model
 
+from reward_model.benchmarks import examples_from_comparisons
 from reward_model.collate import ComparisonCollator, tokenize_comparisons
 from reward_model.modeling import RewardModel, check_padding_free, score_token_lists
-from reward_model.trainer import LOSSES, PreferenceRewardTrainer, check_report_to
+from reward_model.plots import plot_checkpoint_metrics
+from reward_model.trainer import LOSSES, HeldOutReport, PreferenceRewardTrainer, check_report_to
 from rlhf.config import ConfigError, run_main
 from rlhf.config import parse_config as parse_dataclass
 from rlhf.ensemble import bootstrap_indices
@@ -229,6 +231,9 @@ def train(config: RewardModelConfig) -> dict:
         raise ConfigError(config.train_data, f"no trainable comparison (left out: {left_out}); expected at least one "
                                              "comparison within --max_length")
     reference = [ids for example in train_examples for ids in example["input_ids"]]
+    # Every evaluation reports as rlhf eval-rm does, on the held-out comparisons that were tokenised.
+    held_out = dict(zip([e["index"] for e in eval_examples],
+                        examples_from_comparisons([eval_comparisons[e["index"]] for e in eval_examples])[0]))
     collator = ComparisonCollator(tokenizer.pad_token_id, padding_side=config.padding_side,
                                   padding_free=config.padding_free)
 
@@ -261,6 +266,7 @@ def train(config: RewardModelConfig) -> dict:
             eval_dataset=Dataset.from_list(eval_examples) if eval_examples else None,
             loss_type=config.loss, noise=config.noise, use_margin=config.use_margin,
             center_rewards_coefficient=config.center_rewards_coefficient,
+            compute_metrics=HeldOutReport(held_out) if held_out else None,
         )
         result = trainer.train(resume_from_checkpoint=resume)
         save_run_record(trainer, result.metrics)
@@ -280,6 +286,8 @@ def train(config: RewardModelConfig) -> dict:
     if config.ensemble_size > 1 and trainer.is_world_process_zero():
         RewardModel.write_ensemble_index(output_dir, members)
         write_text(output_dir / TRAINER_STATE_NAME, ensemble_trainer_state(states))
+    if held_out and trainer.compute_metrics.names and trainer.is_world_process_zero():
+        plot_checkpoint_metrics(histories, sorted(trainer.compute_metrics.names), output_dir / "eval_metrics.png")
     return {"output_dir": str(output_dir), "members": [str(m) for m in members], "train_comparisons": len(train_examples),
             "eval_comparisons": len(eval_examples), "left_out": left_out, "eval_left_out": eval_left_out,
             "log_history": histories}
