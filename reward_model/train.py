@@ -234,6 +234,11 @@ def train(config: RewardModelConfig) -> dict:
     # Every evaluation reports as rlhf eval-rm does, on the held-out comparisons that were tokenised.
     held_out = dict(zip([e["index"] for e in eval_examples],
                         examples_from_comparisons([eval_comparisons[e["index"]] for e in eval_examples])[0]))
+    eval_batch = config.per_device_eval_batch_size * PartialState().num_processes
+    if held_out and config.eval_strategy != "no" and config.dataloader_drop_last and len(held_out) % eval_batch:
+        raise ConfigError("--dataloader_drop_last", f"would leave {len(held_out) % eval_batch} of the {len(held_out)} "
+                                                    f"held-out comparisons out of every evaluation (batches of "
+                                                    f"{eval_batch}); expected false with held-out data")
     collator = ComparisonCollator(tokenizer.pad_token_id, padding_side=config.padding_side,
                                   padding_free=config.padding_free)
 

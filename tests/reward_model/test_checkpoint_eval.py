@@ -2,6 +2,10 @@
 (`evaluate_scores`) for the held-out data, and the run ends with a plot of them over steps."""
 
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -14,8 +18,10 @@ from reward_model.evaluate import evaluate_scores
 from reward_model.modeling import RewardModel
 from reward_model.train import parse_config, train
 from reward_model.trainer import HeldOutReport, checkpoint_metrics
+from rlhf.config import ConfigError
 
 torch.set_num_threads(1)
+ROOT = Path(__file__).resolve().parents[2]
 FIXTURES = "tests/fixtures"
 # Eval keys of the trainer's own (loss, speed, batch statistics), not of the report.
 TRAINER_EVAL_KEYS = {"eval_loss", "eval_runtime", "eval_samples_per_second", "eval_steps_per_second",
@@ -138,3 +144,45 @@ def test_each_ensemble_member_evaluates_itself_on_rankings(tmp_path):
         assert report["ranking"]["kendall_tau_b"] is not None
         assert_every_evaluation_logs_the_report(summary["log_history"][member], report)
     assert_a_plot(out / "eval_metrics.png")
+
+
+def test_dropping_held_out_comparisons_from_evaluations_is_refused_before_the_model_loads(tmp_path,
+                                                                                          forbid_model_loading):
+    eval_data = rewardbench_pairs(tmp_path / "rewardbench_pairs.jsonl")
+    with pytest.raises(ConfigError, match=r"^--dataloader_drop_last: would leave 1 of the 5 held-out comparisons "
+                                          r"out of every evaluation \(batches of 2\); expected false"):
+        train_with_evaluations(tmp_path, eval_data, "--dataloader_drop_last", "true")
+    assert not (tmp_path / "rm").exists()
+
+
+@pytest.mark.slow
+def test_two_processes_log_the_numbers_of_one(tmp_path):
+    """Distributed evaluation: the evaluation loop gathers every process's rows (accelerate's
+    gather_for_metrics, which drops the sample repeated to even out 5 comparisons over 2
+    processes) and every process computes the report from all of them. The training steps
+    are those of one process with gradient accumulation 2 (tests/reward_model/test_distributed.py),
+    so the report numbers must agree to float32 summation order."""
+    eval_data = rewardbench_pairs(tmp_path / "rewardbench_pairs.jsonl")
+    common = ["--config", str(ROOT / "configs/reward_model/smoke.yaml"),
+              "--train_data", str(ROOT / FIXTURES / "ranked_small.jsonl"), "--eval_data", str(eval_data),
+              "--use_cpu", "true", "--per_device_train_batch_size", "2", "--train_sampling_strategy", "sequential",
+              "--eval_strategy", "steps", "--eval_steps", "1", "--per_device_eval_batch_size", "1", "--seed", "0",
+              "--disable_tqdm", "true", "--report_to", "none"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                             "-m", "reward_model.train", *common, "--output_dir", str(tmp_path / "ddp"),
+                             "--ddp_backend", "gloo"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=240)
+    assert result.returncode == 0, result.stderr[-4000:]
+    single = train(parse_config([*common, "--output_dir", str(tmp_path / "single"), "--gradient_accumulation_steps", "2"]))
+
+    ddp_history = json.loads((tmp_path / "ddp" / "trainer_state.json").read_text())["log_history"]
+    ddp = [entry for entry in ddp_history if "eval_loss" in entry]
+    one = [entry for entry in single["log_history"][0] if "eval_loss" in entry]
+    assert [entry["step"] for entry in ddp] == [entry["step"] for entry in one] == [1, 2, 3]
+    for ddp_entry, one_entry in zip(ddp, one):
+        report_keys = set(one_entry) - TRAINER_EVAL_KEYS - {"step", "epoch"}
+        assert report_keys == set(ddp_entry) - TRAINER_EVAL_KEYS - {"step", "epoch"}
+        assert "eval_rewardbench_v1_safety" in report_keys
+        assert {key: ddp_entry[key] for key in report_keys} == pytest.approx(
+            {key: one_entry[key] for key in report_keys}, abs=1e-5)
+    assert_a_plot(tmp_path / "ddp" / "eval_metrics.png")
