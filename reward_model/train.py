@@ -13,8 +13,10 @@ normalise rewards downstream); with `ensemble_size: N`, one such folder per memb
 `member_<i>/` and an `ensemble.json` listing them. Beside the model, as transformers'
 example scripts leave it: `trainer_state.json` (the whole log history), `train_results.json`,
 `eval_results.json`, `all_results.json`, and with `--report_to tensorboard` the event files
-under `runs/`. An ensemble's members each hold their own; its top-level `trainer_state.json`
-has every member's log history, each entry tagged with its `member`.
+under `runs/`; with held-out data and an `eval_strategy`, `eval_metrics.png` (the numbers
+of `rlhf eval-rm` at every evaluation, docs/reward_models.md). An ensemble's members each
+hold their own; its top-level `trainer_state.json` has every member's log history, each
+entry tagged with its `member`, and its `eval_metrics.png` every member's line.
 
 An output folder holding an earlier run is refused unless `--overwrite true` (the earlier
 run is deleted once the data and model are checked) or `--resume_from_checkpoint` (a

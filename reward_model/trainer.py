@@ -220,7 +220,7 @@ class PreferenceRewardTrainer(Trainer):
         metrics["min_reward"].append(all_scores.min().item())
         metrics["mean_reward"].append(all_scores.mean().item())
         metrics["max_reward"].append(all_scores.max().item())
-        if mode == "train" or self.compute_metrics is None:
+        if mode == "train" or self.compute_metrics is None or self.args.prediction_loss_only:
             # With compute_metrics (HeldOutReport) evaluation logs the whole held-out set's
             # accuracy and margin instead of these batch averages.
             for name, value in pair_metrics(scores.detach(), inputs["ranks"], inputs["item_mask"]).items():

@@ -186,3 +186,12 @@ def test_two_processes_log_the_numbers_of_one(tmp_path):
         assert {key: ddp_entry[key] for key in report_keys} == pytest.approx(
             {key: one_entry[key] for key in report_keys}, abs=1e-5)
     assert_a_plot(tmp_path / "ddp" / "eval_metrics.png")
+
+
+def test_prediction_loss_only_keeps_the_batch_metrics(tmp_path):
+    eval_data = rewardbench_pairs(tmp_path / "rewardbench_pairs.jsonl")
+    out, summary = train_with_evaluations(tmp_path, eval_data, "--prediction_loss_only", "true")
+    evaluations = [entry for entry in summary["log_history"][0] if "eval_loss" in entry]
+    assert len(evaluations) == 3 and all("eval_accuracy" in entry and "eval_accuracy_ties_half" in entry
+                                         and "eval_ece" not in entry for entry in evaluations)
+    assert not (out / "eval_metrics.png").exists()
