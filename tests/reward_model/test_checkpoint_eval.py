@@ -11,6 +11,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pytest
 import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from transformers import EvalPrediction
 
 from reward_model.benchmarks import ScoredExample, load_examples, score_examples
@@ -119,7 +120,7 @@ def assert_a_plot(path):
 
 def test_each_evaluation_logs_rewardbench_sections_and_the_report_numbers(tmp_path):
     eval_data = rewardbench_pairs(tmp_path / "rewardbench_pairs.jsonl")
-    out, summary = train_with_evaluations(tmp_path, eval_data)
+    out, summary = train_with_evaluations(tmp_path, eval_data, "--report_to", "tensorboard")
     report = recomputed(out, eval_data)
     history = json.loads((out / "trainer_state.json").read_text())["log_history"]
     assert history == summary["log_history"][0]
@@ -132,6 +133,15 @@ def test_each_evaluation_logs_rewardbench_sections_and_the_report_numbers(tmp_pa
     eval_results = json.loads((out / "eval_results.json").read_text())
     assert eval_results["eval_ece"] == last["eval_ece"]  # the last evaluation, as transformers saves it
     assert_a_plot(out / "eval_metrics.png")
+    # The trackers show them as eval/<name> at every evaluation, like eval/loss.
+    (run,) = (out / "runs").iterdir()
+    events = EventAccumulator(str(run))
+    events.Reload()
+    evaluations = [entry for entry in history if "eval_loss" in entry]
+    for name in ("ece", "brier", "rewardbench_v1_safety", "length_bias_pearson_words"):
+        scalars = events.Scalars(f"eval/{name}")
+        assert [e.step for e in scalars] == [entry["step"] for entry in evaluations]
+        assert [e.value for e in scalars] == pytest.approx([entry[f"eval_{name}"] for entry in evaluations], rel=1e-6)
 
 
 def test_each_ensemble_member_evaluates_itself_on_rankings(tmp_path):
