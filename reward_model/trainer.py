@@ -183,7 +183,10 @@ class HeldOutReport:
         self.names: set[str] = set()
 
     def __call__(self, prediction: EvalPrediction) -> dict[str, float]:
-        rows = dict(zip(prediction.label_ids.tolist(), prediction.predictions.tolist()))
+        # One array of every batch's rows, or a list of per-batch arrays (eval_do_concat_batches false).
+        label_ids, predictions = prediction.label_ids, prediction.predictions
+        batches = zip(label_ids, predictions) if isinstance(label_ids, list) else [(label_ids, predictions)]
+        rows = {index: row for ids, scores in batches for index, row in zip(ids.tolist(), scores.tolist())}
         if rows.keys() != self.examples.keys():
             raise RuntimeError(f"the evaluation scored {len(rows)} held-out comparisons, expected "
                                f"{len(self.examples)}")

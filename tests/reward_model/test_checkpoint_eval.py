@@ -183,7 +183,8 @@ def test_two_processes_log_the_numbers_of_one(tmp_path):
                              "-m", "reward_model.train", *common, "--output_dir", str(tmp_path / "ddp"),
                              "--ddp_backend", "gloo"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=240)
     assert result.returncode == 0, result.stderr[-4000:]
-    single = train(parse_config([*common, "--output_dir", str(tmp_path / "single"), "--gradient_accumulation_steps", "2"]))
+    single = train(parse_config([*common, "--output_dir", str(tmp_path / "single"),
+                                 "--gradient_accumulation_steps", "2"]))
 
     ddp_history = json.loads((tmp_path / "ddp" / "trainer_state.json").read_text())["log_history"]
     ddp = [entry for entry in ddp_history if "eval_loss" in entry]
@@ -205,3 +206,14 @@ def test_prediction_loss_only_keeps_the_batch_metrics(tmp_path):
     assert len(evaluations) == 3 and all("eval_accuracy" in entry and "eval_accuracy_ties_half" in entry
                                          and "eval_ece" not in entry for entry in evaluations)
     assert not (out / "eval_metrics.png").exists()
+
+
+def test_held_out_report_takes_per_batch_arrays_too():
+    """eval_do_concat_batches false: the evaluation loop hands over one array per batch."""
+    examples = [ScoredExample("p0", "all", [" a", " bb"], [0, 1], [0.5, -0.25], "pair"),
+                ScoredExample("r1", "all", [" a", " bbb", " cc"], [0, 1, 2], [0.1, 0.3, -1.0], "ranking")]
+    concatenated = HeldOutReport({0: unscored(examples[0]), 1: unscored(examples[1])})(EvalPrediction(
+        predictions=np.array([[0.5, -0.25, -100.0], [0.1, 0.3, -1.0]]), label_ids=np.array([0, 1])))
+    per_batch = HeldOutReport({0: unscored(examples[0]), 1: unscored(examples[1])})(EvalPrediction(
+        predictions=[np.array([[0.1, 0.3, -1.0]]), np.array([[0.5, -0.25]])], label_ids=[np.array([1]), np.array([0])]))
+    assert per_batch == concatenated == checkpoint_metrics(evaluate_scores(examples, bootstrap=0))
