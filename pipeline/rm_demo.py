@@ -9,9 +9,9 @@
    (docs/reward_models.md, "The reward-model demo"): against the gold rubric order (what
    the reward model should learn) and against the teacher's noisy labels (a mistake
    swaps one adjacent pair of a ranking: the gold order itself scores 1 - eps / C(K, 2),
-   0.983 at eps = 0.1, K = 4), both pooled over pairs; the trainer's eval_accuracy (noisy labels,
-   mean over batches) and `rlhf eval-rm`'s (noisy labels, mean over prompts), whose full
-   report is written too.
+   0.983 at eps = 0.1, K = 4), both pooled over pairs; the trainer's eval_accuracy at its last
+   evaluation and `rlhf eval-rm`'s (noisy labels, mean over prompts: both are `evaluate_scores`'
+   accuracy, equal when that evaluation follows the last step), whose full report is written too.
 
     rlhf demo
     rlhf demo --num_prompts 40 --reward_model.num_train_epochs 1 --out runs/demo_small
@@ -78,7 +78,7 @@ def accuracy_lines(accuracies: dict, gold_pairs: int, noisy_pairs: int, eps: flo
         f"simulated teacher's rankings (eps={eps}; the gold order scores about {ceiling:.3f}), pooled over "
         f"{noisy_pairs} pairs",
         f"  {number(accuracies['trainer_eval_accuracy'])}  trainer (eval_accuracy, last evaluation): the same "
-        "noisy labels, the mean over evaluation batches of each batch's pooled accuracy"
+        "noisy labels, eval-rm's accuracy on the model of that step"
         + ("" if accuracies["trainer_eval_accuracy"] is not None else " (the trainer did not evaluate)"),
         f"  {number(accuracies['eval_rm_accuracy'])}  eval-rm (report.json accuracy): the same noisy labels, "
         "the mean over prompts of each prompt's pair accuracy (RewardBench's per-example rule)",

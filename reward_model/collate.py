@@ -71,6 +71,7 @@ def tokenize_comparisons(comparisons: list[Comparison], tokenizer, max_length: i
             "margin": comparison.margin if comparison.margin is not None else 0.0,
             "weight": comparison.weight,
             "choice": _best_index(comparison),
+            "index": index,  # position in ``comparisons``: which comparison a score belongs to
         })
     return examples, left_out
 
@@ -153,4 +154,5 @@ class ComparisonCollator:
             "margin": torch.tensor([example["margin"] for example in examples], dtype=torch.float32),
             "weight": torch.tensor([example["weight"] for example in examples], dtype=torch.float32),
             "choice": torch.tensor([example["choice"] for example in examples], dtype=torch.long),
+            **({"index": torch.tensor([example["index"] for example in examples])} if "index" in examples[0] else {}),
         }

@@ -77,3 +77,29 @@ def plot_rmbench_matrix(block: dict, path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+def plot_checkpoint_metrics(histories: list[list[dict]], names: list[str], path: Path) -> None:
+    """The held-out report's numbers at every evaluation of a training run: one panel per
+    metric (``eval_<name>`` in the log histories) over the optimizer step, one line per
+    ensemble member."""
+    columns = min(4, len(names))
+    rows = -(-len(names) // columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(3.2 * columns, 2.4 * rows), squeeze=False)
+    for ax, name in zip(axes.flat, names):
+        for member, history in enumerate(histories):
+            points = [(entry["step"], entry[f"eval_{name}"]) for entry in history if f"eval_{name}" in entry]
+            if points:
+                ax.plot(*zip(*points), marker="o", markersize=3,
+                        label=f"member {member}" if len(histories) > 1 else None)
+        ax.set_title(name, fontsize=9)
+        ax.set_xlabel("step", fontsize=8)
+        ax.tick_params(labelsize=7)
+    for ax in axes.flat[len(names):]:
+        ax.set_visible(False)
+    if len(histories) > 1:
+        axes.flat[0].legend(fontsize=7)
+    fig.suptitle("Held-out report at every evaluation (eval/<name>)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

@@ -13,8 +13,10 @@ normalise rewards downstream); with `ensemble_size: N`, one such folder per memb
 `member_<i>/` and an `ensemble.json` listing them. Beside the model, as transformers'
 example scripts leave it: `trainer_state.json` (the whole log history), `train_results.json`,
 `eval_results.json`, `all_results.json`, and with `--report_to tensorboard` the event files
-under `runs/`. An ensemble's members each hold their own; its top-level `trainer_state.json`
-has every member's log history, each entry tagged with its `member`.
+under `runs/`; with held-out data and an `eval_strategy`, `eval_metrics.png` (the numbers
+of `rlhf eval-rm` at every evaluation, docs/reward_models.md). An ensemble's members each
+hold their own; its top-level `trainer_state.json` has every member's log history, each
+entry tagged with its `member`, and its `eval_metrics.png` every member's line.
 
 An output folder holding an earlier run is refused unless `--overwrite true` (the earlier
 run is deleted once the data and model are checked) or `--resume_from_checkpoint` (a
@@ -39,9 +41,11 @@ from transformers.trainer_utils import get_last_checkpoint
 from trl import ModelConfig, get_peft_config
 from trl.trainer.utils import disable_dropout_in_model
 
+from reward_model.benchmarks import examples_from_comparisons
 from reward_model.collate import ComparisonCollator, tokenize_comparisons
 from reward_model.modeling import RewardModel, check_padding_free, score_token_lists
-from reward_model.trainer import LOSSES, PreferenceRewardTrainer, check_report_to
+from reward_model.plots import plot_checkpoint_metrics
+from reward_model.trainer import LOSSES, HeldOutReport, PreferenceRewardTrainer, check_report_to
 from rlhf.config import ConfigError, run_main
 from rlhf.config import parse_config as parse_dataclass
 from rlhf.ensemble import bootstrap_indices
@@ -229,6 +233,14 @@ def train(config: RewardModelConfig) -> dict:
         raise ConfigError(config.train_data, f"no trainable comparison (left out: {left_out}); expected at least one "
                                              "comparison within --max_length")
     reference = [ids for example in train_examples for ids in example["input_ids"]]
+    # Every evaluation reports as rlhf eval-rm does, on the held-out comparisons that were tokenised.
+    held_out = dict(zip([e["index"] for e in eval_examples],
+                        examples_from_comparisons([eval_comparisons[e["index"]] for e in eval_examples])[0]))
+    eval_batch = config.per_device_eval_batch_size * PartialState().num_processes
+    if held_out and config.eval_strategy != "no" and config.dataloader_drop_last and len(held_out) % eval_batch:
+        raise ConfigError("--dataloader_drop_last", f"would leave {len(held_out) % eval_batch} of the {len(held_out)} "
+                                                    f"held-out comparisons out of every evaluation (batches of "
+                                                    f"{eval_batch}); expected false with held-out data")
     collator = ComparisonCollator(tokenizer.pad_token_id, padding_side=config.padding_side,
                                   padding_free=config.padding_free)
 
@@ -261,6 +273,7 @@ def train(config: RewardModelConfig) -> dict:
             eval_dataset=Dataset.from_list(eval_examples) if eval_examples else None,
             loss_type=config.loss, noise=config.noise, use_margin=config.use_margin,
             center_rewards_coefficient=config.center_rewards_coefficient,
+            compute_metrics=HeldOutReport(held_out) if held_out else None,
         )
         result = trainer.train(resume_from_checkpoint=resume)
         save_run_record(trainer, result.metrics)
@@ -280,6 +293,8 @@ def train(config: RewardModelConfig) -> dict:
     if config.ensemble_size > 1 and trainer.is_world_process_zero():
         RewardModel.write_ensemble_index(output_dir, members)
         write_text(output_dir / TRAINER_STATE_NAME, ensemble_trainer_state(states))
+    if held_out and trainer.compute_metrics.names and trainer.is_world_process_zero():
+        plot_checkpoint_metrics(histories, sorted(trainer.compute_metrics.names), output_dir / "eval_metrics.png")
     return {"output_dir": str(output_dir), "members": [str(m) for m in members], "train_comparisons": len(train_examples),
             "eval_comparisons": len(eval_examples), "left_out": left_out, "eval_left_out": eval_left_out,
             "log_history": histories}

@@ -7,12 +7,15 @@ and trackers all come from `Trainer`; only `compute_loss` and the metrics are ou
 from __future__ import annotations
 
 from collections import defaultdict
+from dataclasses import replace
 from typing import Literal
 
 import torch
-from transformers import Trainer
+from transformers import EvalPrediction, Trainer
 from transformers.integrations import INTEGRATION_TO_CALLBACK, get_available_reporting_integrations
 
+from reward_model.benchmarks import DEFAULT_SUBSET, ScoredExample
+from reward_model.evaluate import evaluate_scores
 from reward_model.modeling import sequence_scores
 from rlhf.losses import (
     best_of_k_loss,
@@ -124,6 +127,80 @@ def pair_metrics(scores: torch.Tensor, ranks: torch.Tensor, mask: torch.Tensor) 
     }
 
 
+def _name(section: str) -> str:
+    """A section or subset name as part of a metric name: "Chat Hard" -> "chat_hard"."""
+    return section.lower().replace(" ", "_")
+
+
+def checkpoint_metrics(report: dict) -> dict[str, float]:
+    """The numbers of an `evaluate_scores` report that a training run logs at every
+    evaluation, flat and named for the trainer's logs (transformers adds the ``eval_``
+    prefix, trackers show ``eval/<name>``). Numbers the data leaves undefined (None: no
+    labelled ties, a constant length, ...) are left out: trackers log numbers only."""
+    accuracy, rewards, calibration = report["accuracy"], report["rewards"], report["calibration"] or {}
+    length_bias, ranking = report["length_bias"], report["ranking"] or {}
+    metrics = {
+        "accuracy": accuracy["accuracy"],
+        "accuracy_with_ties_half_credit": accuracy.get("with_ties_half_credit", {}).get("accuracy"),
+        "mean_chosen": rewards["mean_chosen"], "mean_rejected": rewards["mean_rejected"],
+        "margin": rewards["mean_margin"],
+        "ece": calibration.get("ece"), "brier": calibration.get("brier"),
+        "kendall_tau_b": ranking.get("kendall_tau_b"), "top1_accuracy": ranking.get("top1_accuracy"),
+        "length_bias_pearson_chars": length_bias["pearson_chars"],
+        "length_bias_pearson_words": length_bias["pearson_words"],
+        "length_bias_share_rm_prefers_longer": length_bias["share_rm_prefers_longer"],
+        "length_bias_share_human_prefers_longer": length_bias["share_human_prefers_longer"],
+    }
+    for split, block in length_bias["accuracy_by_length"].items():
+        metrics[f"length_bias_accuracy_{split}"] = block["accuracy"]
+    if set(report["subsets"]) != {DEFAULT_SUBSET}:  # the data names its subsets
+        for name, block in report["subsets"].items():
+            metrics[f"subset_{name}_accuracy"] = block["accuracy"]
+    if report["rewardbench_v1"]:
+        metrics["rewardbench_v1_score"] = report["rewardbench_v1"]["score"]
+        for section, value in report["rewardbench_v1"]["sections"].items():
+            metrics[f"rewardbench_v1_{_name(section)}"] = value
+    if report["rewardbench_v2"]:
+        metrics["rewardbench_v2_score"] = report["rewardbench_v2"]["score"]
+        for name, block in report["rewardbench_v2"]["subsets"].items():
+            metrics[f"rewardbench_v2_{_name(name)}"] = block["score"]
+    if report.get("rmbench"):
+        for name in ("score", "hard", "normal", "easy"):
+            metrics[f"rmbench_{name}"] = report["rmbench"][name]
+    return {name: float(value) for name, value in metrics.items() if value is not None}
+
+
+class HeldOutReport:
+    """The Trainer's ``compute_metrics``: the `evaluate_scores` report (the numbers of
+    ``rlhf eval-rm``) of the held-out comparisons, from the scores the evaluation loop
+    already computed (no second pass), as `checkpoint_metrics`.
+
+    ``examples`` maps each held-out example's ``index`` (the collated batch's ``index``) to
+    its unscored `ScoredExample`. The predictions are the (rows, K_max) scores and the
+    label ids the rows' indices, gathered from every process by the evaluation loop
+    (accelerate's ``gather_for_metrics``, which drops the samples repeated to even out the
+    last batch), so every process computes the same numbers. No bootstrap: the logs take
+    the point estimates only. ``names`` collects the metric names logged so far."""
+
+    def __init__(self, examples: dict[int, ScoredExample], n_bins: int = 10):
+        self.examples, self.n_bins = examples, n_bins
+        self.names: set[str] = set()
+
+    def __call__(self, prediction: EvalPrediction) -> dict[str, float]:
+        # One array of every batch's rows, or a list of per-batch arrays (eval_do_concat_batches false).
+        label_ids, predictions = prediction.label_ids, prediction.predictions
+        batches = zip(label_ids, predictions) if isinstance(label_ids, list) else [(label_ids, predictions)]
+        rows = {index: row for ids, scores in batches for index, row in zip(ids.tolist(), scores.tolist())}
+        if rows.keys() != self.examples.keys():
+            raise RuntimeError(f"the evaluation scored {len(rows)} held-out comparisons, expected "
+                               f"{len(self.examples)}")
+        scored = [replace(example, scores=rows[index][:len(example.completions)])
+                  for index, example in sorted(self.examples.items())]
+        metrics = checkpoint_metrics(evaluate_scores(scored, bootstrap=0, n_bins=self.n_bins))
+        self.names.update(metrics)
+        return metrics
+
+
 class PreferenceRewardTrainer(Trainer):
     """`Trainer` whose batches are comparisons (K items each) and whose loss is per prompt."""
 
@@ -150,17 +227,24 @@ class PreferenceRewardTrainer(Trainer):
         metrics["min_reward"].append(all_scores.min().item())
         metrics["mean_reward"].append(all_scores.mean().item())
         metrics["max_reward"].append(all_scores.max().item())
-        for name, value in pair_metrics(scores.detach(), inputs["ranks"], inputs["item_mask"]).items():
-            metrics[name].append(value)
+        if mode == "train" or self.compute_metrics is None or self.args.prediction_loss_only:
+            # With compute_metrics (HeldOutReport) evaluation logs the whole held-out set's
+            # accuracy and margin instead of these batch averages.
+            for name, value in pair_metrics(scores.detach(), inputs["ranks"], inputs["item_mask"]).items():
+                metrics[name].append(value)
         if return_outputs:
             return loss, {"scores": scores}
         return loss
 
     def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
+        """Loss, and for ``compute_metrics`` (`HeldOutReport`) the (rows, K_max) scores with
+        the rows' example indices as label ids."""
         inputs = self._prepare_inputs(inputs)
         with torch.no_grad():
-            loss = self.compute_loss(model, inputs)
-        return loss.detach(), None, None
+            loss, outputs = self.compute_loss(model, inputs, return_outputs=True)
+        if prediction_loss_only or "index" not in inputs:
+            return loss.detach(), None, None
+        return loss.detach(), outputs["scores"].detach().float(), inputs["index"]
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         mode = "train" if self.model.training else "eval"
