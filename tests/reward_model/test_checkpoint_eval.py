@@ -64,8 +64,10 @@ def test_checkpoint_metrics_names_sections_and_subsets():
                                                       ("llmbar-natural", [2.0, 1.0])])]
     metrics = checkpoint_metrics(evaluate_scores(examples, bootstrap=0))
     assert metrics["subset_alpacaeval-easy_accuracy"] == 1.0 and metrics["subset_mt-bench-hard_accuracy"] == 0.0
-    assert metrics["rewardbench_v1_chat"] == 1.0 and metrics["rewardbench_v1_chat_hard"] == 0.5
-    assert metrics["rewardbench_v1_score"] == 0.75
+    # Chat Hard weights its subsets by the official example counts (mt-bench-hard 37, llmbar-natural 100)
+    chat_hard = (37 * 0.0 + 100 * 1.0) / (37 + 100)
+    assert metrics["rewardbench_v1_chat"] == 1.0 and metrics["rewardbench_v1_chat_hard"] == pytest.approx(chat_hard)
+    assert metrics["rewardbench_v1_score"] == pytest.approx((1.0 + chat_hard) / 2)
     assert "accuracy_with_ties_half_credit" not in metrics and "kendall_tau_b" not in metrics  # undefined here
 
 
