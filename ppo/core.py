@@ -299,6 +299,99 @@ def compute_gae(
 
 
 # ---------------------------------------------------------------------------
+# Critic-free advantages: one number per sampled response (GRPO, Dr. GRPO, RLOO) or
+# batch-normalised returns (REINFORCE++)
+# ---------------------------------------------------------------------------
+
+ADVANTAGE_ESTIMATORS = ("gae", "grpo", "dr_grpo", "rloo", "reinforce_pp")
+LOSS_AGGREGATIONS = ("token_mean", "sequence_mean", "sequence_sum")
+
+
+def _groups(scores: torch.Tensor, group_size: int) -> torch.Tensor:
+    """``scores`` (n,) as (n / G, G): the G responses to one prompt are consecutive rows."""
+    scores = scores.reshape(-1)
+    if group_size < 2 or scores.numel() % group_size:
+        raise ValueError(f"{scores.numel()} scores do not form groups of {group_size} (need G >= 2 dividing them)")
+    return scores.view(-1, group_size)
+
+
+def group_relative_advantages(scores: torch.Tensor, group_size: int, scale: bool = True,
+                              eps: float = 1e-4) -> torch.Tensor:
+    """GRPO's advantage of each response: A_i = (r_i - mean(r_group)) / (std(r_group) + eps),
+    the same for every token of response i (Shao et al. 2024, eq. 3 and sec. 4.1.2 "outcome
+    supervision"; the textbook's sec. 15.1).
+
+    ``scores`` (n,) holds G consecutive responses per prompt. std is the unbiased sample std
+    and eps = 1e-4 is added to it, as TRL's ``GRPOTrainer`` (``scale_rewards="group"``) does.
+    ``scale=False`` is Dr. GRPO (Liu et al. 2025, sec. 3.2, eq. 4): r_i - mean(r_group), no
+    division by the std (TRL's ``scale_rewards="none"``). Returns (n,).
+    """
+    grouped = _groups(scores, group_size)
+    advantages = grouped - grouped.mean(dim=1, keepdim=True)
+    if scale:
+        advantages = advantages / (grouped.std(dim=1, keepdim=True) + eps)
+    return advantages.reshape(-1)
+
+
+def rloo_advantages(scores: torch.Tensor, group_size: int) -> torch.Tensor:
+    """REINFORCE leave-one-out: A_i = r_i - 1/(G-1) sum_{j != i} r_j, the baseline of response i
+    being the mean score of the other G-1 responses to the same prompt (Ahmadian et al. 2024,
+    eq. 4; Kool et al. 2019). ``scores`` (n,) holds G consecutive responses per prompt; (n,)
+    out. Equals TRL's ``RLOOTrainer`` advantages with ``normalize_advantages=False``.
+    """
+    grouped = _groups(scores, group_size)
+    baselines = (grouped.sum(dim=1, keepdim=True) - grouped) / (group_size - 1)
+    return (grouped - baselines).reshape(-1)
+
+
+@torch.no_grad()
+def reinforce_pp_advantages(
+    rewards: torch.Tensor,
+    mask: torch.Tensor,
+    gamma: float = 1.0,
+    sum_across_processes: Callable[[torch.Tensor], torch.Tensor] | None = None,
+) -> torch.Tensor:
+    """REINFORCE++ (Hu 2025, sec. 3, eq. 4-6): per-token rewards that already hold the k1 KL
+    penalty (eq. 15.8 of the textbook, ``token_rewards``), their discounted returns
+    G_t = sum_{s >= t} gamma^(s - t) r_s along each response, then normalised over every valid
+    token of the whole batch: A_t = (G_t - mean G) / std G (``whiten``; all processes with
+    ``sum_across_processes``). No critic, no group. ``(b, T)`` in and out, 0 at padding.
+    """
+    returns = torch.zeros_like(rewards)
+    running = torch.zeros_like(rewards[..., 0])
+    valid = _valid(rewards, mask)
+    for t in reversed(range(rewards.shape[-1])):
+        running = torch.where(valid[..., t], rewards[..., t] + gamma * running, running)
+        returns[..., t] = torch.where(valid[..., t], running, torch.zeros_like(running))
+    return whiten(returns, mask, sum_across_processes=sum_across_processes)
+
+
+def aggregate_loss(per_token_loss: torch.Tensor, mask: torch.Tensor | None = None, aggregation: str = "token_mean",
+                   normalizer: float | None = None) -> torch.Tensor:
+    """Reduce a ``(b, T)`` per-token loss to a scalar, the three ways the estimators' papers do.
+
+    * ``"token_mean"``: sum over all valid tokens / their count (PPO as in TRL and OpenRLHF;
+      DAPO, Yu et al. 2025, eq. 8; TRL's ``loss_type="bnpo"``);
+    * ``"sequence_mean"``: mean over responses of each response's token mean, 1/G sum_i
+      1/|o_i| sum_t (GRPO, Shao et al. 2024, eq. 3; TRL's ``loss_type="grpo"``);
+    * ``"sequence_sum"``: sum over all valid tokens / (b * ``normalizer``), a constant
+      instead of each response's length (Dr. GRPO, Liu et al. 2025, eq. 4; TRL's
+      ``loss_type="dr_grpo"`` with ``normalizer`` = ``max_completion_length``).
+    """
+    if aggregation == "token_mean":
+        return masked_mean(per_token_loss, mask)
+    valid = _valid(per_token_loss, mask)
+    per_sequence_sum = torch.where(valid, per_token_loss, torch.zeros_like(per_token_loss)).sum(-1)
+    if aggregation == "sequence_mean":
+        return (per_sequence_sum / valid.sum(-1).clamp(min=1)).mean()
+    if aggregation == "sequence_sum":
+        if normalizer is None or normalizer <= 0:
+            raise ValueError("sequence_sum aggregation needs a positive normalizer (e.g. the response length)")
+        return per_sequence_sum.sum() / (per_token_loss.shape[0] * normalizer)
+    raise ValueError(f"unknown loss aggregation {aggregation!r}; valid: {', '.join(LOSS_AGGREGATIONS)}")
+
+
+# ---------------------------------------------------------------------------
 # PPO-Clip losses (ch. 8)
 # ---------------------------------------------------------------------------
 
@@ -309,13 +402,20 @@ def policy_loss(
     advantages: torch.Tensor,
     mask: torch.Tensor | None = None,
     clip_range: float = 0.2,
+    aggregation: str = "token_mean",
+    normalizer: float | None = None,
+    extra_token_loss: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """PPO-Clip surrogate (Schulman et al. 2017, eq. 7; the textbook's eq. 8.1/8.2, ch. 8),
     as a loss to minimise.
 
-    loss = masked mean over tokens of -min(ratio * A, clip(ratio, 1-eps, 1+eps) * A),
-    ratio = exp(logprobs - old_logprobs). ``old_logprobs`` and ``advantages`` are
-    constants (detached here, as eq. 8.2's text requires).
+    per-token loss = -min(ratio * A, clip(ratio, 1-eps, 1+eps) * A), ratio = exp(logprobs -
+    old_logprobs), reduced over the tokens by ``aggregate_loss(..., aggregation, normalizer)``
+    (default: the masked mean over all tokens). ``advantages`` is per token ``(b, T)`` or per
+    sequence ``(b,)`` (the critic-free estimators), broadcast over the tokens. ``old_logprobs``
+    and ``advantages`` are constants (detached here, as eq. 8.2's text requires).
+    ``extra_token_loss`` (``(b, T)``) is added per token before the reduction: GRPO's
+    beta * k3 KL term (Shao et al. 2024, eq. 3), aggregated exactly like the surrogate.
 
     Stats (detached): ``clip_fraction``, the share of tokens where the clipped term
     is the active one (its gradient is 0); ``approx_kl``, the k3 estimate of
@@ -324,10 +424,15 @@ def policy_loss(
     """
     old_logprobs = old_logprobs.detach()
     advantages = advantages.detach()
+    if advantages.dim() == logprobs.dim() - 1:  # one advantage per sequence
+        advantages = advantages.unsqueeze(-1)
     ratio = torch.exp(logprobs - old_logprobs)
     unclipped = -advantages * ratio
     clipped = -advantages * ratio.clamp(1.0 - clip_range, 1.0 + clip_range)
-    loss = masked_mean(torch.maximum(unclipped, clipped), mask)
+    per_token = torch.maximum(unclipped, clipped)
+    if extra_token_loss is not None:
+        per_token = per_token + extra_token_loss
+    loss = aggregate_loss(per_token, mask, aggregation, normalizer)
 
     with torch.no_grad():
         stats = {
