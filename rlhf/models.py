@@ -233,7 +233,8 @@ def load_model(
     source = resolve(name)
     config = _from_pretrained(AutoConfig, source)
     # Given to from_pretrained, so the embedding's padding_idx is the pad token the saved config names.
-    kwargs.setdefault("pad_token_id", _pad_token_id(name, config))
+    if "pad_token_id" not in kwargs:  # a caller holding the tokenizer passes its pad id: no second tokenizer load
+        kwargs["pad_token_id"] = _pad_token_id(name, config)
     if kind == "seq_cls":
         kwargs.setdefault("num_labels", 1)
         with torch.random.fork_rng(devices=[]):

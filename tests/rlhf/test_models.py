@@ -137,6 +137,16 @@ def test_loaded_models_pad_with_the_tokenizers_distinct_pad(tmp_path):
     assert tiny.config.pad_token_id == tiny.generation_config.pad_token_id == 0 != tiny.config.eos_token_id
 
 
+def test_a_given_pad_token_id_spares_the_second_tokenizer_load(tmp_path, monkeypatch):
+    folder = save_padded_with_eos(tmp_path / "policy")
+    calls = []
+    monkeypatch.setattr(models, "load_tokenizer", lambda *a, **k: calls.append(a) or load_tokenizer(*a, **k))
+    assert load_model(folder).config.pad_token_id == 0
+    assert len(calls) == 1  # the config pads with EOS: the tokenizer says which token pads
+    assert load_model(folder, pad_token_id=0).config.pad_token_id == 0
+    assert len(calls) == 1  # given by the caller: not loaded again
+
+
 def test_published_name_resolves_to_the_embedded_copy():
     assert resolve(PUBLISHED_NAME) == resolve(EMBEDDED_MODEL) == str(embedded_checkpoint())
     assert resolve("some-org/other-model") == "some-org/other-model"
