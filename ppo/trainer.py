@@ -317,9 +317,9 @@ class Rollout:
 def rollout_metrics(rollout: Rollout, num_generations: int = 1, has_critic: bool = True) -> dict[str, torch.Tensor]:
     """This process's rollout statistics for metrics.jsonl (the caller averages them over processes).
 
-    With groups (``num_generations`` >= 2) also TRL GRPO's ``reward_std`` (mean over groups of
-    the std of their scores) and ``frac_reward_zero_std`` (share of groups whose scores are all
-    equal: their group-relative advantages are 0, they teach nothing)."""
+    With groups (``num_generations`` >= 2) also TRL GRPO's ``reward_std`` (std of the scores over
+    the rollout) and ``frac_reward_zero_std`` (share of groups whose scores are all equal: their
+    group-relative advantages are 0, they teach nothing)."""
     mask = rollout.response_mask
     lengths = mask.sum(1).float()
     metrics = {
@@ -336,7 +336,7 @@ def rollout_metrics(rollout: Rollout, num_generations: int = 1, has_critic: bool
         metrics["value/explained_variance"] = torch.nan_to_num(explained, nan=0.0)
     if num_generations >= 2:
         group_std = rollout.final_scores.view(-1, num_generations).std(1)
-        metrics["reward_std"] = group_std.mean()
+        metrics["reward_std"] = rollout.final_scores.std()
         metrics["frac_reward_zero_std"] = torch.isclose(group_std, torch.zeros_like(group_std)).float().mean()
     return metrics
 
