@@ -6,6 +6,7 @@ the loss with the KL in the loss equals policy_loss + kl_coef * k3, recomputed b
 estimators run with ptx, the adaptive KL controller, LoRA and two weighted reward models."""
 
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -16,6 +17,7 @@ from ppo import core
 from ppo.config import (
     PPOConfig,
     PPOConfigError,
+    batch_sizes,
     needs_critic,
     num_total_batches,
     parse_config,
@@ -31,6 +33,7 @@ from rlhf.generation import pad_prompts_and_responses, position_ids_from_mask
 from rlhf.models import load_model, load_tokenizer
 from ppo_test_utils import planted_policy, tiny_config
 
+ROOT = Path(__file__).resolve().parents[2]
 CRITIC_FREE = ["grpo", "dr_grpo", "rloo", "reinforce_pp"]
 
 
@@ -53,6 +56,11 @@ def test_estimator_defaults_resolve_and_explicit_values_win():
         ("reward", "token_mean", "k1")
     config = PPOConfig(advantage_estimator="grpo", num_generations=4, kl_estimator="k2")
     assert resolved_kl_estimator(config) == "k2"
+    # the GRPO quickstart: the quickstart's 32 episodes per iteration as 8 prompts x 4
+    grpo = parse_config(["--config", str(ROOT / "configs/ppo/quickstart_grpo.yaml")])
+    quick = parse_config(["--config", str(ROOT / "configs/ppo/quickstart.yaml")])
+    assert (grpo.advantage_estimator, grpo.num_generations) == ("grpo", 4)
+    assert batch_sizes(grpo) == batch_sizes(quick) and grpo.total_episodes == quick.total_episodes
     # num_train_epochs passes over 12 prompts, each answered G = 4 times: 48 episodes = 6 rollouts of 8
     config = PPOConfig(advantage_estimator="grpo", num_generations=4, per_device_train_batch_size=8, num_train_epochs=1)
     assert num_total_batches(config, num_prompts=12) == 6
