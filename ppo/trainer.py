@@ -592,6 +592,8 @@ class PPOTrainer:
             scores, kl, mask, kl_coef_in_reward, score_clip=cfg.score_clip,
             missing_stop_penalty=cfg.missing_eos_penalty, has_stop=has_stop)
         pooled = self._sum_across_processes if acc.num_processes > 1 else None  # whiten over the whole rollout
+        if cfg.whiten_rewards:  # gae only (PPOConfig)
+            rewards = core.whiten(rewards, mask, shift_mean=False, sum_across_processes=pooled)
         advantages, returns = self._advantages(rewards, values, mask, pooled)
 
         return Rollout(
@@ -613,8 +615,6 @@ class PPOTrainer:
         Without a critic the returns are 0 (nothing regresses on them)."""
         cfg = self.config
         if cfg.advantage_estimator == "gae":
-            if cfg.whiten_rewards:
-                rewards = core.whiten(rewards, mask, shift_mean=False, sum_across_processes=pooled)
             advantages, returns = core.compute_gae(rewards, values, mask, gamma=cfg.gamma, lam=cfg.lam)
             return core.whiten(advantages, mask, sum_across_processes=pooled), returns
         if cfg.advantage_estimator == "reinforce_pp":
