@@ -109,18 +109,18 @@ class PolicyAndValue(nn.Module):
 
     The critic is either a separate ``*ForSequenceClassification`` network (initialised
     from a reward model) read at EVERY position, or a zero-initialised linear head on the
-    policy's last hidden state; ``value_head=False`` (the critic-free estimators) builds
+    policy's last hidden state; ``with_value_head=False`` (the critic-free estimators) builds
     neither, and ``forward`` then returns no values. ``forward`` also computes the
     pretraining NLL when given a ptx batch, so every micro-batch is a single wrapped forward
     call (DDP requirement).
     """
 
-    def __init__(self, policy: nn.Module, value_model: nn.Module | None = None, value_head: bool = True):
+    def __init__(self, policy: nn.Module, value_model: nn.Module | None = None, with_value_head: bool = True):
         super().__init__()
         self.policy = policy
         self.value_model = value_model
-        self.has_critic = value_model is not None or value_head
-        if value_model is None and value_head:
+        self.has_critic = value_model is not None or with_value_head
+        if value_model is None and with_value_head:
             hidden = policy.config.get_text_config().hidden_size if hasattr(policy.config, "get_text_config") \
                 else policy.config.hidden_size
             self.value_head = nn.Linear(hidden, 1)
@@ -421,17 +421,18 @@ class PPOTrainer:
             self.ref_policy = copy.deepcopy(policy).eval().requires_grad_(False).to(acc.device)
         value_model = None
         self.has_critic = needs_critic(config)
-        if acc.is_main_process and config.advantage_estimator != "gae":
+        if acc.is_main_process and (not self.has_critic or config.num_generations > 1 or config.kl_in
+                                    or config.loss_aggregation):  # settings other than plain PPO's: say which
             print("note: " + ", ".join(f"{key} {value}" for key, value in resolved_settings(config).items()
-                                       if key != "critic") + "; no value model", file=sys.stderr)
-            if config.value_init == "reward_model":
-                print(f"note: value_init reward_model ignored: {config.advantage_estimator} has no critic",
-                      file=sys.stderr)
+                                       if key != "critic") + ("" if self.has_critic else "; no value model"),
+                  file=sys.stderr)
+        if acc.is_main_process and config.value_init == "reward_model" and not self.has_critic:
+            print(f"note: value_init reward_model ignored: {config.advantage_estimator} has no critic", file=sys.stderr)
         if config.value_init == "reward_model" and self.has_critic:
             folder = RewardModel.member_dirs(config.reward_models[0]["path"])[0]  # an ensemble's critic copies its first member
             value_model = AutoModelForSequenceClassification.from_pretrained(folder, dtype=torch.float32)
             disable_dropout_in_model(value_model)
-        model = PolicyAndValue(policy, value_model, value_head=self.has_critic)
+        model = PolicyAndValue(policy, value_model, with_value_head=self.has_critic)
         self.reward_models = [(TextRewardModel(e["path"], acc.device), e["weight"]) for e in config.reward_models]
         for rm, _ in self.reward_models:  # reward models from elsewhere: statistics from the initial policy
             rm.fit_stats_on_policy(policy.to(acc.device), self.tokenizer, self.prompts, self.prompt_ids, config,
@@ -723,7 +724,8 @@ class PPOTrainer:
         train_stats = self.update(rollout, step)
         t2 = time.perf_counter()
 
-        local = rollout_metrics(rollout, cfg.num_generations, self.has_critic) | {k: torch.tensor(v) for k, v in train_stats.items()}
+        local = (rollout_metrics(rollout, cfg.num_generations, self.has_critic)
+                 | {k: torch.tensor(v) for k, v in train_stats.items()})
         keys = sorted(local)
         values = torch.stack([torch.as_tensor(local[k], dtype=torch.float32) for k in keys]).to(acc.device)
         values = acc.reduce(values, reduction="mean").cpu().tolist()

@@ -190,7 +190,8 @@ def test_critic_free_estimators_have_no_critic_parameters(tmp_path, prompts_file
     assert math.isfinite(metrics["loss/policy_avg"]) and math.isfinite(metrics["grad_norm"])
     gae = PPOTrainer(tiny_config(tmp_path, prompts_file, output_dir=str(tmp_path / "gae")),
                      reward_fn=lambda p, c, r: [0.0] * len(p), policy=planted_policy()[0])
-    assert sum(p.numel() for p in gae.unwrapped.parameters()) == policy_parameters + gae.unwrapped.value_head.weight.numel() + 1
+    head = gae.unwrapped.value_head
+    assert sum(p.numel() for p in gae.unwrapped.parameters()) == policy_parameters + head.weight.numel() + 1
 
 
 def variable_lengths(trainer):
