@@ -1,8 +1,9 @@
 """A run interrupted at step 2 and resumed from its checkpoint ends exactly where the
 uninterrupted 4-step run ends: same weights, same per-step metrics, same KL coefficient,
 same pretraining-stream position. Covers the model, optimizer (AdamW moments),
-scheduler, adaptive KL controller and data positions (prompts, ptx). The interrupted run
-got one step past its checkpoint: the resumed run's metrics.jsonl has each step once."""
+scheduler, adaptive KL controller, data positions (prompts, ptx) and the reward-hacking
+monitor (a warning of step 1 is not repeated). The interrupted run got one step past its
+checkpoint: the resumed run's metrics.jsonl has each step once."""
 
 import json
 
@@ -22,7 +23,9 @@ def make(tmp_path, prompts_file, name, **overrides):
     config = tiny_config(tmp_path, prompts_file, total_episodes=NUM_STEPS * 8, output_dir=str(tmp_path / name),
                          save_steps=2, ptx_coef=0.5, pretrain_data=str(text), ptx_batch_size=2, ptx_max_length=16,
                          target_kl=0.5, kl_horizon=50, lr_scheduler_type="linear", learning_rate=3e-3, **overrides)
-    return PPOTrainer(config, reward_fn=reward, policy=policy)
+    trainer = PPOTrainer(config, reward_fn=reward, policy=policy)
+    trainer.monitor.entropy_floor = 2.0  # entropy < 2 x its first value: fires at step 1
+    return trainer
 
 
 def weights(trainer):
@@ -30,9 +33,10 @@ def weights(trainer):
 
 
 @pytest.mark.slow
-def test_resume_continues_the_same_trajectory(tmp_path, prompts_file):
+def test_resume_continues_the_same_trajectory(tmp_path, prompts_file, capsys):
     straight = make(tmp_path, prompts_file, "straight")
     full = straight.train()
+    assert [(w["iteration"], w["check"]) for w in full["warnings"]] == [(1, "entropy_collapse")]
 
     interrupted = make(tmp_path, prompts_file, "resumed")
     partial = interrupted.train(max_steps=3)  # killed after step 3; the last checkpoint is step 2
@@ -44,7 +48,11 @@ def test_resume_continues_the_same_trajectory(tmp_path, prompts_file):
 
     resumed = make(tmp_path, prompts_file, "resumed", resume_from_checkpoint="latest")
     assert resumed.state.step == 2
+    capsys.readouterr()
     rest = resumed.train()
+    assert "warning: possible reward hacking" not in capsys.readouterr().err  # step 1's warning is not repeated
+    assert rest["warnings"] == full["warnings"]
+    assert [h["monitor/entropy_collapse"] for h in rest["history"]] == [1.0, 1.0]
     assert rest["steps"] == NUM_STEPS and len(rest["history"]) == 2
     logged = [json.loads(line)["step"] for line in (tmp_path / "resumed" / "metrics.jsonl").read_text().splitlines()]
     assert logged == [1, 2, 3, 4]
