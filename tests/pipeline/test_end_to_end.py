@@ -46,8 +46,8 @@ def test_smoke_pipeline_writes_report(tmp_path):
                for h in history)
     fired = {w["check"]: w for w in summary["monitors"]}
     for check in ("kl_runaway", "entropy_collapse", "length_drift", "clip_jump", "proxy_gold_divergence"):
-        row = f"| {check} | {fired[check]['iteration']} | {fired[check]['seen']} |" if check in fired else f"| {check} | no | |"
-        assert row in report
+        warning = fired.get(check)
+        assert (f"| {check} | {warning['iteration']} | {warning['seen']} |" if warning else f"| {check} | no | |") in report
         assert [h[f"monitor/{check}"] for h in history] == [float(check in fired and step >= fired[check]["iteration"])
                                                             for step in (1, 2)]
     assert (tmp_path / "monitors.png").stat().st_size > 1000 and "![reward-hacking monitors](monitors.png)" in report
