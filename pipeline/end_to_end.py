@@ -4,10 +4,11 @@
    simulated rubric teacher, or people's labels exported by the labelling app (`labels:`);
 2. a reward model trained on the training prompts (the `reward_model:` section);
 3. PPO with a per-token KL penalty and the ptx term on the training prompts (the `ppo:`
-   section);
+   section), the gold rubric judging each rollout for the reward-hacking monitors
+   (`ppo.monitors`);
 4. a report (Markdown + PNG): reward, KL and ptx-NLL curves, the gold rubric score on
    held-out prompts before and after, NLL on held-out pretraining text before and after,
-   and sample completions before and after.
+   the monitors' panel, and sample completions before and after.
 
 The YAML holds this file's `PipelineConfig` fields and two sections that are a
 `RewardModelConfig` and a `PPOConfig` (each may start from a stage config file with
@@ -37,13 +38,13 @@ import torch
 from rich.console import Console
 
 from pipeline.comparisons import ComparisonsConfig, make_comparisons, reward_model_paths
-from pipeline.report import plot_curves, plot_gold_vs_kl, write_report
+from pipeline.report import plot_curves, plot_gold_vs_kl, plot_monitors, write_report
 from ppo.config import PPOConfig
 from ppo.trainer import PPOTrainer
 from reward_model.train import RewardModelConfig
 from reward_model.train import train as train_reward_model
 from rlhf.config import ConfigError, parse_nested_config, run_main
-from rlhf.generation import generate_completions
+from rlhf.generation import generate_completions, prompt_text
 from rlhf.models import load_model, load_tokenizer
 from rlhf.outputs import check_output_folder, start_output_folder, write_text
 from rlhf.preferences import load_comparisons
@@ -132,6 +133,12 @@ def gold_summary(texts: list[str], prompts: list[str]) -> dict:
             "content_free": float(np.mean([is_content_free(text, prompt) for text, prompt in zip(texts, prompts)]))}
 
 
+def rollout_gold(prompts: list, completions: list[str]) -> list[float]:
+    """The gold judge on PPO's own rollouts, for the monitors (a conversation prompt is
+    judged by its last turn, the one answered)."""
+    return [gold_score(completion, prompt_text(prompt)) for prompt, completion in zip(prompts, completions)]
+
+
 def random_samples(prompts: list[str], before: list[str], after: list[str], n: int = 5, seed: int = 0) -> list:
     """`n` (prompt, before, after) triples drawn at random with a fixed seed, in prompt order
     (not the first n, which a reader could suspect were picked)."""
@@ -166,7 +173,7 @@ def run(config: PipelineConfig, rm_config: RewardModelConfig, ppo_config: PPOCon
         variants["ppo_no_ptx"] = dataclasses.replace(ppo_config, ptx_coef=0.0,
                                                      output_dir=str(Path(config.out) / "ppo_no_ptx"))
         console.print("   with an ablation run ppo_no_ptx: ptx_coef 0")
-    runs = {name: PPOTrainer(variant).train() for name, variant in variants.items()}
+    runs = {name: PPOTrainer(variant, gold_fn=rollout_gold).train() for name, variant in variants.items()}
     history = runs["ppo"]["history"]
     timings["ppo"] = time.time() - t0
 
@@ -197,6 +204,7 @@ def run(config: PipelineConfig, rm_config: RewardModelConfig, ppo_config: PPOCon
         "kl_mean_last5": float(np.mean([h["objective/kl"] for h in history[-5:]])),
         "nll_before": nll_before, "nll_after": nll_after, "nll_increase": nll_after - nll_before,
         "rm_eval_accuracy": rm_accuracy, "policy_dir": runs["ppo"]["policy_dir"], "timings": timings,
+        "monitors": runs["ppo"]["warnings"],
     }
     if config.ptx_ablation:
         rows = [{"run": name, "ptx_coef": variants[name].ptx_coef, "nll_increase": after[name][2] - nll_before,
@@ -208,6 +216,7 @@ def run(config: PipelineConfig, rm_config: RewardModelConfig, ppo_config: PPOCon
     write_text(out / "summary.json", json.dumps(summary, indent=2))
     plot_curves(history, out / "curves.png")
     plot_gold_vs_kl(history, before, after_gold, out / "gold_vs_kl.png")
+    plot_monitors(history, summary["monitors"], out / "monitors.png")
     samples = list(zip(heldout_prompts, before_texts, after_texts))
     write_text(out / "heldout_samples.jsonl", "".join(
         json.dumps({"prompt": prompt, "before": old, "after": new}) + "\n" for prompt, old, new in samples))

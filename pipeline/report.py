@@ -1,4 +1,5 @@
-"""The pipeline's report: training curves, gold against KL (PNG) and report.md."""
+"""The pipeline's report: training curves, gold against KL, the reward-hacking monitors (PNG)
+and report.md."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ import matplotlib
 matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+
+from ppo.monitors import CHECKS  # noqa: E402
 
 CURVES = [("objective/scores", "normalised RM score"), ("objective/kl", "KL per sequence (nats)"),
           ("loss/ptx_nll", "ptx NLL (pretraining text)"), ("response/length", "response length (tokens)")]
@@ -26,6 +29,46 @@ def plot_curves(history: list[dict], path: Path) -> None:
     figure.tight_layout()
     figure.savefig(path, dpi=110)
     plt.close(figure)
+
+
+# One panel per check (proxy_gold_divergence: the proxy score and the gold on twin axes).
+MONITOR_PANELS = {"kl_runaway": ("objective/kl", "KL per sequence (nats)"),
+                  "entropy_collapse": ("objective/entropy", "mean token entropy (nats)"),
+                  "length_drift": ("response/length", "response length (tokens)"),
+                  "clip_jump": ("policy/clipfrac_avg", "clip fraction"),
+                  "proxy_gold_divergence": ("objective/scores", "proxy score; gold (red, right axis)")}
+
+
+def plot_monitors(history: list[dict], warnings: list[dict], path: Path) -> None:
+    """The metrics the reward-hacking monitors watch, a red line at the iteration each check fired."""
+    steps = np.arange(1, len(history) + 1)
+    fired = {w["check"]: w["iteration"] for w in warnings}
+    figure, axes = plt.subplots(1, len(MONITOR_PANELS), figsize=(18, 3.2))
+    for axis, (check, (key, title)) in zip(axes, MONITOR_PANELS.items()):
+        axis.plot(steps, [h.get(key, math.nan) for h in history], marker=".")
+        if check == "proxy_gold_divergence":
+            twin = axis.twinx()
+            twin.plot(steps, [h.get("objective/gold", math.nan) for h in history], marker=".", color="crimson")
+        if check in fired:
+            axis.axvline(fired[check], color="red", linewidth=1.5)
+            axis.text(fired[check], 1.0, f" {check}", color="red", fontsize=7, transform=axis.get_xaxis_transform(),
+                      va="top")
+        axis.set_title(title)
+        axis.set_xlabel("PPO iteration")
+        axis.grid(alpha=0.3)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
+def monitor_rows(warnings: list[dict]) -> list[str]:
+    """report.md's table: each check, the iteration it fired at (or "no") and what it saw."""
+    fired = {w["check"]: w for w in warnings}
+    rows = ["| check | fired at iteration | what it saw |", "|---|---|---|"]
+    for check in CHECKS:
+        warning = fired.get(check)
+        rows.append(f"| {check} | {warning['iteration']} | {warning['seen']} |" if warning else f"| {check} | no | |")
+    return rows
 
 
 def plot_gold_vs_kl(history: list[dict], before: dict, after: dict, path: Path) -> None:
@@ -64,6 +107,10 @@ def write_report(out: Path, policy_model: str, summary: dict, samples: list[tupl
         f"Gold change in units of the initial spread: **{summary['gold_gain_in_std']:+.2f} std**.", "",
         "![training curves](curves.png)", "", "![gold against KL](gold_vs_kl.png)", "",
         f"Reward model: held-out accuracy {summary['rm_eval_accuracy']}.", "",
+        "## Reward-hacking monitors", "",
+        "Checks on every PPO iteration's metrics, the gold judge scoring each rollout (rules: docs/ppo.md); "
+        "each warns once.", "",
+        *monitor_rows(summary["monitors"]), "", "![reward-hacking monitors](monitors.png)", "",
         "## Samples (5 held-out prompts drawn at random, seed = the config's seed)", "",
     ]
     for prompt, old, new in samples:

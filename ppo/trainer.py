@@ -29,6 +29,8 @@ and padding in ``rlhf.generation``; this file moves data between them and the mo
    (``gradient_accumulation_steps`` micro-batches).
 5. **KL controller** update with the mean per-sequence KL (k1 summed over tokens, nats
    per response: Ziegler's units).
+6. **Monitors** (``ppo.monitors``): the iteration's metrics (with ``objective/gold`` from an
+   optional gold judge) are checked for signs of reward hacking; each check warns once.
 
 Determinism: every random draw of iteration ``t`` (prompt order, sampling, shuffling,
 pretraining order) is seeded from ``(seed, t, ...)``, and data positions are pure
@@ -73,6 +75,7 @@ from ppo.config import (
     stop_token_id,
     validate_inputs,
 )
+from ppo.monitors import RewardHackingMonitor
 from reward_model.modeling import RewardModel
 from rlhf.generation import (
     SampledResponses,
@@ -90,6 +93,7 @@ from rlhf.models import load_model
 from rlhf.outputs import cut_log, start_output_folder
 
 RewardFn = Callable[[list[str], list[str], list[list[int]]], Sequence[float]]
+GoldFn = Callable[[list, list[str]], Sequence[float]]
 INVALID_LOGPROB = 1.0  # same constant in policy and reference log-probs at padding, so KL there is 0
 
 
@@ -194,20 +198,23 @@ class PretrainBlocks:
 
 @dataclass
 class TrainerState:
-    """What accelerate's save_state does not know about: iteration, KL coefficient, data positions."""
+    """What accelerate's save_state does not know about: iteration, KL coefficient, data
+    positions, the reward-hacking monitor (so a resumed run does not warn twice)."""
 
     step: int = 0
     kl_state: dict | None = None
     ptx_position: int = 0
     prompt_position: int = 0
+    monitor_state: dict | None = None
 
     def state_dict(self) -> dict:
         return {"step": self.step, "kl_state": self.kl_state, "ptx_position": self.ptx_position,
-                "prompt_position": self.prompt_position}
+                "prompt_position": self.prompt_position, "monitor_state": self.monitor_state}
 
     def load_state_dict(self, state: dict) -> None:
         self.step, self.kl_state = state["step"], state["kl_state"]
         self.ptx_position, self.prompt_position = state["ptx_position"], state["prompt_position"]
+        self.monitor_state = state.get("monitor_state")  # absent in checkpoints from before the monitors
 
 
 # ---------------------------------------------------------------------------
@@ -378,10 +385,13 @@ class PPOTrainer:
         policy: optional already-built causal LM to start from (instead of loading
             ``config.sft_model_path``); the tokenizer still comes from ``sft_model_path``.
         accelerator: optional ``accelerate.Accelerator`` (one is made from the config).
+        gold_fn: optional ``f(prompts, completions) -> scores`` of a gold judge, evaluated
+            on each rollout's own pairs; its mean is logged as ``objective/gold`` and
+            watched by the reward-hacking monitor (``ppo.monitors``). Not used for training.
     """
 
     def __init__(self, config: PPOConfig, reward_fn: RewardFn | None = None, policy: nn.Module | None = None,
-                 accelerator=None):
+                 accelerator=None, gold_fn: GoldFn | None = None):
         if not config.reward_models and reward_fn is None:
             raise PPOConfigError("reward_models: at least one reward model (or a reward_fn in Python) is needed")
         self.config = config
@@ -407,6 +417,8 @@ class PPOTrainer:
         self.ptx = (PretrainBlocks(inputs["pretrain_text"], self.tokenizer, config.ptx_max_length, config.seed)
                     if config.ptx_coef > 0 else None)
         self.reward_fn = reward_fn
+        self.gold_fn = gold_fn
+        self.monitor = RewardHackingMonitor(target_kl=config.target_kl)
         set_seed(config.seed)
 
         policy = policy if policy is not None else load_model(config.sft_model_path, seed=config.seed)
@@ -726,6 +738,9 @@ class PPOTrainer:
 
         local = (rollout_metrics(rollout, cfg.num_generations, self.has_critic)
                  | {k: torch.tensor(v) for k, v in train_stats.items()})
+        if self.gold_fn is not None:
+            local["objective/gold"] = torch.tensor(list(self.gold_fn(rollout.prompts, rollout.completions)),
+                                                   dtype=torch.float32).mean()
         keys = sorted(local)
         values = torch.stack([torch.as_tensor(local[k], dtype=torch.float32) for k in keys]).to(acc.device)
         values = acc.reduce(values, reduction="mean").cpu().tolist()
@@ -740,6 +755,12 @@ class PPOTrainer:
                     "kl/next_coef": self.kl_ctl.value, "lr": lr_used, "time/rollout": t1 - t0, "time/update": t2 - t1,
                     "time/step": t2 - t0, "samples_per_second": self.sizes.batch_size / (t2 - t0)}
         metrics |= rollout.timings
+        # Every process sees the same averaged metrics, so the monitor's state is the same on all.
+        for warning in self.monitor.update(metrics):
+            if acc.is_main_process:
+                tqdm.write(warning.message, file=sys.stderr)  # above the progress bar
+        metrics |= self.monitor.flags()
+        self.state.monitor_state = self.monitor.state_dict()
         self.last_rollout = rollout
         return metrics
 
@@ -774,6 +795,8 @@ class PPOTrainer:
         self.state.load_state_dict(json.loads((Path(folder) / "trainer_state.json").read_text()))
         if self.state.kl_state is not None:
             self.kl_ctl.load_state_dict(self.state.kl_state)
+        if self.state.monitor_state is not None:
+            self.monitor.load_state_dict(self.state.monitor_state)
         if self.ptx is not None:
             self.ptx.position = self.state.ptx_position
         if self.accelerator.is_main_process:  # the steps after the checkpoint run again: log each once
@@ -835,6 +858,8 @@ class PPOTrainer:
             "first": history[0] if history else {}, "kl_coef": self.kl_ctl.value,
             "output_dir": str(self.output_dir), "policy_dir": str(policy_dir) if policy_dir else None,
             "checkpoint": str(checkpoint) if checkpoint else None, "seconds": time.perf_counter() - start_time,
+            "warnings": [{"iteration": w.iteration, "check": w.check, "seen": w.seen, "message": w.message}
+                         for w in self.monitor.warnings],
         }
 
     def generate(self, prompts: list[str], max_new_tokens: int | None = None, seed: int = 0) -> list[str]:

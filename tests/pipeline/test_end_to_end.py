@@ -6,7 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.end_to_end import main, parse_config, text_nll
+from pipeline.end_to_end import main, parse_config, rollout_gold, text_nll
+from pipeline.report import plot_monitors, write_report
+from ppo.monitors import RewardHackingMonitor
 from rlhf.config import ConfigError
 from rlhf.models import load_model, load_tokenizer
 from rlhf.rubric import gold_score, is_content_free, on_topic_score
@@ -39,6 +41,51 @@ def test_smoke_pipeline_writes_report(tmp_path):
     assert f"{summary['gold_gain_in_std']:+.2f} std" in report and "![training curves](curves.png)" in report
     assert (tmp_path / "curves.png").stat().st_size > 1000 and (tmp_path / "gold_vs_kl.png").stat().st_size > 1000
     assert json.loads((tmp_path / "pipeline_config.json").read_text())["ppo"]["total_episodes"] == 16
+    # the monitors ran on every iteration, the gold judge scoring each rollout
+    assert all(0.0 <= h["objective/gold"] <= 1.0 and h["monitor/proxy_gold_divergence"] in (0.0, 1.0)
+               for h in history)
+    fired = {w["check"]: w for w in summary["monitors"]}
+    for check in ("kl_runaway", "entropy_collapse", "length_drift", "clip_jump", "proxy_gold_divergence"):
+        warning = fired.get(check)
+        assert (f"| {check} | {warning['iteration']} | {warning['seen']} |" if warning else f"| {check} | no | |") in report
+        assert [h[f"monitor/{check}"] for h in history] == [float(check in fired and step >= fired[check]["iteration"])
+                                                            for step in (1, 2)]
+    assert (tmp_path / "monitors.png").stat().st_size > 1000 and "![reward-hacking monitors](monitors.png)" in report
+
+
+def test_rollout_gold_judges_the_answered_turn():
+    conversation = [{"role": "user", "content": "Hi."}, {"role": "assistant", "content": "Hello."},
+                    {"role": "user", "content": "Name a planet."}]
+    answers = ["Mars is a planet.", "Bananas."]
+    assert rollout_gold([conversation, "Name a planet."], answers) == [gold_score(answers[0], "Name a planet."),
+                                                                       gold_score(answers[1], "Name a planet.")]
+
+
+def test_report_has_the_monitor_table_and_panel(tmp_path):
+    """A synthetic history whose response length drifts +60 % at iteration 3: the table says
+    so, the other checks say no, and monitors.png is drawn."""
+    monitor, history = RewardHackingMonitor(), []
+    for step, (length, gold) in enumerate([(20.0, 0.8), (24.0, 0.8), (32.0, 0.81), (33.0, 0.8), (34.0, 0.79)], 1):
+        metrics = {"step": step, "objective/kl": 0.5 * step, "objective/entropy": 2.0, "response/length": length,
+                   "policy/clipfrac_avg": 0.05, "objective/scores": 0.1 * step, "objective/gold": gold}
+        monitor.update(metrics)
+        history.append(metrics | monitor.flags())
+    warnings = [{"iteration": w.iteration, "check": w.check, "seen": w.seen} for w in monitor.warnings]
+    gold = {"mean": 0.8, "std": 0.1, "words": 20.0, "topical": 1.0, "content_free": 0.0, "n": 6}
+    summary = {"train_prompts": 18, "heldout_prompts": 6, "comparisons": 54, "label_source": "teacher", "ppo_steps": 5,
+               "gold_before": gold, "gold_after": gold, "nll_before": 3.0, "nll_after": 3.1, "kl_final": 2.5,
+               "kl_mean_last5": 1.5, "gold_gain_in_std": 0.0, "rm_eval_accuracy": "0.6", "timings": {"total": 1.0},
+               "monitors": warnings}
+    plot_monitors(history, warnings, tmp_path / "monitors.png")
+    report = write_report(tmp_path, "tiny-random-llama", summary, []).read_text()
+    table = report[report.index("## Reward-hacking monitors"):report.index("![reward-hacking monitors](monitors.png)")]
+    assert [line for line in table.splitlines() if line.startswith("| ")] == [
+        "| check | fired at iteration | what it saw |",
+        "| kl_runaway | no | |", "| entropy_collapse | no | |",
+        "| length_drift | 3 | mean response length 32 tokens at iteration 3 vs 20 at the first: a change of +60%, "
+        "more than 50% |",
+        "| clip_jump | no | |", "| proxy_gold_divergence | no | |"]
+    assert (tmp_path / "monitors.png").stat().st_size > 1000
 
 
 def test_text_nll_matches_a_loop():

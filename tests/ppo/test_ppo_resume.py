@@ -1,9 +1,10 @@
 """A run interrupted at step 2 and resumed from its checkpoint ends exactly where the
 uninterrupted 4-step run ends: same weights, same per-step metrics, same KL coefficient,
 same pretraining-stream position. Covers the model, optimizer (AdamW moments),
-scheduler, adaptive KL controller and data positions (prompts, ptx). The interrupted run
-got one step past its checkpoint: the resumed run's metrics.jsonl has each step once.
-The same for GRPO (groups of 2, no critic, KL in the loss)."""
+scheduler, adaptive KL controller, data positions (prompts, ptx) and the reward-hacking
+monitor (a warning of step 1 is not repeated). The interrupted run got one step past its
+checkpoint: the resumed run's metrics.jsonl has each step once. The same for GRPO (groups
+of 2, no critic, KL in the loss)."""
 
 import json
 
@@ -23,7 +24,9 @@ def make(tmp_path, prompts_file, name, **overrides):
     config = tiny_config(tmp_path, prompts_file, total_episodes=NUM_STEPS * 8, output_dir=str(tmp_path / name),
                          save_steps=2, ptx_coef=0.5, pretrain_data=str(text), ptx_batch_size=2, ptx_max_length=16,
                          target_kl=0.5, kl_horizon=50, lr_scheduler_type="linear", learning_rate=3e-3, **overrides)
-    return PPOTrainer(config, reward_fn=reward, policy=policy)
+    trainer = PPOTrainer(config, reward_fn=reward, policy=policy)
+    trainer.monitor.entropy_floor = 2.0  # entropy < 2 x its first value: fires at step 1
+    return trainer
 
 
 def weights(trainer):
@@ -35,10 +38,13 @@ ESTIMATORS = {"gae": {}, "grpo": {"advantage_estimator": "grpo", "num_generation
 
 @pytest.mark.slow
 @pytest.mark.parametrize("estimator", ESTIMATORS)
-def test_resume_continues_the_same_trajectory(tmp_path, prompts_file, estimator):
+def test_resume_continues_the_same_trajectory(tmp_path, prompts_file, capsys, estimator):
     settings = ESTIMATORS[estimator]
     straight = make(tmp_path, prompts_file, "straight", **settings)
     full = straight.train()
+    if estimator == "gae":
+        assert [(w["iteration"], w["check"]) for w in full["warnings"]] == [(1, "entropy_collapse")]
+    assert full["warnings"] and full["warnings"][0]["iteration"] <= 2  # a warning the resumed run must not repeat
 
     interrupted = make(tmp_path, prompts_file, "resumed", **settings)
     partial = interrupted.train(max_steps=3)  # killed after step 3; the last checkpoint is step 2
@@ -50,7 +56,13 @@ def test_resume_continues_the_same_trajectory(tmp_path, prompts_file, estimator)
 
     resumed = make(tmp_path, prompts_file, "resumed", resume_from_checkpoint="latest", **settings)
     assert resumed.state.step == 2
+    capsys.readouterr()
     rest = resumed.train()
+    err = capsys.readouterr().err
+    assert not any(w["message"] in err for w in full["warnings"] if w["iteration"] <= 2)  # not repeated
+    assert rest["warnings"] == full["warnings"]
+    first = full["warnings"][0]["check"]
+    assert [h[f"monitor/{first}"] for h in rest["history"]] == [1.0, 1.0]
     assert rest["steps"] == NUM_STEPS and len(rest["history"]) == 2
     logged = [json.loads(line)["step"] for line in (tmp_path / "resumed" / "metrics.jsonl").read_text().splitlines()]
     assert logged == [1, 2, 3, 4]

@@ -1,6 +1,6 @@
 """PPO trainer on a tiny model: a planted reward rises with bounded KL, sampling and
-log-probabilities use the same temperature, the score sits on the last real token, and
-the LoRA reference is the base model."""
+log-probabilities use the same temperature, the score sits on the last real token, the
+LoRA reference is the base model, and a gold judge is logged and watched by the monitor."""
 
 import torch
 import pytest
@@ -144,3 +144,31 @@ def test_trl_disable_dropout_in_model_zeroes_every_dropout():
     x = torch.randn(8, 4, generator=torch.Generator().manual_seed(0))
     train_out = model(x)
     torch.testing.assert_close(train_out, model.eval()(x), rtol=0, atol=0)
+
+
+def test_gold_fn_scores_each_rollout_and_the_monitor_warns_once(tmp_path, prompts_file, capsys):
+    policy, reward = planted_policy()
+    calls = []
+
+    def gold(prompts, completions):  # a stand-in judge: characters per completion
+        calls.append((list(prompts), list(completions)))
+        return [len(c) for c in completions]
+
+    trainer = PPOTrainer(tiny_config(tmp_path, prompts_file), reward_fn=reward, policy=policy, gold_fn=gold)
+    trainer.monitor.entropy_floor = 2.0  # entropy < 2 x its first value: true from iteration 1
+    first = trainer.step()
+    rollout = trainer.last_rollout
+    assert calls == [(rollout.prompts, rollout.completions)]  # the rollout's own pairs, once
+    assert first["objective/gold"] == pytest.approx(sum(len(c) for c in rollout.completions) / 8)
+    assert first["monitor/entropy_collapse"] == 1.0
+    assert {k: v for k, v in first.items() if k.startswith("monitor/") and k != "monitor/entropy_collapse"} == {
+        "monitor/kl_runaway": 0.0, "monitor/length_drift": 0.0, "monitor/clip_jump": 0.0,
+        "monitor/proxy_gold_divergence": 0.0}
+    entropy = first["objective/entropy"]
+    assert capsys.readouterr().err.strip() == (
+        f"warning: possible reward hacking: entropy_collapse: mean token entropy {entropy:.3g} nats at iteration 1, "
+        f"below 2.0 x its first-iteration value {entropy:.3g}")
+    second = trainer.step()
+    assert second["monitor/entropy_collapse"] == 1.0 and "entropy_collapse" not in capsys.readouterr().err
+    assert trainer.state.state_dict()["monitor_state"]["warnings"] == [
+        {"iteration": 1, "check": "entropy_collapse", "seen": trainer.monitor.warnings[0].seen}]
