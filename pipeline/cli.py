@@ -15,6 +15,7 @@ from rlhf.config import run_main
 # the stages pull in heavy optional libraries (gradio, mujoco) that one command never needs.
 SUBCOMMANDS = {
     "pipeline": ("pipeline.end_to_end", "the main job (make demo): comparisons, reward model, PPO-ptx, report"),
+    "estimators": ("pipeline.estimator_study", "advantage estimators side by side on a finished pipeline run"),
     "demo": ("pipeline.rm_demo", "the reward-model stage on the embedded model: comparisons, training, evaluation"),
     "sample-demo": ("pipeline.sample_demo", "sample from a model, label with a simulated teacher, print tables"),
     "convert": ("pipeline.convert", "convert preference data between TRL, HH, ranked and core formats"),

@@ -188,8 +188,9 @@ def run(config: PipelineConfig, rm_config: RewardModelConfig, ppo_config: PPOCon
                                      seed=config.seed, stop_token=ppo_config.stop_token)
         return texts, gold_summary(texts, heldout_prompts), text_nll(model, tokenizer, pretrain_text)
 
-    before_texts, before, nll_before = evaluate(load_model(config.policy_model, seed=config.seed))
-    after = {name: evaluate(load_model(summary["policy_dir"])) for name, summary in runs.items()}
+    pad = {"pad_token_id": tokenizer.pad_token_id}  # the tokenizer is at hand: no second load per model
+    before_texts, before, nll_before = evaluate(load_model(config.policy_model, seed=config.seed, **pad))
+    after = {name: evaluate(load_model(summary["policy_dir"], **pad)) for name, summary in runs.items()}
     after_texts, after_gold, nll_after = after["ppo"]
     timings["evaluation"] = time.time() - t0
     timings["total"] = time.time() - started

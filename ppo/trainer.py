@@ -421,7 +421,8 @@ class PPOTrainer:
         self.monitor = RewardHackingMonitor(target_kl=config.target_kl)
         set_seed(config.seed)
 
-        policy = policy if policy is not None else load_model(config.sft_model_path, seed=config.seed)
+        policy = policy if policy is not None else load_model(config.sft_model_path, seed=config.seed,
+                                                                  pad_token_id=self.tokenizer.pad_token_id)
         disable_dropout_in_model(policy)
         policy.config.use_cache = False
         self.ref_policy = None

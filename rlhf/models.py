@@ -256,11 +256,12 @@ def build_tiny_model(name: str, kind: ModelKind = "causal_lm", seed: int = 0,
     if name not in TINY_MODELS:
         raise ValueError(f"unknown tiny model {name!r}; expected one of {sorted(TINY_MODELS)}")
     tokenizer = load_tokenizer(name)
+    pad_token_id = overrides.pop("pad_token_id", tokenizer.pad_token_id)
     shape = TINY_MODELS[name] | overrides
     config = LlamaConfig(
         vocab_size=len(tokenizer), max_position_embeddings=1024, tie_word_embeddings=True,
         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id, num_labels=1, **shape,
+        pad_token_id=pad_token_id, num_labels=1, **shape,
     )
     auto = AutoModelForSequenceClassification if kind == "seq_cls" else AutoModelForCausalLM
     with torch.random.fork_rng(devices=[]):
@@ -268,7 +269,7 @@ def build_tiny_model(name: str, kind: ModelKind = "causal_lm", seed: int = 0,
         model = auto.from_config(config, dtype=dtype)
     model.config.name_or_path = name
     if kind == "causal_lm":
-        model.generation_config.pad_token_id = tokenizer.pad_token_id
+        model.generation_config.pad_token_id = pad_token_id
     return model
 
 

@@ -145,6 +145,8 @@ def test_a_given_pad_token_id_spares_the_second_tokenizer_load(tmp_path, monkeyp
     assert len(calls) == 1  # the config pads with EOS: the tokenizer says which token pads
     assert load_model(folder, pad_token_id=0).config.pad_token_id == 0
     assert len(calls) == 1  # given by the caller: not loaded again
+    tiny = load_model("tiny-random-llama", pad_token_id=0)  # tiny models take it too
+    assert tiny.config.pad_token_id == tiny.generation_config.pad_token_id == 0
 
 
 def test_published_name_resolves_to_the_embedded_copy():
