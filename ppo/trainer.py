@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import json
 import sys
 import time
@@ -50,7 +51,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 import torch
-from accelerate import Accelerator
+from accelerate import Accelerator, PartialState
 from accelerate.utils import ProjectConfiguration, set_seed
 from peft import LoraConfig, get_peft_model
 from rich.console import Console
@@ -90,6 +91,7 @@ from rlhf.generation import (
     sample_responses,
 )
 from rlhf.models import load_model
+from rlhf.precision import PrecisionChoice, random_token_ids, resolve_precision
 from rlhf.outputs import cut_log, start_output_folder
 
 RewardFn = Callable[[list[str], list[str], list[list[int]]], Sequence[float]]
@@ -100,6 +102,17 @@ INVALID_LOGPROB = 1.0  # same constant in policy and reference log-probs at padd
 def generator(*parts) -> torch.Generator:
     """A torch.Generator seeded with ``derive_seed(*parts)``."""
     return torch.Generator().manual_seed(derive_seed(*parts))
+
+
+def mean_token_logprob(policy: nn.Module, temperature: float) -> torch.Tensor:
+    """Mean log pi(token | prefix) over a few random token sequences, at the sampling
+    temperature: precision auto's numerics check (``rlhf.precision``). Its bf16 - fp32
+    difference is the mean per-token log-ratio that bf16 alone would add to the PPO ratio
+    (Schulman et al. 2017, eq. 7) and to the KL estimate (eq. 15.7)."""
+    device = next(policy.parameters()).device
+    ids = random_token_ids(policy.config.vocab_size).to(device)
+    logits = policy(input_ids=ids, use_cache=False).logits
+    return core.token_logprobs(logits[:, :-1], ids[:, 1:], temperature).mean()
 
 
 # ---------------------------------------------------------------------------
@@ -395,22 +408,16 @@ class PPOTrainer:
         if not config.reward_models and reward_fn is None:
             raise PPOConfigError("reward_models: at least one reward model (or a reward_fn in Python) is needed")
         self.config = config
-        self.accelerator = accelerator or Accelerator(
-            mixed_precision="bf16" if config.bf16 else "no",
-            cpu=config.use_cpu,  # true when no CUDA device exists (PPOConfig)
-            log_with=config.report_to or None,
-            # trackers that write files (tensorboard) write under output_dir/runs/<run_name>
-            project_config=ProjectConfiguration(project_dir=config.output_dir,
-                                                logging_dir=str(Path(config.output_dir) / "runs")),
-        )
-        acc = self.accelerator
+        # The Accelerator is made once the precision is known (after the policy loads, for
+        # precision auto's numerics check); until then PartialState knows the processes.
+        processes = accelerator.state if accelerator is not None else PartialState(cpu=config.use_cpu)
         # Everything that can be wrong with the inputs is checked before loading weights.
-        inputs = validate_inputs(config, world_size=acc.num_processes)
+        inputs = validate_inputs(config, world_size=processes.num_processes)
         self.sizes, self.num_iterations = inputs["batch_sizes"], inputs["num_total_batches"]
         # The inputs are good: replace an earlier run now if asked (once every process has checked the folder).
         self.output_dir = Path(config.output_dir)
-        acc.wait_for_everyone()
-        if acc.is_main_process:
+        processes.wait_for_everyone()
+        if processes.is_main_process:
             start_output_folder(self.output_dir, config.overwrite)
         self.tokenizer, self.prompts, self.prompt_ids = inputs["tokenizer"], inputs["prompts"], inputs["prompt_ids"]
         self.stop_id = stop_token_id(self.tokenizer, config.stop_token)
@@ -423,8 +430,29 @@ class PPOTrainer:
 
         policy = policy if policy is not None else load_model(config.sft_model_path, seed=config.seed,
                                                                   pad_token_id=self.tokenizer.pad_token_id)
+        policy.to(processes.device)
         disable_dropout_in_model(policy)
         policy.config.use_cache = False
+        if accelerator is not None:
+            mixed = accelerator.mixed_precision
+            self.precision = PrecisionChoice("bf16" if mixed == "bf16" else "fp32", config.precision,
+                                             f"the accelerator passed in has mixed_precision {mixed!r}")
+        else:
+            self.precision = resolve_precision(config.precision, processes.device.type,
+                                               loss_fn=functools.partial(mean_token_logprob, policy,
+                                                                         config.temperature))
+        if processes.is_main_process:
+            print(self.precision.note(), file=sys.stderr)
+            (self.output_dir / "precision.json").write_text(json.dumps(self.precision.record(), indent=2) + "\n")
+        self.accelerator = accelerator or Accelerator(
+            mixed_precision="bf16" if self.precision.precision == "bf16" else "no",
+            cpu=config.use_cpu,  # true when no CUDA device exists (PPOConfig)
+            log_with=config.report_to or None,
+            # trackers that write files (tensorboard) write under output_dir/runs/<run_name>
+            project_config=ProjectConfiguration(project_dir=config.output_dir,
+                                                logging_dir=str(Path(config.output_dir) / "runs")),
+        )
+        acc = self.accelerator
         self.ref_policy = None
         if config.use_lora:
             policy = get_peft_model(policy, LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha,
@@ -826,7 +854,7 @@ class PPOTrainer:
         if cfg.report_to:
             acc.init_trackers(cfg.run_name or "ppo",
                               config={k: v for k, v in cfg.to_dict().items() if isinstance(v, (int, float, str, bool))}
-                              | resolved_settings(cfg),
+                              | resolved_settings(cfg) | self.precision.record(),
                               init_kwargs=tracker_init_kwargs(cfg))
         log_every, save_every = every(cfg.logging_steps, total), every(cfg.save_steps, total)
         end = total if max_steps is None else min(total, self.state.step + max_steps)
@@ -859,6 +887,7 @@ class PPOTrainer:
             "first": history[0] if history else {}, "kl_coef": self.kl_ctl.value,
             "output_dir": str(self.output_dir), "policy_dir": str(policy_dir) if policy_dir else None,
             "checkpoint": str(checkpoint) if checkpoint else None, "seconds": time.perf_counter() - start_time,
+            "precision": self.precision.record(),
             "warnings": [{"iteration": w.iteration, "check": w.check, "seen": w.seen, "message": w.message}
                          for w in self.monitor.warnings],
         }

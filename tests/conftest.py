@@ -12,10 +12,19 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 
 import rlhf.models  # noqa: E402
+import rlhf.precision  # noqa: E402
 
 torch.set_num_threads(min(2, os.cpu_count() or 1))
 
 PROJECT_PACKAGES = ("rlhf", "reward_model", "ppo", "robot", "labeling_app", "pipeline")
+
+
+@pytest.fixture(autouse=True)
+def auto_precision_is_fp32(monkeypatch):
+    """``precision: auto`` resolves to fp32 in tests on every machine (the probe reports bf16
+    slower): the numbers tests assert must not depend on this CPU's bf16 speed. The tests of
+    auto itself (tests/rlhf/test_precision.py) patch the probe as they need."""
+    monkeypatch.setattr(rlhf.precision, "measured_speeds", lambda device: {"fp32": 1.0, "bf16": 0.5})
 
 
 @pytest.fixture

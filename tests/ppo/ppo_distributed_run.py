@@ -25,7 +25,7 @@ def main(output_dir: str, prompts: str, estimator: str = "gae") -> None:
     # one mini-batch of 8 episodes per epoch: micro-batches of 2, 4 // world_size of them per process
     config = PPOConfig(sft_model_path="tiny-random-llama", prompts=prompts, per_device_train_batch_size=2,
                        gradient_accumulation_steps=4 // world_size, num_mini_batches=1, num_ppo_epochs=2,
-                       total_episodes=24, response_length=6, temperature=1.0,
+                       total_episodes=24, response_length=6, temperature=1.0, precision="fp32",
                        learning_rate=1e-2, ptx_coef=0.5, pretrain_data=str(Path(output_dir) / "pretrain.txt"),
                        ptx_batch_size=2, ptx_max_length=16, output_dir=output_dir, disable_tqdm=True,
                        sample_table_every=0, target_kl=1.0, kl_horizon=40, advantage_estimator=estimator,
