@@ -94,6 +94,8 @@ class RewardModelConfig(TrainingArguments):
     def __post_init__(self):
         self.precision = requested_precision(self.precision, self.bf16)
         self.bf16 = self.precision == "bf16"  # auto: set by train() once measured
+        # transformers refuses bf16 on a machine without a GPU unless use_cpu says it is meant
+        self.use_cpu = self.use_cpu or (self.bf16 and not torch.cuda.is_available())
         super().__post_init__()
         if self.loss not in LOSSES:
             raise ValueError(f"loss: expected one of {LOSSES}, got {self.loss!r}")

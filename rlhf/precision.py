@@ -65,12 +65,13 @@ def _seconds(run: Callable[[], object], device: str) -> float:
     return time.perf_counter() - started
 
 
-def matmul_probe(device: str = "cpu", shapes=PROBE_SHAPES, repeats: int = 7) -> dict[str, float]:
+def matmul_probe(device: str = "cpu", shapes=PROBE_SHAPES, budget: float = 0.5, max_repeats: int = 50) -> dict[str, float]:
     """GFLOP/s of fp32 and of bf16-autocast ``F.linear`` (fp32 inputs and weights, as a model
     sees them under autocast, casts included) over ``shapes``. The two alternate, one pass
-    over all shapes each, ``repeats`` times, and each keeps its fastest pass: on a busy
-    machine the other processes slow both alike. bf16 is 0.0 where autocast cannot run it.
-    About 0.3 s on a 2-core CPU."""
+    over all shapes each, for ``budget`` seconds (at least 3 and at most ``max_repeats`` times)
+    and each keeps its fastest pass: on a busy machine other processes slow both alike and
+    the fastest pass is the one least disturbed. bf16 is 0.0 where autocast cannot run it.
+    About 0.6 s in all."""
     generator = torch.Generator().manual_seed(0)
     operands = [(torch.randn(m, k, generator=generator).to(device), torch.randn(n, k, generator=generator).to(device))
                 for m, k, n in shapes]
@@ -88,12 +89,15 @@ def matmul_probe(device: str = "cpu", shapes=PROBE_SHAPES, repeats: int = 7) -> 
         try:
             bf16_pass()  # warm-up (kernel selection), and does autocast run bf16 here at all?
         except (RuntimeError, TypeError):
-            return {"fp32": flops / min(_seconds(one_pass, device) for _ in range(repeats)) / 1e9, "bf16": 0.0}
+            return {"fp32": flops / min(_seconds(one_pass, device) for _ in range(3)) / 1e9, "bf16": 0.0}
         one_pass()
         best = {"fp32": float("inf"), "bf16": float("inf")}
-        for _ in range(repeats):
+        started = time.perf_counter()
+        for repeat in range(max_repeats):
             best["fp32"] = min(best["fp32"], _seconds(one_pass, device))
             best["bf16"] = min(best["bf16"], _seconds(bf16_pass, device))
+            if repeat >= 2 and time.perf_counter() - started > budget:
+                break
     return {name: flops / seconds / 1e9 for name, seconds in best.items()}
 
 

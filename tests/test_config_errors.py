@@ -97,6 +97,13 @@ CASES = [
     ("rm-no-train-data", "reward_model.train", ["--config", "{tmp}/rm.yaml", "--output_dir", "{tmp}/out"],
      {"rm.yaml": "model_name_or_path: tiny-random-llama\nuse_cpu: true\n"},
      ["train_data: expected a preference file (--train_data FILE"]),
+    # the smoke configs say precision: fp32; the old bf16 flag asking for bf16 contradicts them
+    ("ppo-bf16-vs-precision", "ppo.train", ["--config", PPO_SMOKE, "--bf16", "true", "--output_dir", "{tmp}/out"], {},
+     ["smoke.yaml: precision: 'bf16: true' asks for bf16 but 'precision: fp32' for fp32"]),
+    ("rm-bf16-vs-precision", "reward_model.train", ["--config", RM_SMOKE, "--bf16", "true", "--output_dir", "{tmp}/out"],
+     {}, ["smoke.yaml: precision: 'bf16: true' asks for bf16 but 'precision: fp32' for fp32"]),
+    ("rm-unknown-precision", "reward_model.train", ["--config", RM_SMOKE, "--precision", "fp16"], {},
+     ["--precision: expected one of ('auto', 'bf16', 'fp32'), got 'fp16'"]),
     ("ppo-bad-override", "ppo.train", ["--config", PPO_SMOKE, "--num_mini_batches", "0", "--output_dir", "{tmp}/out"],
      {}, ["--num_mini_batches: expected >= 1, got 0"]),
     ("ppo-bad-int", "ppo.train", ["--config", PPO_SMOKE, "--total_episodes", "three"], {},
