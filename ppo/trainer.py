@@ -442,7 +442,8 @@ class PPOTrainer:
                                                loss_fn=functools.partial(mean_token_logprob, policy,
                                                                          config.temperature))
         if processes.is_main_process:
-            print(self.precision.note(), file=sys.stderr)
+            if config.precision == "auto":  # measured: say what and why
+                print(self.precision.note(), file=sys.stderr)
             (self.output_dir / "precision.json").write_text(json.dumps(self.precision.record(), indent=2) + "\n")
         self.accelerator = accelerator or Accelerator(
             mixed_precision="bf16" if self.precision.precision == "bf16" else "no",

@@ -202,11 +202,11 @@ def random_pairs_loss(model) -> torch.Tensor:
 
 def choose_run_precision(config: RewardModelConfig, model) -> PrecisionChoice:
     """The precision of the run (``rlhf.precision``), checked on the first member's model
-    before it trains; printed as a note on the main process."""
+    before it trains; when measured (auto), printed as a note on the main process."""
     model.eval()  # the check compares precisions, not dropout masks; Trainer switches back to train
     choice = resolve_precision(config.precision, device_type(config.use_cpu),
                                loss_fn=functools.partial(random_pairs_loss, model), check_device=model.device.type)
-    if PartialState().is_main_process:
+    if config.precision == "auto" and PartialState().is_main_process:
         print(choice.note(), file=sys.stderr)
     return choice
 

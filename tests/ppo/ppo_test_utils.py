@@ -26,10 +26,11 @@ def planted_policy(name="tiny-random-llama", seed=0):
 
 
 def tiny_config(tmp_path, prompts_file, **overrides) -> PPOConfig:
-    """4 iterations of 8 episodes: micro-batches of 2, mini-batches of 4 (2 micro-batches), 2 per epoch."""
+    """4 iterations of 8 episodes: micro-batches of 2, mini-batches of 4 (2 micro-batches), 2 per epoch;
+    fp32, so the numbers do not depend on this CPU's bf16 speed."""
     fields = dict(sft_model_path="tiny-random-llama", prompts=str(prompts_file), per_device_train_batch_size=2,
                   gradient_accumulation_steps=2, num_mini_batches=2, num_ppo_epochs=2, total_episodes=32,
                   response_length=6, temperature=1.0, learning_rate=1e-2, lr_scheduler_type="constant",
-                  output_dir=str(tmp_path / "run"), disable_tqdm=True, sample_table_every=0)
+                  output_dir=str(tmp_path / "run"), disable_tqdm=True, sample_table_every=0, precision="fp32")
     fields.update(overrides)
     return PPOConfig(**fields)
