@@ -34,8 +34,11 @@ PRECISIONS = ("auto", "bf16", "fp32")
 # (rows, in, out) of F.linear: SmolLM2-135M's attention and MLP projections (hidden 576,
 # MLP 1536) at a 256-token training micro-batch, and its MLP at a 64-row decoding step.
 PROBE_SHAPES = ((256, 576, 576), (256, 576, 1536), (256, 1536, 576), (64, 576, 1536))
-MIN_SPEEDUP = 1.1  # below it the gain is within the probe's noise on a busy machine
-NUMERICS_RTOL = 0.01  # bf16 keeps 8 bits of mantissa (0.4 %); a mean loss off by more is not rounding
+MIN_SPEEDUP = 1.1  # a smaller gain is not worth the rounding
+# bf16 keeps 8 bits of mantissa (0.4 % per value); SmolLM2-135M with a fresh score head moves the
+# Bradley-Terry loss of random pairs by 0.7 %, its mean token log-prob by 0.06 %. More than 2 % is
+# not rounding (the cancellation in tests/rlhf/test_precision.py is 100 %).
+NUMERICS_RTOL = 0.02
 
 
 def requested_precision(precision: str, bf16: bool) -> str:
@@ -195,6 +198,6 @@ def resolve_precision(requested: str, device: str, loss_fn: Callable[[], torch.T
     return PrecisionChoice(choice, "auto", reason, speeds, numerics)
 
 
-def random_token_ids(vocab_size: int, rows: int = 4, length: int = 16, seed: int = 0) -> torch.Tensor:
+def random_token_ids(vocab_size: int, rows: int = 2, length: int = 16, seed: int = 0) -> torch.Tensor:
     """(rows, length) token ids drawn uniformly, for the numerics checks (no data needed)."""
     return torch.randint(vocab_size, (rows, length), generator=torch.Generator().manual_seed(seed))
