@@ -91,8 +91,8 @@ from rlhf.generation import (
     sample_responses,
 )
 from rlhf.models import load_model
-from rlhf.precision import PrecisionChoice, random_token_ids, resolve_precision
 from rlhf.outputs import cut_log, start_output_folder
+from rlhf.precision import PrecisionChoice, random_token_ids, resolve_precision
 
 RewardFn = Callable[[list[str], list[str], list[list[int]]], Sequence[float]]
 GoldFn = Callable[[list, list[str]], Sequence[float]]

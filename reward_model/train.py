@@ -50,8 +50,8 @@ from reward_model.trainer import LOSSES, HeldOutReport, PreferenceRewardTrainer
 from rlhf.config import ConfigError, check_report_to, run_main
 from rlhf.config import parse_config as parse_dataclass
 from rlhf.ensemble import bootstrap_indices
-from rlhf.models import ModelNotFoundError, load_model, load_tokenizer
 from rlhf.losses import bradley_terry_loss
+from rlhf.models import ModelNotFoundError, load_model, load_tokenizer
 from rlhf.outputs import check_output_folder, start_output_folder, write_text
 from rlhf.precision import PrecisionChoice, device_type, random_token_ids, requested_precision, resolve_precision
 from rlhf.preferences import load_comparisons
