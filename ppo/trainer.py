@@ -52,6 +52,7 @@ from typing import Callable, Sequence
 
 import torch
 from accelerate import Accelerator, PartialState
+from accelerate.state import AcceleratorState
 from accelerate.utils import ProjectConfiguration, set_seed
 from peft import LoraConfig, get_peft_model
 from rich.console import Console
@@ -441,6 +442,10 @@ class PPOTrainer:
             self.precision = resolve_precision(config.precision, processes.device.type,
                                                loss_fn=functools.partial(mean_token_logprob, policy,
                                                                          config.temperature))
+        if accelerator is None:
+            # accelerate keeps one process-wide state: a trainer made earlier in this process
+            # (another variant of a pipeline run) may have fixed another mixed precision in it.
+            AcceleratorState._reset_state()
         if processes.is_main_process:
             if config.precision == "auto":  # measured: say what and why
                 print(self.precision.note(), file=sys.stderr)

@@ -198,3 +198,14 @@ def test_ppo_trainer_with_fp32_never_probes_and_records_its_precision(tmp_path, 
     assert trainer.accelerator.mixed_precision == "no"
     assert (tmp_path / "run" / "precision.json").read_text() == (
         '{\n  "precision": "fp32",\n  "precision_requested": "fp32"\n}\n')
+
+
+def test_trainers_of_one_process_can_differ_in_precision(tmp_path):
+    """accelerate keeps one process-wide state; a pipeline makes several trainers in a row."""
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("\n".join(SHORT_PROMPTS) + "\n")
+    configs = [tiny_config(tmp_path / name, prompts, precision=name) for name in ("bf16", "fp32")]
+    first = PPOTrainer(configs[0], reward_fn=lambda p, c, r: [0.0] * len(p))
+    assert first.accelerator.mixed_precision == "bf16"
+    second = PPOTrainer(configs[1], reward_fn=lambda p, c, r: [0.0] * len(p))
+    assert second.accelerator.mixed_precision == "no"
