@@ -27,7 +27,8 @@ generate() call              local_rollout_forward_batch_size = B   the whole ge
 KL                           GRPO: kl_coef 0.04, kl_in loss;        GRPO: beta 0.04 (in the loss);
                              RLOO: kl_coef 0.05, kl_in reward       RLOO: beta 0.05 (in the reward)
 clip                         cliprange 0.2                          epsilon 0.2
-iterations                   (--steps + 1) calls of step()          max_steps = --steps + 1
+iterations                   (--steps + 1) calls of step()          max_steps = (--steps + 1) x
+                                                                    --num-iterations (optimizer steps)
 ============================ ===================================== ======================================
 
 The first iteration is a warm-up and is not timed. Reported per framework: samples/s
@@ -88,7 +89,8 @@ def prompts(args) -> list[str]:
 
 def ours_config(args, work: Path, estimator: str) -> PPOConfig:
     batch = generation_size(args)
-    return PPOConfig(sft_model_path=args.model, prompts=str(work / "prompts.txt"), value_init="policy_head",
+    return PPOConfig(sft_model_path=args.model, prompts=str(work / "prompts.txt"), advantage_estimator=estimator,
+                     num_generations=args.num_generations, kl_in=KL[estimator]["kl_in"],
                      per_device_train_batch_size=args.micro, gradient_accumulation_steps=batch // args.micro,
                      num_mini_batches=1, local_rollout_forward_batch_size=batch, num_ppo_epochs=args.num_iterations,
                      total_episodes=(args.steps + 1) * batch, response_length=args.response_length,
@@ -101,13 +103,15 @@ def trl_config(args, work: Path, estimator: str):
     from trl import GRPOConfig, RLOOConfig
 
     batch = generation_size(args)
+    # GRPO: the paper's per-sequence mean (TRL's default is dapo), as our grpo's loss_aggregation
+    extra = {"loss_type": "grpo"} if estimator == "grpo" else {}
     config_class = GRPOConfig if estimator == "grpo" else RLOOConfig
-    return config_class(output_dir=str(work / "out"), per_device_train_batch_size=args.micro,
+    return config_class(**extra, output_dir=str(work / "out"), per_device_train_batch_size=args.micro,
                         gradient_accumulation_steps=batch // args.micro, generation_batch_size=batch,
                         num_generations=args.num_generations, num_iterations=args.num_iterations,
                         max_completion_length=args.response_length, temperature=TEMPERATURE,
                         beta=KL[estimator]["kl_coef"], epsilon=0.2, learning_rate=LEARNING_RATE,
-                        max_steps=args.steps + 1, use_vllm=False, use_cpu=True, bf16=args.bf16, report_to=[],
+                        max_steps=(args.steps + 1) * args.num_iterations, use_vllm=False, use_cpu=True, bf16=args.bf16, report_to=[],
                         save_strategy="no", logging_strategy="no", eval_strategy="no", disable_tqdm=True)
 
 
@@ -145,14 +149,12 @@ def run_trl(args, work: Path, estimator: str) -> dict:
     steps = StepTimes(GenerateTimer(trainer.model))
     trainer.add_callback(steps.callback())
     trainer.train()
-    return steps.summary(generation_size(args), 0.0, PARTS[f"trl-{estimator}"])
+    return steps.summary(generation_size(args), None, PARTS[f"trl-{estimator}"], args.num_iterations)
 
 
 def run(args, work: Path) -> dict:
     side, estimator = args.part.split("-")
-    result = (run_ours if side == "ours" else run_trl)(args, work, estimator)
-    result.pop("achieved_flops", None)
-    return result
+    return (run_ours if side == "ours" else run_trl)(args, work, estimator)
 
 
 def ratio(ours: dict, trl: dict, key: str) -> float | None:
@@ -188,7 +190,7 @@ def report(args, results: dict) -> dict:
     return ratios
 
 
-def main(argv=None) -> int:
+def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="tiny-random-llama")
     parser.add_argument("--prompts", type=int, default=8, help="prompts per generation")
@@ -205,6 +207,11 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if generation_size(args) % args.micro:
         parser.error(f"--micro {args.micro} must divide --prompts x --num-generations = {generation_size(args)}")
+    return args
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
     if args.part:
         run_child(run, args)
         return 0

@@ -55,14 +55,21 @@ class StepTimes:
                 outer.generation.append(outer.timer.total)
         return Callback()
 
-    def summary(self, samples_per_iteration: int, flops_per_iteration: float, name: str) -> dict:
-        """Samples/s, seconds per iteration, share in generate and FLOP/s after the first (warm-up) step."""
-        n = len(self.times) - 1
-        seconds = self.times[-1] - self.times[0]
-        return {"framework": name, "seconds_per_iteration": seconds / n,
-                "samples_per_second": samples_per_iteration * n / seconds,
-                "generation_share": (self.generation[-1] - self.generation[0]) / seconds,
-                "achieved_flops": flops_per_iteration * n / seconds}
+    def summary(self, samples_per_iteration: int, flops_per_iteration: float | None, name: str,
+                steps_per_iteration: int = 1) -> dict:
+        """Samples/s, seconds per iteration, share in generate and (given the FLOPs of an iteration)
+        FLOP/s after the first (warm-up) iteration, an iteration being ``steps_per_iteration``
+        optimizer steps on one generation."""
+        times = self.times[steps_per_iteration - 1::steps_per_iteration]
+        generation = self.generation[steps_per_iteration - 1::steps_per_iteration]
+        n = len(times) - 1
+        seconds = times[-1] - times[0]
+        result = {"framework": name, "seconds_per_iteration": seconds / n,
+                  "samples_per_second": samples_per_iteration * n / seconds,
+                  "generation_share": (generation[-1] - generation[0]) / seconds}
+        if flops_per_iteration is not None:
+            result["achieved_flops"] = flops_per_iteration * n / seconds
+        return result
 
 
 def run_child(runner, args) -> None:
