@@ -46,10 +46,10 @@ from pathlib import Path
 import torch
 from transformers import AutoConfig, AutoTokenizer, HfArgumentParser, TrainingArguments
 
-from ppo.core import KL_ESTIMATORS
+from ppo.core import ADVANTAGE_ESTIMATORS, KL_ESTIMATORS, LOSS_AGGREGATIONS
 from reward_model.modeling import NotARewardModelError, RewardModel
 from rlhf import generation
-from rlhf.config import ConfigError
+from rlhf.config import ConfigError, check_report_to
 from rlhf.config import parse_config as parse_dataclass
 from rlhf.generation import builtin_prompts, chat_prompt_ids
 from rlhf.models import TINY_MODELS, ModelNotFoundError, load_tokenizer, resolve
@@ -58,6 +58,19 @@ from rlhf.preferences import PreferenceDataError, iter_rows, looks_like_hub_id
 VALUE_INITS = ("reward_model", "policy_head")
 REWARD_FORMATS = ("text", "chat")
 OLD_BATCH_FIELDS = ("micro_batch_size", "mini_batch_size", "rollout_batch_size")
+KL_PLACES = ("reward", "loss")
+# Each estimator's paper default for where the KL penalty goes and how the per-token loss is
+# reduced (kl_in / loss_aggregation null): PPO (Ouyang et al. 2022) and REINFORCE++ (Hu 2025)
+# and RLOO (Ahmadian et al. 2024) put it in the reward; GRPO (Shao et al. 2024, eq. 3) and
+# Dr. GRPO (Liu et al. 2025) add beta * k3 to the loss.
+ESTIMATOR_DEFAULTS = {
+    "gae": {"kl_in": "reward", "loss_aggregation": "token_mean"},
+    "grpo": {"kl_in": "loss", "loss_aggregation": "sequence_mean"},
+    "dr_grpo": {"kl_in": "loss", "loss_aggregation": "sequence_sum"},
+    "rloo": {"kl_in": "reward", "loss_aggregation": "token_mean"},
+    "reinforce_pp": {"kl_in": "reward", "loss_aggregation": "token_mean"},
+}
+GROUP_ESTIMATORS = ("grpo", "dr_grpo", "rloo")  # one advantage per response, relative to its group of G
 
 # TrainingArguments fields the PPO trainer reads; any other one set to a non-default value
 # is refused (it would be silently ignored).
@@ -150,6 +163,7 @@ class PPOConfig(TrainingArguments):
     gradient_accumulation_steps: int = field(default=1, metadata={"help": "micro-batches per optimizer step: a mini-batch is per_device_train_batch_size x gradient_accumulation_steps x processes episodes"})
     num_mini_batches: int = field(default=1, metadata={"help": "optimizer steps per PPO epoch: one rollout is per_device_train_batch_size x gradient_accumulation_steps x num_mini_batches x processes episodes (1 = TRL/Ziegler default)"})
     local_rollout_forward_batch_size: int | None = field(default=None, metadata={"help": "prompts per generate() call on one process; null = per_device_train_batch_size. Bigger is faster per token; must divide the per-process rollout. Unlike TRL, the rollout's other forward passes use per_device_train_batch_size"})
+    num_generations: int = field(default=1, metadata={"help": "G responses per prompt, sampled in the same generate() call (consecutive rows = one group); a rollout is still batch_size episodes = batch_size / G prompts. grpo, dr_grpo and rloo need G >= 2; G must divide the per-process rollout and local_rollout_forward_batch_size (TRL's num_generations)"})
     num_ppo_epochs: int = field(default=4, metadata={"help": "passes over each rollout (TRL, Ziegler, N+ use 4; DS-Chat 1)"})
     # --- sampling -----------------------------------------------------------------
     response_length: int = field(default=64, metadata={"help": "most tokens per response; responses stop earlier at stop_token (TRL's default is 53)"})
@@ -159,14 +173,17 @@ class PPOConfig(TrainingArguments):
     kl_coef: float = field(default=0.05, metadata={"help": "beta of eq. 15.8, the starting value with target_kl (TRL PPO and N+ 0.05; Ziegler 0.2 with adaptive control)"})
     target_kl: float | None = field(default=None, metadata={"help": "null = fixed beta; a number = Ziegler's adaptive controller, in nats PER SEQUENCE (sum over tokens), e.g. 6.0"})
     kl_horizon: float = field(default=10000.0, metadata={"help": "adaptive-controller horizon in episodes (Ziegler's 10,000)"})
-    kl_estimator: str = field(default="k1", metadata={"help": "per-token KL in the reward: k1 = log-ratio of eq. 15.7 (unbiased, what everyone uses in the reward); k3 is >= 0"})
+    kl_estimator: str | None = field(default=None, metadata={"help": "per-token KL estimate: k1 = log-ratio of eq. 15.7 (unbiased, what everyone uses in the reward), k2, or k3 (>= 0, GRPO's loss term); null = k1 when kl_in is reward, k3 when it is loss"})
+    kl_in: str | None = field(default=None, metadata={"help": "where the KL penalty goes: 'reward' (-kl_coef * KL per token of eq. 15.8; per response for grpo/dr_grpo/rloo) or 'loss' (kl_coef * k3 per token added to the policy loss, GRPO's eq. 3); null = the estimator's default: reward for gae, rloo, reinforce_pp; loss for grpo, dr_grpo"})
     kl_clamp: float | None = field(default=None, metadata={"help": "clamp of the per-token KL estimate (OpenRLHF/verl use 10); null = none, as in eq. 15.7"})
     score_clip: float | None = field(default=10.0, metadata={"help": "clip the (normalised) score to +-score_clip (OpenRLHF's 10); rarely active on normalised scores; null = none"})
     missing_eos_penalty: float | None = field(default=None, metadata={"help": "score replaced by this constant when a response reaches response_length without the stop token (Ziegler/N+: -1); null = off. TRL subtracts its penalty from the score instead"})
-    whiten_rewards: bool = field(default=False, metadata={"help": "scale per-token rewards by their batch std before GAE (Ziegler on; TRL off)"})
+    whiten_rewards: bool = field(default=False, metadata={"help": "scale per-token rewards by their batch std before GAE (Ziegler on; TRL off); gae only"})
     gamma: float = field(default=1.0, metadata={"help": "discount; 1 so the score does not shrink with response length (sec. 15.2.6)"})
     lam: float = field(default=0.95, metadata={"help": "GAE lambda (TRL, Ziegler, N+, DS-Chat)"})
-    # --- PPO losses ---------------------------------------------------------------
+    # --- advantages and PPO losses -------------------------------------------------
+    advantage_estimator: str = field(default="gae", metadata={"help": "gae = PPO with a critic (GAE, eq. 5.7); critic-free, no value model: grpo (group mean/std, Shao et al. 2024), dr_grpo (group mean only, Liu et al. 2025), rloo (leave-one-out mean, Ahmadian et al. 2024), reinforce_pp (batch-normalised returns, Hu 2025)"})
+    loss_aggregation: str | None = field(default=None, metadata={"help": "how per-token losses (surrogate and a KL loss term) become one number: token_mean (TRL loss_type bnpo), sequence_mean (grpo), sequence_sum (dr_grpo: token sum / response_length); null = the estimator's default: token_mean for gae, rloo, reinforce_pp; sequence_mean for grpo; sequence_sum for dr_grpo"})
     cliprange: float = field(default=0.2, metadata={"help": "policy ratio clip epsilon (everyone's 0.2)"})
     cliprange_value: float | None = field(default=0.2, metadata={"help": "value clip around the rollout values (TRL, Ziegler); null = unclipped value loss"})
     vf_coef: float = field(default=0.1, metadata={"help": "value-loss weight in the shared loss (TRL, Ziegler, N+)"})
@@ -212,13 +229,14 @@ class PPOConfig(TrainingArguments):
             _fail("target_kl", f"expected > 0 or null (fixed KL coefficient), got {self.target_kl}")
         if self.kl_horizon <= 0:
             _fail("kl_horizon", f"expected > 0, got {self.kl_horizon}")
-        if self.kl_estimator not in KL_ESTIMATORS:
-            _fail("kl_estimator", f"expected one of {KL_ESTIMATORS}, got {self.kl_estimator!r}")
+        if self.kl_estimator is not None and self.kl_estimator not in KL_ESTIMATORS:
+            _fail("kl_estimator", f"expected one of {KL_ESTIMATORS} or null, got {self.kl_estimator!r}")
+        self._check_estimator()
         if self.value_init not in VALUE_INITS:
             _fail("value_init", f"expected one of {VALUE_INITS}, got {self.value_init!r}")
         if self.reward_format not in REWARD_FORMATS:
             _fail("reward_format", f"expected one of {REWARD_FORMATS}, got {self.reward_format!r}")
-        if self.value_init == "reward_model" and not self.reward_models:
+        if self.value_init == "reward_model" and not self.reward_models and needs_critic(self):
             _fail("value_init", "'reward_model' needs a reward model (reward_model_path or reward_models), "
                                 "or use 'policy_head'")
         if self.ptx_coef > 0 and not self.pretrain_data:
@@ -231,6 +249,32 @@ class PPOConfig(TrainingArguments):
             super().__post_init__()
         except ValueError as err:  # TrainingArguments' own checks (e.g. an unknown lr_scheduler_type)
             raise ConfigError(str(err)) from None
+
+    def _check_estimator(self) -> None:
+        """The estimator switch and its companions; sizes that do not depend on the process count."""
+        if self.advantage_estimator not in ADVANTAGE_ESTIMATORS:
+            _fail("advantage_estimator", f"expected one of {ADVANTAGE_ESTIMATORS}, got {self.advantage_estimator!r}")
+        if self.kl_in is not None and self.kl_in not in KL_PLACES:
+            _fail("kl_in", f"expected one of {KL_PLACES} or null (the estimator's default), got {self.kl_in!r}")
+        if self.loss_aggregation is not None and self.loss_aggregation not in LOSS_AGGREGATIONS:
+            _fail("loss_aggregation", f"expected one of {LOSS_AGGREGATIONS} or null (the estimator's default), "
+                                      f"got {self.loss_aggregation!r}")
+        if self.num_generations < 1:
+            _fail("num_generations", f"expected >= 1, got {self.num_generations}")
+        if self.advantage_estimator in GROUP_ESTIMATORS and self.num_generations < 2:
+            _fail("num_generations", f"{self.advantage_estimator} compares the responses to one prompt: expected >= 2, "
+                                     f"got {self.num_generations}")
+        # Per-process sizes (independent of the process count): a group never straddles a
+        # generate() call or a process.
+        local_batch = self.per_device_train_batch_size * self.gradient_accumulation_steps * self.num_mini_batches
+        chunk = self.local_rollout_forward_batch_size or self.per_device_train_batch_size
+        for name, size in (("per-process rollout per_device_train_batch_size x gradient_accumulation_steps x "
+                            "num_mini_batches", local_batch), ("local_rollout_forward_batch_size", chunk)):
+            if size % self.num_generations:
+                _fail("num_generations", f"{self.num_generations} must divide the {name} = {size}")
+        if self.whiten_rewards and self.advantage_estimator != "gae":
+            _fail("whiten_rewards", f"whitens the rewards before GAE; expected false with advantage_estimator "
+                                    f"{self.advantage_estimator}")
 
     def _check_training_arguments(self) -> None:
         """A TrainingArguments field this trainer does not read may not be changed: it would
@@ -325,10 +369,38 @@ def batch_sizes(config: PPOConfig, world_size: int = 1) -> BatchSizes:
 
 
 def total_episodes(config: PPOConfig, num_prompts: int) -> int:
-    """``total_episodes``, or ``num_train_epochs`` passes over the prompts when it is null (TRL)."""
+    """``total_episodes``, or ``num_train_epochs`` passes over the prompts when it is null (TRL),
+    each prompt answered ``num_generations`` times (as TRL's GRPO trainer counts)."""
     if config.total_episodes is not None:
         return config.total_episodes
-    return int(config.num_train_epochs * num_prompts)
+    return int(config.num_train_epochs * num_prompts * config.num_generations)
+
+
+def needs_critic(config: PPOConfig) -> bool:
+    """Only GAE reads a value function; the other estimators build no value model or head."""
+    return config.advantage_estimator == "gae"
+
+
+def resolved_kl_in(config: PPOConfig) -> str:
+    """``kl_in``, or the estimator's default ("reward" or "loss") when it is null."""
+    return config.kl_in or ESTIMATOR_DEFAULTS[config.advantage_estimator]["kl_in"]
+
+
+def resolved_loss_aggregation(config: PPOConfig) -> str:
+    """``loss_aggregation``, or the estimator's default when it is null."""
+    return config.loss_aggregation or ESTIMATOR_DEFAULTS[config.advantage_estimator]["loss_aggregation"]
+
+
+def resolved_kl_estimator(config: PPOConfig) -> str:
+    """``kl_estimator``, or k1 for a KL in the reward and k3 for a KL loss term (GRPO) when it is null."""
+    return config.kl_estimator or ("k3" if resolved_kl_in(config) == "loss" else "k1")
+
+
+def resolved_settings(config: PPOConfig) -> dict:
+    """The estimator settings the run uses, defaults applied (logged once at the start)."""
+    return {"advantage_estimator": config.advantage_estimator, "num_generations": config.num_generations,
+            "kl_in": resolved_kl_in(config), "kl_estimator": resolved_kl_estimator(config),
+            "loss_aggregation": resolved_loss_aggregation(config), "critic": needs_critic(config)}
 
 
 def num_total_batches(config: PPOConfig, num_prompts: int, world_size: int = 1) -> int:
@@ -437,6 +509,7 @@ def validate_inputs(config: PPOConfig, world_size: int = 1, tokenizer=None) -> d
     Returns what was loaded on the way (prompts, tokenised prompts, pretraining text),
     so the trainer does not read the files twice.
     """
+    check_report_to(config.report_to)
     sizes = batch_sizes(config, world_size)
     if sizes.local_batch_size % sizes.local_rollout_forward_batch_size:
         _fail("local_rollout_forward_batch_size",
@@ -478,7 +551,7 @@ def validate_inputs(config: PPOConfig, world_size: int = 1, tokenizer=None) -> d
                 RewardModel.check_member(member)
         except NotARewardModelError as err:
             _fail("reward_models", f"entry {index}: {err}")
-    if config.value_init == "reward_model":
+    if config.value_init == "reward_model" and needs_critic(config):
         folder = RewardModel.member_dirs(config.reward_models[0]["path"])[0]  # the critic copies an ensemble's first member
         if not same_tokenizer(tokenizer, AutoTokenizer.from_pretrained(folder)):
             _fail("value_init", f"'reward_model' needs the reward model's tokenizer to equal the policy's ({folder} "

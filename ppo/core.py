@@ -197,6 +197,25 @@ def kl_penalty(
     return kl
 
 
+def final_scores(
+    scores: torch.Tensor,
+    score_clip: float | None = None,
+    missing_stop_penalty: float | None = None,
+    has_stop: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """The score each response is trained on: the RM score clipped to [-score_clip, score_clip],
+    then REPLACED by ``missing_stop_penalty`` where ``has_stop`` is False (see
+    ``token_rewards``, which puts it on the last real token). ``(batch,)`` in and out."""
+    if missing_stop_penalty is not None and has_stop is None:
+        raise ValueError("missing_stop_penalty needs has_stop (which rows produced the stop token)")
+    scores = scores.reshape(-1)
+    if score_clip is not None:
+        scores = scores.clamp(-score_clip, score_clip)
+    if missing_stop_penalty is not None:
+        scores = torch.where(has_stop.bool().reshape(-1), scores, torch.full_like(scores, missing_stop_penalty))
+    return scores
+
+
 def token_rewards(
     scores: torch.Tensor,
     kl: torch.Tensor,
@@ -238,10 +257,7 @@ def token_rewards(
     scores = scores.reshape(-1).to(kl.dtype)
     if scores.shape[0] != kl.shape[0]:
         raise ValueError(f"{scores.shape[0]} scores for {kl.shape[0]} responses")
-    if score_clip is not None:
-        scores = scores.clamp(-score_clip, score_clip)
-    if missing_stop_penalty is not None:
-        scores = torch.where(has_stop.bool().reshape(-1), scores, torch.full_like(scores, missing_stop_penalty))
+    scores = final_scores(scores, score_clip, missing_stop_penalty, has_stop)
 
     rows = torch.arange(kl.shape[0], device=kl.device)
     score_rewards = zeros.index_put((rows, last_token_index(mask)), scores)

@@ -15,11 +15,16 @@ and padding in ``rlhf.generation``; this file moves data between them and the mo
 2. **Scoring.** Responses are decoded to text and scored by the reward models through
    their OWN tokenizers (so a reward model may use another tokenizer than the policy),
    each normalised with its saved ``reward_stats.json``; the weighted sum is the score.
-3. **Advantages.** ``core.token_rewards`` puts -beta * KL on every token and the score on
-   the last real token (eq. 15.8); ``core.compute_gae`` gives advantages and returns;
-   advantages are whitened over the whole rollout (all processes).
+3. **Advantages** (``advantage_estimator``). ``core.token_rewards`` puts -beta * KL on every
+   token (unless ``kl_in`` is "loss") and the score on the last real token (eq. 15.8). gae:
+   ``core.compute_gae`` gives advantages and returns, advantages are whitened over the whole
+   rollout (all processes). The critic-free estimators build no value model: grpo, dr_grpo
+   and rloo compare each response's summed reward with the other ``num_generations - 1``
+   responses to its prompt (sampled in the same generate call); reinforce_pp normalises the
+   returns over the rollout.
 4. **Update.** ``num_ppo_epochs`` passes over ``num_mini_batches`` shuffled mini-batches; each micro-batch adds
-   policy_loss + vf_coef * value_loss + ptx_coef * NLL(pretraining micro-batch)
+   policy_loss (+ beta * k3 per token when ``kl_in`` is "loss", aggregated with it by
+   ``loss_aggregation``) + vf_coef * value_loss (gae) + ptx_coef * NLL(pretraining micro-batch)
    (eq. 15.12) to the gradient; one optimizer step per mini-batch
    (``gradient_accumulation_steps`` micro-batches).
 5. **KL controller** update with the mean per-sequence KL (k1 summed over tokens, nats
@@ -54,7 +59,20 @@ from transformers import AutoModelForSequenceClassification, get_scheduler
 from trl.trainer.utils import disable_dropout_in_model
 
 from ppo import core
-from ppo.config import PPOConfig, PPOConfigError, every, resume_target, stop_token_id, validate_inputs
+from ppo.config import (
+    GROUP_ESTIMATORS,
+    PPOConfig,
+    PPOConfigError,
+    every,
+    needs_critic,
+    resolved_kl_estimator,
+    resolved_kl_in,
+    resolved_loss_aggregation,
+    resolved_settings,
+    resume_target,
+    stop_token_id,
+    validate_inputs,
+)
 from reward_model.modeling import RewardModel
 from rlhf.generation import (
     SampledResponses,
@@ -91,15 +109,18 @@ class PolicyAndValue(nn.Module):
 
     The critic is either a separate ``*ForSequenceClassification`` network (initialised
     from a reward model) read at EVERY position, or a zero-initialised linear head on the
-    policy's last hidden state. ``forward`` also computes the pretraining NLL when given a
-    ptx batch, so every micro-batch is a single wrapped forward call (DDP requirement).
+    policy's last hidden state; ``value_head=False`` (the critic-free estimators) builds
+    neither, and ``forward`` then returns no values. ``forward`` also computes the
+    pretraining NLL when given a ptx batch, so every micro-batch is a single wrapped forward
+    call (DDP requirement).
     """
 
-    def __init__(self, policy: nn.Module, value_model: nn.Module | None = None):
+    def __init__(self, policy: nn.Module, value_model: nn.Module | None = None, value_head: bool = True):
         super().__init__()
         self.policy = policy
         self.value_model = value_model
-        if value_model is None:
+        self.has_critic = value_model is not None or value_head
+        if value_model is None and value_head:
             hidden = policy.config.get_text_config().hidden_size if hasattr(policy.config, "get_text_config") \
                 else policy.config.hidden_size
             self.value_head = nn.Linear(hidden, 1)
@@ -110,6 +131,7 @@ class PolicyAndValue(nn.Module):
 
     def forward(self, input_ids, attention_mask, ptx_input_ids=None, with_values: bool = True):
         position_ids = position_ids_from_mask(attention_mask)
+        with_values = with_values and self.has_critic
         shared_trunk = with_values and self.value_model is None
         out = self.policy(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
                           output_hidden_states=shared_trunk, use_cache=False)
@@ -279,33 +301,44 @@ class Rollout:
     response_mask: torch.Tensor  # (b, R) bool: a real response token (not padding)
     logprobs: torch.Tensor  # (b, R) log pi_old(token) under logits / T; INVALID_LOGPROB at padding
     ref_logprobs: torch.Tensor  # (b, R) log pi_SFT(token), same temperature; INVALID_LOGPROB at padding
-    values: torch.Tensor  # (b, R) the critic's V(s_t) at rollout time; 0 at padding
+    values: torch.Tensor  # (b, R) the critic's V(s_t) at rollout time; 0 at padding and without a critic
     entropy: torch.Tensor  # (b, R) policy entropy per position (nats); 0 at padding
     scores: torch.Tensor  # (b,) weighted sum of normalised reward-model scores (+ reward_fn)
+    final_scores: torch.Tensor  # (b,) scores after score_clip and missing_eos_penalty: what the reward holds
     raw_scores: torch.Tensor  # (b,) the same weighted sum of raw (unnormalised) scores
     kl_per_sequence: torch.Tensor  # (b,) k1 KL summed over each response (nats per response)
     rewards: torch.Tensor  # (b, R) per-token rewards of eq. 15.8: -beta * KL, + the score on the last real token
     non_score_rewards: torch.Tensor  # (b, R) the -beta * KL part of rewards
-    advantages: torch.Tensor  # (b, R) GAE advantages, whitened over the whole rollout (all processes)
-    returns: torch.Tensor  # (b, R) value targets: GAE advantages (before whitening) + values
+    advantages: torch.Tensor  # (b, R) advantages of advantage_estimator (PPOTrainer._advantages); 0 at padding
+    returns: torch.Tensor  # (b, R) value targets: GAE advantages (before whitening) + values; 0 without a critic
     timings: dict[str, float]  # seconds spent in generation, forward passes and scoring
 
 
-def rollout_metrics(rollout: Rollout) -> dict[str, torch.Tensor]:
-    """This process's rollout statistics for metrics.jsonl (the caller averages them over processes)."""
+def rollout_metrics(rollout: Rollout, num_generations: int = 1, has_critic: bool = True) -> dict[str, torch.Tensor]:
+    """This process's rollout statistics for metrics.jsonl (the caller averages them over processes).
+
+    With groups (``num_generations`` >= 2) also TRL GRPO's ``reward_std`` (mean over groups of
+    the std of their scores) and ``frac_reward_zero_std`` (share of groups whose scores are all
+    equal: their group-relative advantages are 0, they teach nothing)."""
     mask = rollout.response_mask
     lengths = mask.sum(1).float()
-    explained = core.explained_variance(rollout.values, rollout.returns, mask)
-    return {
+    metrics = {
         "objective/scores": rollout.scores.mean(), "reward/raw": rollout.raw_scores.mean(),
         "objective/rlhf_reward": rollout.rewards.sum(1).mean(),
         "objective/non_score_reward": rollout.non_score_rewards.sum(1).mean(),
         "objective/kl": rollout.kl_per_sequence.mean(),
         "kl/per_token": rollout.kl_per_sequence.sum() / lengths.sum(),
         "objective/entropy": core.masked_mean(rollout.entropy, mask),
-        "value/explained_variance": torch.nan_to_num(explained, nan=0.0),
         "response/length": lengths.mean(), "response/stop_rate": rollout.has_stop.float().mean(),
     }
+    if has_critic:
+        explained = core.explained_variance(rollout.values, rollout.returns, mask)
+        metrics["value/explained_variance"] = torch.nan_to_num(explained, nan=0.0)
+    if num_generations >= 2:
+        group_std = rollout.final_scores.view(-1, num_generations).std(1)
+        metrics["reward_std"] = group_std.mean()
+        metrics["frac_reward_zero_std"] = torch.isclose(group_std, torch.zeros_like(group_std)).float().mean()
+    return metrics
 
 
 def tracker_init_kwargs(config: PPOConfig) -> dict:
@@ -387,11 +420,18 @@ class PPOTrainer:
         else:
             self.ref_policy = copy.deepcopy(policy).eval().requires_grad_(False).to(acc.device)
         value_model = None
-        if config.value_init == "reward_model":
+        self.has_critic = needs_critic(config)
+        if acc.is_main_process and config.advantage_estimator != "gae":
+            print("note: " + ", ".join(f"{key} {value}" for key, value in resolved_settings(config).items()
+                                       if key != "critic") + "; no value model", file=sys.stderr)
+            if config.value_init == "reward_model":
+                print(f"note: value_init reward_model ignored: {config.advantage_estimator} has no critic",
+                      file=sys.stderr)
+        if config.value_init == "reward_model" and self.has_critic:
             folder = RewardModel.member_dirs(config.reward_models[0]["path"])[0]  # an ensemble's critic copies its first member
             value_model = AutoModelForSequenceClassification.from_pretrained(folder, dtype=torch.float32)
             disable_dropout_in_model(value_model)
-        model = PolicyAndValue(policy, value_model)
+        model = PolicyAndValue(policy, value_model, value_head=self.has_critic)
         self.reward_models = [(TextRewardModel(e["path"], acc.device), e["weight"]) for e in config.reward_models]
         for rm, _ in self.reward_models:  # reward models from elsewhere: statistics from the initial policy
             rm.fit_stats_on_policy(policy.to(acc.device), self.tokenizer, self.prompts, self.prompt_ids, config,
@@ -433,14 +473,18 @@ class PPOTrainer:
         return self.sizes.local_rollout_forward_batch_size
 
     def _step_prompts(self, step: int) -> list[int]:
-        """Indices (into self.prompts) of this process's prompts for iteration ``step``;
-        the global stream reshuffles the prompt list on every pass."""
-        n, size = len(self.prompts), self.local_rollout_size
-        start = step * self.sizes.batch_size + self.accelerator.process_index * size
+        """Indices (into self.prompts) of this process's episodes for iteration ``step``: its
+        share of the ``batch_size / num_generations`` distinct prompts of the iteration, each
+        repeated ``num_generations`` times in a row (one group). Distinct prompt g of the
+        global stream is ``perm(seed, g // n)[g % n]``, so it depends on (seed, iteration,
+        position) only, whatever the process count; the stream reshuffles on every pass."""
+        n, group = len(self.prompts), self.config.num_generations
+        size = self.local_rollout_size // group
+        start = step * (self.sizes.batch_size // group) + self.accelerator.process_index * size
         indices = []
         for g in range(start, start + size):
             order = torch.randperm(n, generator=generator(self.config.seed, "prompts", g // n))
-            indices.append(int(order[g % n]))
+            indices += [int(order[g % n])] * group
         return indices
 
     def sample(self, prompt_ids: list[list[int]], seed: int, max_new_tokens: int | None = None,
@@ -461,13 +505,14 @@ class PPOTrainer:
         input_ids, attention_mask = input_ids.to(device), attention_mask.to(device)
         tokens = input_ids[:, width_p:]
         with self.accelerator.autocast():
-            logits, values, _ = self.unwrapped(input_ids, attention_mask)
+            logits, values, _ = self.unwrapped(input_ids, attention_mask, with_values=self.has_critic)
             ref_logits = self._reference_logits(input_ids, attention_mask)
         # logits at column P + j - 1 predict response token j
         tempered = logits[:, width_p - 1:-1].float() / temperature
         logprobs = core.token_logprobs(tempered, tokens)
         ref_logprobs = core.token_logprobs(ref_logits[:, width_p - 1:-1], tokens, temperature)
-        values = values[:, width_p - 1:-1]
+        # no critic: values 0, so the Rollout keeps one shape for every estimator
+        values = values[:, width_p - 1:-1] if values is not None else torch.zeros_like(logprobs)
         entropy = core.entropy_from_logits(tempered)
         lengths = [len(r) for r in responses]
         return ResponseStatistics(*([x[i, :n].cpu() for i, n in enumerate(lengths)]
@@ -540,22 +585,49 @@ class PPOTrainer:
         ref_logprobs = right_pad(stats.ref_logprobs, INVALID_LOGPROB)
         values = right_pad(stats.values)
         has_stop = torch.tensor(has_stop)
-        kl = core.kl_penalty(logprobs, ref_logprobs, cfg.kl_estimator, clamp=cfg.kl_clamp)
+        kl = core.kl_penalty(logprobs, ref_logprobs, resolved_kl_estimator(cfg), clamp=cfg.kl_clamp)
+        # kl_in "loss" (GRPO): the KL is a loss term (_micro_loss), the reward holds the score alone.
+        kl_coef_in_reward = self.kl_ctl.value if resolved_kl_in(cfg) == "reward" else 0.0
         rewards, non_score_rewards = core.token_rewards(
-            scores, kl, mask, self.kl_ctl.value, score_clip=cfg.score_clip,
+            scores, kl, mask, kl_coef_in_reward, score_clip=cfg.score_clip,
             missing_stop_penalty=cfg.missing_eos_penalty, has_stop=has_stop)
         pooled = self._sum_across_processes if acc.num_processes > 1 else None  # whiten over the whole rollout
-        if cfg.whiten_rewards:
-            rewards = core.whiten(rewards, mask, shift_mean=False, sum_across_processes=pooled)
-        advantages, returns = core.compute_gae(rewards, values, mask, gamma=cfg.gamma, lam=cfg.lam)
-        advantages = core.whiten(advantages, mask, sum_across_processes=pooled)
+        advantages, returns = self._advantages(rewards, values, mask, pooled)
 
         return Rollout(
             prompts=prompts, prompt_ids=prompt_ids, responses=responses, completions=completions,
             has_stop=has_stop, response_mask=mask, logprobs=logprobs, ref_logprobs=ref_logprobs, values=values,
             entropy=right_pad(stats.entropy), scores=scores, raw_scores=raw_scores,
+            final_scores=core.final_scores(scores, cfg.score_clip, cfg.missing_eos_penalty, has_stop),
             kl_per_sequence=core.sequence_kl(logprobs, ref_logprobs, mask), rewards=rewards,
             non_score_rewards=non_score_rewards, advantages=advantages, returns=returns, timings=timings)
+
+    def _advantages(self, rewards: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, pooled) -> tuple:
+        """(advantages, returns), both (b, R) and 0 at padding, for ``advantage_estimator``.
+
+        gae: GAE on the per-token rewards, advantages whitened over the whole rollout.
+        reinforce_pp: returns of the per-token rewards normalised over the whole rollout.
+        grpo, dr_grpo, rloo: one advantage per response from its sequence reward (its
+        score, minus kl_coef x its summed KL when kl_in is "reward", as TRL's RLOO does),
+        relative to the other responses to its prompt, broadcast to its tokens; not whitened.
+        Without a critic the returns are 0 (nothing regresses on them)."""
+        cfg = self.config
+        if cfg.advantage_estimator == "gae":
+            if cfg.whiten_rewards:
+                rewards = core.whiten(rewards, mask, shift_mean=False, sum_across_processes=pooled)
+            advantages, returns = core.compute_gae(rewards, values, mask, gamma=cfg.gamma, lam=cfg.lam)
+            return core.whiten(advantages, mask, sum_across_processes=pooled), returns
+        if cfg.advantage_estimator == "reinforce_pp":
+            advantages = core.reinforce_pp_advantages(rewards, mask, cfg.gamma, sum_across_processes=pooled)
+            return advantages, torch.zeros_like(rewards)
+        sequence_rewards = rewards.sum(1)  # score + (-kl_coef x KL summed over the response)
+        if cfg.advantage_estimator == "rloo":
+            per_response = core.rloo_advantages(sequence_rewards, cfg.num_generations)
+        else:
+            per_response = core.group_relative_advantages(sequence_rewards, cfg.num_generations,
+                                                          scale=cfg.advantage_estimator == "grpo")
+        advantages = torch.where(mask, per_response.unsqueeze(1), torch.zeros_like(rewards))
+        return advantages, torch.zeros_like(rewards)
 
     def _sum_across_processes(self, x: torch.Tensor) -> torch.Tensor:
         return self.accelerator.reduce(x.to(self.accelerator.device), reduction="sum").cpu()
@@ -608,17 +680,29 @@ class PPOTrainer:
 
         mask = response_mask.to(device)
         with self.accelerator.autocast():
-            logits, values, ptx_nll = self.model(input_ids, attention_mask, ptx_input_ids=ptx_ids)
+            logits, values, ptx_nll = self.model(input_ids, attention_mask, ptx_input_ids=ptx_ids,
+                                                 with_values=self.has_critic)
         logprobs = core.token_logprobs(logits[:, width_p - 1:-1], input_ids[:, width_p:], cfg.temperature)
-        values = values[:, width_p - 1:-1]
+        kl_loss = None
+        if resolved_kl_in(cfg) == "loss":
+            # GRPO's beta x KL per token (Shao et al. 2024, eq. 3) against the rollout's reference
+            # log-probs; the log-ratio is 0 at padding, so no inf there reaches the gradient.
+            ref_logprobs = torch.where(mask.bool(), rows(rollout.ref_logprobs), logprobs.detach())
+            token_kl = core.kl_penalty(logprobs, ref_logprobs, resolved_kl_estimator(cfg), clamp=cfg.kl_clamp)
+            kl_loss = self.kl_ctl.value * token_kl
         pg_loss, pg_stats = core.policy_loss(logprobs, rows(rollout.logprobs), rows(rollout.advantages), mask,
-                                             cfg.cliprange)
-        vf_loss, vf_stats = core.value_loss(values, rows(rollout.values), rows(rollout.returns), mask,
-                                            cfg.cliprange_value)
-        loss = pg_loss + cfg.vf_coef * vf_loss
-        stats = {"loss/policy_avg": pg_loss.detach(), "loss/value_avg": vf_loss.detach(),
-                 "policy/clipfrac_avg": pg_stats["clip_fraction"], "policy/approxkl_avg": pg_stats["approx_kl"],
-                 "val/ratio": pg_stats["ratio_mean"], "val/clipfrac_avg": vf_stats["value_clip_fraction"]}
+                                             cfg.cliprange, aggregation=resolved_loss_aggregation(cfg),
+                                             normalizer=cfg.response_length, extra_token_loss=kl_loss)
+        loss = pg_loss
+        stats = {"loss/policy_avg": pg_loss.detach(), "policy/clipfrac_avg": pg_stats["clip_fraction"],
+                 "policy/approxkl_avg": pg_stats["approx_kl"], "val/ratio": pg_stats["ratio_mean"]}
+        if self.has_critic:
+            vf_loss, vf_stats = core.value_loss(values[:, width_p - 1:-1], rows(rollout.values), rows(rollout.returns),
+                                                mask, cfg.cliprange_value)
+            loss = loss + cfg.vf_coef * vf_loss
+            stats |= {"loss/value_avg": vf_loss.detach(), "val/clipfrac_avg": vf_stats["value_clip_fraction"]}
+        if kl_loss is not None:  # TRL GRPO's "kl": the mean per-token estimate in the loss term
+            stats["kl"] = core.masked_mean(token_kl.detach(), mask)
         if ptx_nll is not None:
             loss = loss + cfg.ptx_coef * ptx_nll
             stats["loss/ptx_nll"] = ptx_nll.detach()
@@ -639,7 +723,7 @@ class PPOTrainer:
         train_stats = self.update(rollout, step)
         t2 = time.perf_counter()
 
-        local = rollout_metrics(rollout) | {k: torch.tensor(v) for k, v in train_stats.items()}
+        local = rollout_metrics(rollout, cfg.num_generations, self.has_critic) | {k: torch.tensor(v) for k, v in train_stats.items()}
         keys = sorted(local)
         values = torch.stack([torch.as_tensor(local[k], dtype=torch.float32) for k in keys]).to(acc.device)
         values = acc.reduce(values, reduction="mean").cpu().tolist()
@@ -648,7 +732,7 @@ class PPOTrainer:
         self.kl_ctl.update(metrics["objective/kl"], self.sizes.batch_size)
         self.state.step = step + 1
         self.state.kl_state = self.kl_ctl.state_dict()
-        self.state.prompt_position = self.state.step * self.sizes.batch_size
+        self.state.prompt_position = self.state.step * self.sizes.batch_size // cfg.num_generations  # distinct prompts
         self.state.ptx_position = self.ptx.position if self.ptx is not None else 0
         metrics |= {"step": step + 1, "episode": (step + 1) * self.sizes.batch_size, "kl/coef": kl_coef_used,
                     "kl/next_coef": self.kl_ctl.value, "lr": lr_used, "time/rollout": t1 - t0, "time/update": t2 - t1,
@@ -715,7 +799,8 @@ class PPOTrainer:
         total = self.num_iterations
         if cfg.report_to:
             acc.init_trackers(cfg.run_name or "ppo",
-                              config={k: v for k, v in cfg.to_dict().items() if isinstance(v, (int, float, str, bool))},
+                              config={k: v for k, v in cfg.to_dict().items() if isinstance(v, (int, float, str, bool))}
+                              | resolved_settings(cfg),
                               init_kwargs=tracker_init_kwargs(cfg))
         log_every, save_every = every(cfg.logging_steps, total), every(cfg.save_steps, total)
         end = total if max_steps is None else min(total, self.state.step + max_steps)

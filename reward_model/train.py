@@ -45,8 +45,8 @@ from reward_model.benchmarks import examples_from_comparisons
 from reward_model.collate import ComparisonCollator, tokenize_comparisons
 from reward_model.modeling import RewardModel, check_padding_free, score_token_lists
 from reward_model.plots import plot_checkpoint_metrics
-from reward_model.trainer import LOSSES, HeldOutReport, PreferenceRewardTrainer, check_report_to
-from rlhf.config import ConfigError, run_main
+from reward_model.trainer import LOSSES, HeldOutReport, PreferenceRewardTrainer
+from rlhf.config import ConfigError, check_report_to, run_main
 from rlhf.config import parse_config as parse_dataclass
 from rlhf.ensemble import bootstrap_indices
 from rlhf.models import ModelNotFoundError, load_model, load_tokenizer

@@ -12,7 +12,6 @@ from typing import Literal
 
 import torch
 from transformers import EvalPrediction, Trainer
-from transformers.integrations import INTEGRATION_TO_CALLBACK, get_available_reporting_integrations
 
 from reward_model.benchmarks import DEFAULT_SUBSET, ScoredExample
 from reward_model.evaluate import evaluate_scores
@@ -26,29 +25,6 @@ from rlhf.losses import (
 )
 from rlhf.config import ConfigError
 from rlhf.metrics import mean_margin, pairwise_accuracy, ranking_pairs
-
-# The trackers the package's [trackers] extra installs; others (wandb, mlflow, ...) work
-# when the user installs them.
-EXTRA_TRACKERS = ("tensorboard", "trackio")
-
-
-def check_report_to(report_to: list[str] | str | None) -> None:
-    """Refuse a tracker that transformers does not know or that is not installed, now:
-    transformers finds out only when the Trainer is built, after the model has loaded.
-    ``report_to`` is `TrainingArguments.report_to` after its `__post_init__` (a list)."""
-    requested = [report_to] if isinstance(report_to, str) else list(report_to or [])
-    available = set(get_available_reporting_integrations())
-    for name in requested:
-        if name in ("none", "all"):
-            continue
-        if name not in INTEGRATION_TO_CALLBACK:
-            raise ConfigError("--report_to", f"unknown tracker {name!r}; expected one of "
-                                             f"{', '.join(INTEGRATION_TO_CALLBACK)} or none")
-        if name not in available:
-            install = ("pip install 'rlhf-toolkit[trackers]' (tensorboard and trackio)" if name in EXTRA_TRACKERS
-                       else f"install {name}")
-            raise ConfigError("--report_to", f"{name} is not installed; expected an installed tracker: {install}")
-
 
 LOSSES = ("bradley_terry", "best_of_k", "pairwise_ranking", "plackett_luce")
 LossName = Literal["bradley_terry", "best_of_k", "pairwise_ranking", "plackett_luce"]

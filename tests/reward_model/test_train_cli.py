@@ -10,7 +10,7 @@ import pytest
 from datasets import Dataset, DatasetDict
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-import reward_model.trainer
+import rlhf.config
 from reward_model.modeling import NotARewardModelError, RewardModel
 from reward_model.train import main, parse_config, train
 from rlhf.config import ConfigError, run_main
@@ -171,7 +171,7 @@ def test_report_to_trackio_logs_the_trainers_losses(tmp_path):
 
 def test_a_tracker_that_is_not_installed_is_refused_before_the_model_loads(tmp_path, monkeypatch, capsys,
                                                                           forbid_model_loading):
-    monkeypatch.setattr(reward_model.trainer, "get_available_reporting_integrations", lambda: ["trackio"])
+    monkeypatch.setattr(rlhf.config, "get_available_reporting_integrations", lambda: ["trackio"])
     common = ["--config", "configs/reward_model/smoke.yaml", "--output_dir", str(tmp_path / "rm")]
     assert run_main(main, [*common, "--report_to", "tensorboard"]) == 2
     assert capsys.readouterr().err == ("error: --report_to: tensorboard is not installed; expected an installed "
