@@ -51,6 +51,7 @@ sys.path.insert(0, str(ROOT))  # run as a script: the project's packages come fr
 
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
+from transformers import TrainerCallback  # noqa: E402
 
 from benchmarks.harness import GenerateTimer, StepTimes, run_child, run_part  # noqa: E402
 from ppo.config import PPOConfig, batch_sizes  # noqa: E402
@@ -127,7 +128,20 @@ def run_ours(args, work: Path, estimator: str) -> dict:
     return {"framework": PARTS[f"ours-{estimator}"], "seconds_per_iteration": seconds / len(history),
             "samples_per_second": trainer.sizes.batch_size * len(history) / seconds,
             "generation_share": sum(h["time/generation"] for h in history) / seconds,
+            "rollout_forward_share": sum(h["time/forward"] for h in history) / seconds,
+            "training_share": sum(h["time/update"] for h in history) / seconds,
             "mean_response_length": sum(h["response/length"] for h in history) / len(history)}
+
+
+class CompletionLengths(TrainerCallback):
+    """The mean completion length of the current generation at every optimizer step, read from
+    the TRL trainer's metrics before its final log clears them."""
+
+    def __init__(self, trainer):
+        self.trainer, self.lengths = trainer, []
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self.lengths.append(self.trainer._metrics["train"]["completions/mean_length"][-1])
 
 
 def run_trl(args, work: Path, estimator: str) -> dict:
@@ -147,9 +161,13 @@ def run_trl(args, work: Path, estimator: str) -> dict:
     trainer = trainer_class(model=policy, reward_funcs=trl_reward, args=trl_config(args, work, estimator),
                             train_dataset=dataset, processing_class=tokenizer)
     steps = StepTimes(GenerateTimer(trainer.model))
+    lengths = CompletionLengths(trainer)
     trainer.add_callback(steps.callback())
+    trainer.add_callback(lengths)
     trainer.train()
-    return steps.summary(generation_size(args), None, PARTS[f"trl-{estimator}"], args.num_iterations)
+    result = steps.summary(generation_size(args), None, PARTS[f"trl-{estimator}"], args.num_iterations)
+    timed = lengths.lengths[args.num_iterations:]
+    return result | {"mean_response_length": sum(timed) / len(timed)}
 
 
 def run(args, work: Path) -> dict:
@@ -168,14 +186,15 @@ def report(args, results: dict) -> dict:
     table = Table(title=f"{args.model}: {args.prompts} prompts x G={args.num_generations}, "
                         f"{args.response_length} tokens, {args.num_iterations} step(s) per generation, "
                         f"{args.steps} timed iterations, {args.threads} threads, {'bf16' if args.bf16 else 'fp32'}")
-    for column in ("framework", "samples/s", "s/iteration", "in generate", "peak RSS (MB)"):
+    for column in ("framework", "samples/s", "s/iteration", "in generate", "response length", "peak RSS (MB)"):
         table.add_column(column, justify="left" if column == "framework" else "right")
     for part, r in results.items():
         if "error" in r:
-            table.add_row(PARTS[part], f"error: {r['error']}", "", "", "")
+            table.add_row(PARTS[part], f"error: {r['error']}", "", "", "", "")
             continue
         table.add_row(r["framework"], f"{r['samples_per_second']:.2f}", f"{r['seconds_per_iteration']:.2f}",
-                      f"{100 * r['generation_share']:.0f} %", f"{r['peak_rss_bytes'] / 1e6:.0f}")
+                      f"{100 * r['generation_share']:.0f} %", f"{r['mean_response_length']:.1f}",
+                      f"{r['peak_rss_bytes'] / 1e6:.0f}")
     ratios = {}
     for ours, trl in PAIRS:
         if ours in results and trl in results:
@@ -185,8 +204,8 @@ def report(args, results: dict) -> dict:
     for estimator, r in ratios.items():
         if None not in r.values():
             table.add_row(f"ours/TRL {estimator.upper()}", f"{r['samples_per_second']:.2f}x",
-                          f"{r['seconds_per_iteration']:.2f}x", "", f"{r['peak_rss_bytes']:.2f}x")
-    Console().print(table)
+                          f"{r['seconds_per_iteration']:.2f}x", "", "", f"{r['peak_rss_bytes']:.2f}x")
+    Console(width=120).print(table)
     return ratios
 
 
