@@ -147,7 +147,7 @@ class PPOConfig(TrainingArguments):
     reward_model_path: str | None = field(default=None, metadata={"help": "one reward model folder (TRL's spelling); the same as reward_models: [path]. Use reward_models for a weighted sum of several"})
     reward_models: list[str] = field(default_factory=list, metadata={"help": "reward models whose normalised scores are weighted-summed: [{path, weight}] (YAML) or 'path' / 'path=weight' (command line); each is normalised with its reward_stats.json"})
     reward_format: str = field(default="text", metadata={"help": "how a reward model sees a sample: 'text' = prompt + completion (what reward_model.demo trains on), 'chat' = chat template of user/assistant turns"})
-    value_init: str = field(default="policy_head", metadata={"help": "'reward_model': critic = copy of the first reward model (TRL/OpenRLHF/DS-Chat); 'policy_head': zero-initialised head on the policy trunk (Ziegler), no second network"})
+    value_init: str = field(default="policy_head", metadata={"help": "'reward_model': critic = copy of the first reward model (TRL/OpenRLHF/DS-Chat); 'policy_head': zero-initialised head on the policy trunk (Ziegler), no second network; gae only (the other estimators have no critic and ignore it with a note)"})
     use_lora: bool = field(default=False, metadata={"help": "LoRA adapters on the policy: the reference is the same network with adapters disabled (no second copy)"})
     lora_r: int = field(default=16, metadata={"help": "LoRA rank; 16 is the usual small-model default"})
     lora_alpha: int = field(default=32, metadata={"help": "LoRA scale = alpha / r = 2, the common choice"})
@@ -262,8 +262,8 @@ class PPOConfig(TrainingArguments):
         if self.num_generations < 1:
             _fail("num_generations", f"expected >= 1, got {self.num_generations}")
         if self.advantage_estimator in GROUP_ESTIMATORS and self.num_generations < 2:
-            _fail("num_generations", f"{self.advantage_estimator} compares the responses to one prompt: expected >= 2, "
-                                     f"got {self.num_generations}")
+            _fail("num_generations", f"{self.advantage_estimator} compares the responses to one prompt: "
+                                     f"expected >= 2, got {self.num_generations}")
         # Per-process sizes (independent of the process count): a group never straddles a
         # generate() call or a process.
         local_batch = self.per_device_train_batch_size * self.gradient_accumulation_steps * self.num_mini_batches

@@ -109,18 +109,18 @@ class PolicyAndValue(nn.Module):
 
     The critic is either a separate ``*ForSequenceClassification`` network (initialised
     from a reward model) read at EVERY position, or a zero-initialised linear head on the
-    policy's last hidden state; ``value_head=False`` (the critic-free estimators) builds
+    policy's last hidden state; ``with_value_head=False`` (the critic-free estimators) builds
     neither, and ``forward`` then returns no values. ``forward`` also computes the
     pretraining NLL when given a ptx batch, so every micro-batch is a single wrapped forward
     call (DDP requirement).
     """
 
-    def __init__(self, policy: nn.Module, value_model: nn.Module | None = None, value_head: bool = True):
+    def __init__(self, policy: nn.Module, value_model: nn.Module | None = None, with_value_head: bool = True):
         super().__init__()
         self.policy = policy
         self.value_model = value_model
-        self.has_critic = value_model is not None or value_head
-        if value_model is None and value_head:
+        self.has_critic = value_model is not None or with_value_head
+        if value_model is None and with_value_head:
             hidden = policy.config.get_text_config().hidden_size if hasattr(policy.config, "get_text_config") \
                 else policy.config.hidden_size
             self.value_head = nn.Linear(hidden, 1)
@@ -317,9 +317,9 @@ class Rollout:
 def rollout_metrics(rollout: Rollout, num_generations: int = 1, has_critic: bool = True) -> dict[str, torch.Tensor]:
     """This process's rollout statistics for metrics.jsonl (the caller averages them over processes).
 
-    With groups (``num_generations`` >= 2) also TRL GRPO's ``reward_std`` (mean over groups of
-    the std of their scores) and ``frac_reward_zero_std`` (share of groups whose scores are all
-    equal: their group-relative advantages are 0, they teach nothing)."""
+    With groups (``num_generations`` >= 2) also TRL GRPO's ``reward_std`` (std of the scores over
+    the rollout) and ``frac_reward_zero_std`` (share of groups whose scores are all equal: their
+    group-relative advantages are 0, they teach nothing)."""
     mask = rollout.response_mask
     lengths = mask.sum(1).float()
     metrics = {
@@ -336,7 +336,7 @@ def rollout_metrics(rollout: Rollout, num_generations: int = 1, has_critic: bool
         metrics["value/explained_variance"] = torch.nan_to_num(explained, nan=0.0)
     if num_generations >= 2:
         group_std = rollout.final_scores.view(-1, num_generations).std(1)
-        metrics["reward_std"] = group_std.mean()
+        metrics["reward_std"] = rollout.final_scores.std()
         metrics["frac_reward_zero_std"] = torch.isclose(group_std, torch.zeros_like(group_std)).float().mean()
     return metrics
 
@@ -421,17 +421,18 @@ class PPOTrainer:
             self.ref_policy = copy.deepcopy(policy).eval().requires_grad_(False).to(acc.device)
         value_model = None
         self.has_critic = needs_critic(config)
-        if acc.is_main_process and config.advantage_estimator != "gae":
+        if acc.is_main_process and (not self.has_critic or config.num_generations > 1 or config.kl_in
+                                    or config.loss_aggregation):  # settings other than plain PPO's: say which
             print("note: " + ", ".join(f"{key} {value}" for key, value in resolved_settings(config).items()
-                                       if key != "critic") + "; no value model", file=sys.stderr)
-            if config.value_init == "reward_model":
-                print(f"note: value_init reward_model ignored: {config.advantage_estimator} has no critic",
-                      file=sys.stderr)
+                                       if key != "critic") + ("" if self.has_critic else "; no value model"),
+                  file=sys.stderr)
+        if acc.is_main_process and config.value_init == "reward_model" and not self.has_critic:
+            print(f"note: value_init reward_model ignored: {config.advantage_estimator} has no critic", file=sys.stderr)
         if config.value_init == "reward_model" and self.has_critic:
             folder = RewardModel.member_dirs(config.reward_models[0]["path"])[0]  # an ensemble's critic copies its first member
             value_model = AutoModelForSequenceClassification.from_pretrained(folder, dtype=torch.float32)
             disable_dropout_in_model(value_model)
-        model = PolicyAndValue(policy, value_model, value_head=self.has_critic)
+        model = PolicyAndValue(policy, value_model, with_value_head=self.has_critic)
         self.reward_models = [(TextRewardModel(e["path"], acc.device), e["weight"]) for e in config.reward_models]
         for rm, _ in self.reward_models:  # reward models from elsewhere: statistics from the initial policy
             rm.fit_stats_on_policy(policy.to(acc.device), self.tokenizer, self.prompts, self.prompt_ids, config,
@@ -592,6 +593,8 @@ class PPOTrainer:
             scores, kl, mask, kl_coef_in_reward, score_clip=cfg.score_clip,
             missing_stop_penalty=cfg.missing_eos_penalty, has_stop=has_stop)
         pooled = self._sum_across_processes if acc.num_processes > 1 else None  # whiten over the whole rollout
+        if cfg.whiten_rewards:  # gae only (PPOConfig)
+            rewards = core.whiten(rewards, mask, shift_mean=False, sum_across_processes=pooled)
         advantages, returns = self._advantages(rewards, values, mask, pooled)
 
         return Rollout(
@@ -613,8 +616,6 @@ class PPOTrainer:
         Without a critic the returns are 0 (nothing regresses on them)."""
         cfg = self.config
         if cfg.advantage_estimator == "gae":
-            if cfg.whiten_rewards:
-                rewards = core.whiten(rewards, mask, shift_mean=False, sum_across_processes=pooled)
             advantages, returns = core.compute_gae(rewards, values, mask, gamma=cfg.gamma, lam=cfg.lam)
             return core.whiten(advantages, mask, sum_across_processes=pooled), returns
         if cfg.advantage_estimator == "reinforce_pp":
@@ -723,7 +724,8 @@ class PPOTrainer:
         train_stats = self.update(rollout, step)
         t2 = time.perf_counter()
 
-        local = rollout_metrics(rollout, cfg.num_generations, self.has_critic) | {k: torch.tensor(v) for k, v in train_stats.items()}
+        local = (rollout_metrics(rollout, cfg.num_generations, self.has_critic)
+                 | {k: torch.tensor(v) for k, v in train_stats.items()})
         keys = sorted(local)
         values = torch.stack([torch.as_tensor(local[k], dtype=torch.float32) for k in keys]).to(acc.device)
         values = acc.reduce(values, reduction="mean").cpu().tolist()

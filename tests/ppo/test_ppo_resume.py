@@ -2,7 +2,8 @@
 uninterrupted 4-step run ends: same weights, same per-step metrics, same KL coefficient,
 same pretraining-stream position. Covers the model, optimizer (AdamW moments),
 scheduler, adaptive KL controller and data positions (prompts, ptx). The interrupted run
-got one step past its checkpoint: the resumed run's metrics.jsonl has each step once."""
+got one step past its checkpoint: the resumed run's metrics.jsonl has each step once.
+The same for GRPO (groups of 2, no critic, KL in the loss)."""
 
 import json
 
@@ -29,12 +30,17 @@ def weights(trainer):
     return {k: v.detach().clone() for k, v in trainer.unwrapped.state_dict().items()}
 
 
+ESTIMATORS = {"gae": {}, "grpo": {"advantage_estimator": "grpo", "num_generations": 2}}
+
+
 @pytest.mark.slow
-def test_resume_continues_the_same_trajectory(tmp_path, prompts_file):
-    straight = make(tmp_path, prompts_file, "straight")
+@pytest.mark.parametrize("estimator", ESTIMATORS)
+def test_resume_continues_the_same_trajectory(tmp_path, prompts_file, estimator):
+    settings = ESTIMATORS[estimator]
+    straight = make(tmp_path, prompts_file, "straight", **settings)
     full = straight.train()
 
-    interrupted = make(tmp_path, prompts_file, "resumed")
+    interrupted = make(tmp_path, prompts_file, "resumed", **settings)
     partial = interrupted.train(max_steps=3)  # killed after step 3; the last checkpoint is step 2
     assert partial["steps"] == 3 and partial["policy_dir"] is None
     checkpoint = tmp_path / "resumed" / "checkpoints" / "step_2"
@@ -42,16 +48,17 @@ def test_resume_continues_the_same_trajectory(tmp_path, prompts_file):
     # weights in safetensors; no pytorch_model.bin (pickle)
     assert (checkpoint / "model.safetensors").exists() and not list(checkpoint.glob("pytorch_model*"))
 
-    resumed = make(tmp_path, prompts_file, "resumed", resume_from_checkpoint="latest")
+    resumed = make(tmp_path, prompts_file, "resumed", resume_from_checkpoint="latest", **settings)
     assert resumed.state.step == 2
     rest = resumed.train()
     assert rest["steps"] == NUM_STEPS and len(rest["history"]) == 2
     logged = [json.loads(line)["step"] for line in (tmp_path / "resumed" / "metrics.jsonl").read_text().splitlines()]
     assert logged == [1, 2, 3, 4]
 
+    keys = ["objective/scores", "objective/kl", "kl/coef", "loss/policy_avg", "loss/ptx_nll", "lr", "grad_norm"]
+    keys += ["loss/value_avg"] if estimator == "gae" else ["kl", "frac_reward_zero_std"]
     for a, b in zip(full["history"][2:], rest["history"]):
-        for key in ("objective/scores", "objective/kl", "kl/coef", "loss/policy_avg", "loss/value_avg", "loss/ptx_nll",
-                    "lr", "grad_norm"):
+        for key in keys:
             assert abs(a[key] - b[key]) <= 1e-6 * max(1.0, abs(a[key])), (key, a[key], b[key])
     assert full["kl_coef"] != 0.05  # the adaptive controller moved...
     assert abs(full["kl_coef"] - rest["kl_coef"]) < 1e-12  # ...and its state was restored
