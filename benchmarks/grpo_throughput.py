@@ -2,7 +2,7 @@
 TRL 1.16's GRPOTrainer and RLOOTrainer, side by side in one run.
 
     python benchmarks/grpo_throughput.py                                  # tiny-random-llama, 8 prompts x G=4
-    python benchmarks/grpo_throughput.py --model smollm2-135m-instruct --steps 2
+    python benchmarks/grpo_throughput.py --model smollm2-135m-instruct --prompts 4 --steps 2
     python benchmarks/grpo_throughput.py --only ours-grpo trl-grpo --output grpo.json
 
 Every framework runs in its own subprocess (benchmarks/harness.py), one after the other, with
@@ -27,6 +27,8 @@ generate() call              local_rollout_forward_batch_size = B   the whole ge
 KL                           GRPO: kl_coef 0.04, kl_in loss;        GRPO: beta 0.04 (in the loss);
                              RLOO: kl_coef 0.05, kl_in reward       RLOO: beta 0.05 (in the reward)
 clip                         cliprange 0.2                          epsilon 0.2
+loss reduction               GRPO: sequence_mean; RLOO: token_mean  GRPO: loss_type grpo; RLOO: its own
+                             (the estimators' defaults)             (a sequence-level ratio, see docs/ppo.md)
 iterations                   (--steps + 1) calls of step()          max_steps = (--steps + 1) x
                                                                     --num-iterations (optimizer steps)
 ============================ ===================================== ======================================
@@ -54,7 +56,7 @@ from rich.table import Table  # noqa: E402
 from transformers import TrainerCallback  # noqa: E402
 
 from benchmarks.harness import GenerateTimer, StepTimes, run_child, run_part  # noqa: E402
-from ppo.config import PPOConfig, batch_sizes  # noqa: E402
+from ppo.config import PPOConfig  # noqa: E402
 from ppo.trainer import PPOTrainer  # noqa: E402
 from rlhf.generation import builtin_prompts  # noqa: E402
 from rlhf.models import TINY_MODELS, load_model, load_tokenizer, resolve  # noqa: E402
