@@ -114,8 +114,9 @@ def trl_config(args, work: Path, estimator: str):
                         num_generations=args.num_generations, num_iterations=args.num_iterations,
                         max_completion_length=args.response_length, temperature=TEMPERATURE,
                         beta=KL[estimator]["kl_coef"], epsilon=0.2, learning_rate=LEARNING_RATE,
-                        max_steps=(args.steps + 1) * args.num_iterations, use_vllm=False, use_cpu=True, bf16=args.bf16, report_to=[],
-                        save_strategy="no", logging_strategy="no", eval_strategy="no", disable_tqdm=True)
+                        max_steps=(args.steps + 1) * args.num_iterations, use_vllm=False, use_cpu=True,
+                        bf16=args.bf16, report_to=[], save_strategy="no", logging_strategy="no", eval_strategy="no",
+                        disable_tqdm=True)
 
 
 def run_ours(args, work: Path, estimator: str) -> dict:
