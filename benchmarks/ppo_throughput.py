@@ -26,13 +26,13 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run as a script: the project's packages come from this checkout
 
+from benchmarks.harness import GenerateTimer, StepTimes, run_child, run_part  # noqa: E402
 from ppo.config import PPOConfig  # noqa: E402
 from ppo.trainer import PPOTrainer  # noqa: E402
 from rlhf.generation import builtin_prompts, chat_prompt_ids  # noqa: E402
@@ -64,22 +64,6 @@ def matmul_peak(dtype_name: str, n: int = 1024, seconds: float = 2.0) -> float:
         a @ b
         count += 1
     return 2 * n**3 * count / (time.perf_counter() - start)
-
-
-class GenerateTimer:
-    """Wraps ``model.generate`` on the instance and sums its wall time."""
-
-    def __init__(self, model):
-        self.total, self.model, original = 0.0, model, model.generate
-
-        def timed(*args, **kwargs):
-            start = time.perf_counter()
-            try:
-                return original(*args, **kwargs)
-            finally:
-                self.total += time.perf_counter() - start
-
-        model.generate = timed
 
 
 def make_reward_model(args, folder: Path):
@@ -133,31 +117,6 @@ def run_ours(args, work: Path) -> dict:
             "mean_response_length": response, "achieved_flops": flops / seconds}
 
 
-class StepTimes:
-    """Trainer callback recording, at every step end, the wall clock and the time spent in generate."""
-
-    def __init__(self, timer: GenerateTimer):
-        self.times, self.generation, self.timer = [], [], timer
-
-    def callback(self):
-        from transformers import TrainerCallback
-
-        outer = self
-
-        class Callback(TrainerCallback):
-            def on_step_end(self, args, state, control, **kwargs):
-                outer.times.append(time.perf_counter())
-                outer.generation.append(outer.timer.total)
-        return Callback()
-
-    def summary(self, args, flops_per_iter: float, name: str) -> dict:
-        n = len(self.times) - 1  # the first step is the warm-up
-        seconds = self.times[-1] - self.times[0]
-        return {"framework": name, "seconds_per_iteration": seconds / n, "samples_per_second": args.rollout * n / seconds,
-                "generation_share": (self.generation[-1] - self.generation[0]) / seconds,
-                "achieved_flops": flops_per_iter * n / seconds}
-
-
 def run_rloo(args, work: Path) -> dict:
     import torch
     from datasets import Dataset
@@ -184,7 +143,7 @@ def run_rloo(args, work: Path) -> dict:
     params = sum(p.numel() for p in policy.parameters())
     prompt_tokens = sum(len(chat_prompt_ids(tokenizer, p)) for p in prompts(args)) / len(prompts(args))
     # rollout forwards: reference + reward model; training: policy
-    return steps.summary(args, flops_per_iteration(params, prompt_tokens, args.response_length, args.rollout,
+    return steps.summary(args.rollout, flops_per_iteration(params, prompt_tokens, args.response_length, args.rollout,
                                                    args.epochs, 2), "TRL 1.16 RLOO")
 
 
@@ -215,15 +174,10 @@ def run_trl19(args, work: Path) -> dict:
     params = sum(p.numel() for p in policy.parameters())
     prompt_tokens = sum(len(ids) for ids in dataset["input_ids"]) / len(dataset)
     # rollout forwards: policy, reference, value, reward; training: policy + value
-    return steps.summary(args, flops_per_iteration(params, prompt_tokens, args.response_length, args.rollout,
+    return steps.summary(args.rollout, flops_per_iteration(params, prompt_tokens, args.response_length, args.rollout,
                                                    2 * args.epochs, 3), "TRL 1.9 experimental PPO")
 
 
-def child(args) -> None:
-    runner = {"ours": run_ours, "rloo": run_rloo, "trl19": run_trl19}[args.part]
-    with tempfile.TemporaryDirectory() as work:
-        result = runner(args, Path(work))
-    print("RESULT " + json.dumps(result))
 
 
 def main(argv=None) -> int:
@@ -243,7 +197,7 @@ def main(argv=None) -> int:
     parser.add_argument("--output", default=None, help="write the results as JSON here")
     args = parser.parse_args(argv)
     if args.part:
-        child(args)
+        run_child({"ours": run_ours, "rloo": run_rloo, "trl19": run_trl19}[args.part], args)
         return 0
     if args.setup_trl19:
         setup_trl19()
@@ -261,11 +215,7 @@ def main(argv=None) -> int:
             if not Path(python).exists():
                 results.append({"framework": "TRL 1.9 experimental PPO", "error": "no venv: run with --setup-trl19"})
                 continue
-        done = subprocess.run([python, __file__, "--part", part, *passthrough], env=env, cwd=ROOT,
-                              capture_output=True, text=True)
-        lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
-        results.append(json.loads(lines[-1][7:]) if lines else
-                       {"framework": part, "error": done.stderr.strip().splitlines()[-1:] or done.returncode})
+        results.append(run_part(python, __file__, part, passthrough, env, ROOT))
     dtype = "bfloat16" if args.bf16 else "float32"
     peak = matmul_peak(dtype)
     print(f"model {args.model}, {args.rollout} prompts x {args.response_length} tokens, {args.epochs} epoch(s), "
