@@ -190,7 +190,7 @@ class PPOConfig(TrainingArguments):
     vf_coef: float = field(default=0.1, metadata={"help": "value-loss weight in the shared loss (TRL, Ziegler, N+)"})
     learning_rate: float = field(default=1.0e-5, metadata={"help": "AdamW learning rate (TRL's 3e-6 is for bigger models; 1e-5 suits 135M)"})
     # --- run ----------------------------------------------------------------------
-    precision: str = field(default="auto", metadata={"help": "auto = bf16 autocast where a short matmul probe finds it at least 1.1x faster than fp32 on this machine and the policy's token log-probs under bf16 agree with fp32 (2 % of the mean), else fp32 (docs/precision.md); bf16 or fp32 to fix it. bf16: true (TRL's flag) means precision: bf16"})
+    precision: str = field(default="auto", metadata={"help": "auto = bf16 autocast where a short matmul probe finds it at least 1.1x faster than fp32 on this machine and the policy's token log-probs under bf16 agree with fp32 (within 2 percent of the mean), else fp32 (docs/precision.md); bf16 or fp32 to fix it. bf16: true (TRL's flag) means precision: bf16"})
     seed: int = field(default=0, metadata={"help": "seeds model init (tiny models), prompt order, sampling, shuffling and ptx order"})
     output_dir: str = field(default="runs/ppo", metadata={"help": "metrics.jsonl, checkpoints/step_N (accelerate save_state, safetensors), policy/ (final model)"})
     save_steps: float = field(default=0, metadata={"help": "checkpoint every N PPO iterations (a float < 1: that share of the iterations); 0 = only at the end"})

@@ -85,7 +85,7 @@ class RewardModelConfig(TrainingArguments):
     padding_free: bool = field(default=True, metadata={"help": "pack the sequences of a batch into rows instead of padding each (same scores, fewer tokens; checked once per model)"})
     disable_dropout: bool = field(default=True)
     overwrite: bool = field(default=False, metadata={"help": "replace an earlier run in output_dir (deleted once the data and model are checked); without it an earlier run is refused unless resumed"})
-    precision: str = field(default="auto", metadata={"help": "auto = bf16 autocast where a short matmul probe finds it at least 1.1x faster than fp32 on this machine and the Bradley-Terry loss of random pairs under bf16 agrees with fp32 (2 %), else fp32 (docs/precision.md); bf16 or fp32 to fix it. bf16: true (TRL's flag) means precision: bf16"})
+    precision: str = field(default="auto", metadata={"help": "auto = bf16 autocast where a short matmul probe finds it at least 1.1x faster than fp32 on this machine and the Bradley-Terry loss of random pairs under bf16 agrees with fp32 (within 2 percent), else fp32 (docs/precision.md); bf16 or fp32 to fix it. bf16: true (TRL's flag) means precision: bf16"})
     # TRL RewardConfig defaults that differ from TrainingArguments'
     learning_rate: float = field(default=1e-4)
     logging_steps: float = field(default=10)
