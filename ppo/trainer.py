@@ -92,7 +92,7 @@ from rlhf.generation import (
     sample_responses,
 )
 from rlhf.models import load_model
-from rlhf.outputs import cut_log, start_output_folder
+from rlhf.outputs import cut_log, start_output_folder, write_text
 from rlhf.precision import PrecisionChoice, random_token_ids, resolve_precision
 
 RewardFn = Callable[[list[str], list[str], list[list[int]]], Sequence[float]]
@@ -449,7 +449,7 @@ class PPOTrainer:
         if processes.is_main_process:
             if config.precision == "auto":  # measured: say what and why
                 print(self.precision.note(), file=sys.stderr)
-            (self.output_dir / "precision.json").write_text(json.dumps(self.precision.record(), indent=2) + "\n")
+            write_text(self.output_dir / "precision.json", json.dumps(self.precision.record(), indent=2) + "\n")
         self.accelerator = accelerator or Accelerator(
             mixed_precision="bf16" if self.precision.precision == "bf16" else "no",
             cpu=config.use_cpu,  # true when no CUDA device exists (PPOConfig)
