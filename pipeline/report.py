@@ -18,17 +18,28 @@ CURVES = [("objective/scores", "normalised RM score"), ("objective/kl", "KL per 
           ("loss/ptx_nll", "ptx NLL (pretraining text)"), ("response/length", "response length (tokens)")]
 
 
-def plot_curves(history: list[dict], path: Path) -> None:
+def plot_metric(axis, history: list[dict], key: str, title: str) -> np.ndarray:
+    """One metric of metrics.jsonl against the PPO iteration (NaN where an iteration lacks it);
+    returns the iterations, for what the caller adds to the panel."""
     steps = np.arange(1, len(history) + 1)
-    figure, axes = plt.subplots(1, len(CURVES), figsize=(16, 3.4))
-    for axis, (key, title) in zip(axes, CURVES):
-        axis.plot(steps, [h.get(key, math.nan) for h in history], marker=".")
-        axis.set_title(title)
-        axis.set_xlabel("PPO iteration")
-        axis.grid(alpha=0.3)
+    axis.plot(steps, [h.get(key, math.nan) for h in history], marker=".")
+    axis.set_title(title)
+    axis.set_xlabel("PPO iteration")
+    axis.grid(alpha=0.3)
+    return steps
+
+
+def save_figure(figure, path: Path) -> None:
     figure.tight_layout()
     figure.savefig(path, dpi=110)
     plt.close(figure)
+
+
+def plot_curves(history: list[dict], path: Path) -> None:
+    figure, axes = plt.subplots(1, len(CURVES), figsize=(16, 3.4))
+    for axis, (key, title) in zip(axes, CURVES):
+        plot_metric(axis, history, key, title)
+    save_figure(figure, path)
 
 
 # One panel per check (proxy_gold_divergence: the proxy score and the gold on twin axes).
@@ -41,11 +52,10 @@ MONITOR_PANELS = {"kl_runaway": ("objective/kl", "KL per sequence (nats)"),
 
 def plot_monitors(history: list[dict], warnings: list[dict], path: Path) -> None:
     """The metrics the reward-hacking monitors watch, a red line at the iteration each check fired."""
-    steps = np.arange(1, len(history) + 1)
     fired = {w["check"]: w["iteration"] for w in warnings}
     figure, axes = plt.subplots(1, len(MONITOR_PANELS), figsize=(18, 3.2))
     for axis, (check, (key, title)) in zip(axes, MONITOR_PANELS.items()):
-        axis.plot(steps, [h.get(key, math.nan) for h in history], marker=".")
+        steps = plot_metric(axis, history, key, title)
         if check == "proxy_gold_divergence":
             twin = axis.twinx()
             twin.plot(steps, [h.get("objective/gold", math.nan) for h in history], marker=".", color="crimson")
@@ -53,12 +63,7 @@ def plot_monitors(history: list[dict], warnings: list[dict], path: Path) -> None
             axis.axvline(fired[check], color="red", linewidth=1.5)
             axis.text(fired[check], 1.0, f" {check}", color="red", fontsize=7, transform=axis.get_xaxis_transform(),
                       va="top")
-        axis.set_title(title)
-        axis.set_xlabel("PPO iteration")
-        axis.grid(alpha=0.3)
-    figure.tight_layout()
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
+    save_figure(figure, path)
 
 
 def monitor_rows(warnings: list[dict]) -> list[str]:
@@ -83,9 +88,7 @@ def plot_gold_vs_kl(history: list[dict], before: dict, after: dict, path: Path) 
                   color="crimson", marker="s", capsize=4, label="held-out gold judge (before, after)")
     twin.set_ylabel("gold judge score", color="crimson")
     figure.legend(loc="upper left", bbox_to_anchor=(0.12, 0.97), fontsize=8)  # clear of the axis labels
-    figure.tight_layout()
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
+    save_figure(figure, path)
 
 
 def write_report(out: Path, policy_model: str, summary: dict, samples: list[tuple[str, str, str]]) -> Path:
