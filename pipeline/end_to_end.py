@@ -48,7 +48,7 @@ from rlhf.generation import generate_completions, prompt_text
 from rlhf.models import load_model, load_tokenizer
 from rlhf.outputs import check_output_folder, start_output_folder, write_text
 from rlhf.preferences import load_comparisons
-from rlhf.rubric import gold_score, is_content_free, on_topic_score
+from rlhf.rubric import PROPERTIES, gold_score, is_content_free, rubric
 
 STAGES = {"reward_model": RewardModelConfig, "ppo": PPOConfig}
 STAGE_DEFAULTS = {"reward_model": {"config": "configs/reward_model/quickstart.yaml"},
@@ -123,14 +123,23 @@ def text_nll(model, tokenizer, text: str, block: int = 128) -> float:
 
 
 def gold_summary(texts: list[str], prompts: list[str]) -> dict:
-    """Gold judge mean and std of answers to their prompts, words per answer, and the shares
+    """Gold judge mean and std of answers to their prompts, words per answer, the shares
     of answers on the prompt's topic and content-free (`rlhf.rubric`'s on_topic property
-    and content-free rule)."""
-    scores = np.array([gold_score(text, prompt) for text, prompt in zip(texts, prompts)])
-    return {"mean": float(scores.mean()), "std": float(scores.std()), "n": len(scores),
+    and content-free rule), and the mean of each of the judge's properties (where the gold
+    went)."""
+    scores = [rubric(text, prompt) for text, prompt in zip(texts, prompts)]
+    totals = np.array([score.total for score in scores])
+    return {"mean": float(totals.mean()), "std": float(totals.std()), "n": len(totals),
             "words": float(np.mean([len(text.split()) for text in texts])),
-            "topical": float(np.mean([on_topic_score(text, prompt) == 1.0 for text, prompt in zip(texts, prompts)])),
-            "content_free": float(np.mean([is_content_free(text, prompt) for text, prompt in zip(texts, prompts)]))}
+            "topical": float(np.mean([score.on_topic == 1.0 for score in scores])),
+            "content_free": float(np.mean([is_content_free(text, prompt) for text, prompt in zip(texts, prompts)])),
+            "properties": {name: float(np.mean([getattr(score, name) for score in scores])) for name in PROPERTIES}}
+
+
+def gold_gain_ceiling(before: dict) -> float:
+    """The largest gold gain, in initial standard deviations, that the held-out measure
+    allows: every answer at the judge's maximum, 1.0."""
+    return (1.0 - before["mean"]) / max(before["std"], 1e-9)
 
 
 def rollout_gold(prompts: list, completions: list[str]) -> list[float]:
@@ -201,6 +210,7 @@ def run(config: PipelineConfig, rm_config: RewardModelConfig, ppo_config: PPOCon
         "train_prompts": len(comparisons.train), "heldout_prompts": len(comparisons.heldout),
         "ppo_steps": runs["ppo"]["steps"], "gold_before": before, "gold_after": after_gold,
         "gold_gain_in_std": (after_gold["mean"] - before["mean"]) / max(before["std"], 1e-9),
+        "gold_gain_ceiling_in_std": gold_gain_ceiling(before),
         "kl_final": history[-1]["objective/kl"],
         "kl_mean_last5": float(np.mean([h["objective/kl"] for h in history[-5:]])),
         "nll_before": nll_before, "nll_after": nll_after, "nll_increase": nll_after - nll_before,
@@ -234,7 +244,7 @@ def main(argv: list[str] | None = None) -> int:
     before, after = summary["gold_before"], summary["gold_after"]
     console.print(
         f"\n[bold]held-out gold judge[/]: {before['mean']:.3f} -> {after['mean']:.3f} "
-        f"({summary['gold_gain_in_std']:+.2f} initial std); on topic {before['topical']:.0%} -> {after['topical']:.0%}, "
+        f"({summary['gold_gain_in_std']:+.2f} initial std, at most {summary['gold_gain_ceiling_in_std']:+.2f}); on topic {before['topical']:.0%} -> {after['topical']:.0%}, "
         f"content-free {before['content_free']:.0%} -> {after['content_free']:.0%}; KL/seq {summary['kl_final']:.2f} nats; "
         f"pretraining NLL {summary['nll_before']:.3f} -> {summary['nll_after']:.3f}; {summary['timings']['total']:.0f} s")
     if config.ptx_ablation:

@@ -13,6 +13,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from ppo.monitors import CHECKS  # noqa: E402
+from rlhf.rubric import WEIGHTS  # noqa: E402
 
 CURVES = [("objective/scores", "normalised RM score"), ("objective/kl", "KL per sequence (nats)"),
           ("loss/ptx_nll", "ptx NLL (pretraining text)"), ("response/length", "response length (tokens)")]
@@ -107,7 +108,13 @@ def write_report(out: Path, policy_model: str, summary: dict, samples: list[tupl
         f"| NLL on held-out pretraining text (nats/token) | {summary['nll_before']:.4f} | {summary['nll_after']:.4f} |",
         f"| KL per sequence (last training iteration, nats) | 0 | {summary['kl_final']:.3f} |",
         f"| KL per sequence (mean of the last 5 iterations, nats) | 0 | {summary['kl_mean_last5']:.3f} |", "",
-        f"Gold change in units of the initial spread: **{summary['gold_gain_in_std']:+.2f} std**.", "",
+        f"Gold change in units of the initial spread: **{summary['gold_gain_in_std']:+.2f} std** (the most this "
+        f"measure allows, every held-out answer at the judge's maximum 1.0: {summary['gold_gain_ceiling_in_std']:+.2f} "
+        "std).", "",
+        "Where the gold went: the mean of each property of the judge (docs/gold_judge.md) on the held-out answers.", "",
+        "| property | weight | before | after |", "|---|---|---|---|",
+        *(f"| {name} | {weight:.2f} | {before['properties'][name]:.3f} | {after['properties'][name]:.3f} |"
+          for name, weight in WEIGHTS.items()), "",
         "![training curves](curves.png)", "", "![gold against KL](gold_vs_kl.png)", "",
         f"Reward model: held-out accuracy {summary['rm_eval_accuracy']}.", "",
         "## Reward-hacking monitors", "",

@@ -11,7 +11,7 @@ from pipeline.report import plot_monitors, write_report
 from ppo.monitors import RewardHackingMonitor
 from rlhf.config import ConfigError
 from rlhf.models import load_model, load_tokenizer
-from rlhf.rubric import gold_score, is_content_free, on_topic_score
+from rlhf.rubric import PROPERTIES, WEIGHTS, gold_score, is_content_free, on_topic_score, rubric
 
 SMOKE = ["--config", "configs/pipeline/smoke.yaml"]
 
@@ -30,6 +30,15 @@ def test_smoke_pipeline_writes_report(tmp_path):
         assert summary[key]["std"] == pytest.approx(np.std(scores))
     gain = (summary["gold_after"]["mean"] - summary["gold_before"]["mean"]) / summary["gold_before"]["std"]
     assert summary["gold_gain_in_std"] == pytest.approx(gain)
+    ceiling = (1.0 - np.mean([gold_score(s["before"], s["prompt"]) for s in samples])) / summary["gold_before"]["std"]
+    assert summary["gold_gain_ceiling_in_std"] == pytest.approx(ceiling)
+    # each property's mean, recomputed; the weighted sum of the means is the gold mean
+    for key, when in (("gold_before", "before"), ("gold_after", "after")):
+        properties = summary[key]["properties"]
+        for name in PROPERTIES:
+            assert properties[name] == pytest.approx(np.mean([getattr(rubric(s[when], s["prompt"]), name)
+                                                              for s in samples]))
+        assert sum(WEIGHTS[name] * properties[name] for name in PROPERTIES) == pytest.approx(summary[key]["mean"])
     history = [json.loads(line) for line in (tmp_path / "ppo" / "metrics.jsonl").read_text().splitlines()]
     assert [h["step"] for h in history] == [1, 2]
     assert summary["kl_final"] == pytest.approx(history[-1]["objective/kl"])
@@ -71,11 +80,13 @@ def test_report_has_the_monitor_table_and_panel(tmp_path):
         monitor.update(metrics)
         history.append(metrics | monitor.flags())
     warnings = [{"iteration": w.iteration, "check": w.check, "seen": w.seen} for w in monitor.warnings]
-    gold = {"mean": 0.8, "std": 0.1, "words": 20.0, "topical": 1.0, "content_free": 0.0, "n": 6}
+    gold = {"mean": 0.8, "std": 0.1, "words": 20.0, "topical": 1.0, "content_free": 0.0, "n": 6,
+            "properties": {name: 0.8 for name in PROPERTIES}}
+    after = gold | {"properties": gold["properties"] | {"task": 0.5}}
     summary = {"train_prompts": 18, "heldout_prompts": 6, "comparisons": 54, "label_source": "teacher", "ppo_steps": 5,
-               "gold_before": gold, "gold_after": gold, "nll_before": 3.0, "nll_after": 3.1, "kl_final": 2.5,
-               "kl_mean_last5": 1.5, "gold_gain_in_std": 0.0, "rm_eval_accuracy": "0.6", "timings": {"total": 1.0},
-               "monitors": warnings}
+               "gold_before": gold, "gold_after": after, "nll_before": 3.0, "nll_after": 3.1, "kl_final": 2.5,
+               "kl_mean_last5": 1.5, "gold_gain_in_std": 0.0, "gold_gain_ceiling_in_std": 2.0,
+               "rm_eval_accuracy": "0.6", "timings": {"total": 1.0}, "monitors": warnings}
     plot_monitors(history, warnings, tmp_path / "monitors.png")
     report = write_report(tmp_path, "tiny-random-llama", summary, []).read_text()
     table = report[report.index("## Reward-hacking monitors"):report.index("![reward-hacking monitors](monitors.png)")]
@@ -86,6 +97,8 @@ def test_report_has_the_monitor_table_and_panel(tmp_path):
         "more than 50% |",
         "| clip_jump | no | |", "| proxy_gold_divergence | no | |"]
     assert (tmp_path / "monitors.png").stat().st_size > 1000
+    assert "(the most this measure allows, every held-out answer at the judge's maximum 1.0: +2.00 std)" in report
+    assert "| task | 0.15 | 0.800 | 0.500 |" in report and "| on_topic | 0.30 | 0.800 | 0.800 |" in report
 
 
 def test_text_nll_matches_a_loop():
