@@ -11,7 +11,7 @@ demo: install system-deps model
 	$(VENV)/bin/rlhf pipeline --config configs/pipeline/quickstart.yaml --overwrite true
 
 test: install system-deps model
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --durations=20
 
 # torch first (2.13.0 is the local CPU build; any other version pulls CUDA wheels), then the
 # project with its dev extra (every extra: the tests cover every stage), then the embedded
