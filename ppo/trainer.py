@@ -147,12 +147,16 @@ class PolicyAndValue(nn.Module):
         else:
             self.value_head = None
 
-    def forward(self, input_ids, attention_mask, ptx_input_ids=None, with_values: bool = True):
+    def forward(self, input_ids, attention_mask, ptx_input_ids=None, with_values: bool = True,
+                logits_to_keep: int = 0):
+        """(logits, values, ptx_nll). ``logits_to_keep`` > 0: logits at the last that many
+        positions only (transformers' argument: the hidden states are cut before the LM head,
+        whose vocabulary-wide output dominates the activations); values stay full width."""
         position_ids = position_ids_from_mask(attention_mask)
         with_values = with_values and self.has_critic
         shared_trunk = with_values and self.value_model is None
         out = self.policy(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
-                          output_hidden_states=shared_trunk, use_cache=False)
+                          output_hidden_states=shared_trunk, use_cache=False, logits_to_keep=logits_to_keep)
         values = None
         if with_values:
             if shared_trunk:
@@ -552,13 +556,15 @@ class PPOTrainer:
                                                                            self.tokenizer.pad_token_id)
         input_ids, attention_mask = input_ids.to(device), attention_mask.to(device)
         tokens = input_ids[:, width_p:]
+        # logits at column P + j - 1 predict response token j: only columns P - 1 .. end go through the LM head
+        keep = tokens.shape[1] + 1
         with self.accelerator.autocast():
-            logits, values, _ = self.unwrapped(input_ids, attention_mask, with_values=self.has_critic)
-            ref_logits = self._reference_logits(input_ids, attention_mask)
-        # logits at column P + j - 1 predict response token j
-        tempered = logits[:, width_p - 1:-1].float() / temperature
+            logits, values, _ = self.unwrapped(input_ids, attention_mask, with_values=self.has_critic,
+                                               logits_to_keep=keep)
+            ref_logits = self._reference_logits(input_ids, attention_mask, logits_to_keep=keep)
+        tempered = logits[:, :-1].float() / temperature
         logprobs = core.token_logprobs(tempered, tokens)
-        ref_logprobs = core.token_logprobs(ref_logits[:, width_p - 1:-1], tokens, temperature)
+        ref_logprobs = core.token_logprobs(ref_logits[:, :-1], tokens, temperature)
         # no critic: values 0, so the Rollout keeps one shape for every estimator
         values = values[:, width_p - 1:-1] if values is not None else torch.zeros_like(logprobs)
         entropy = core.entropy_from_logits(tempered)
@@ -566,16 +572,17 @@ class PPOTrainer:
         return ResponseStatistics(*([x[i, :n].cpu() for i, n in enumerate(lengths)]
                                     for x in (logprobs, ref_logprobs, values, entropy)))
 
-    def _reference_logits(self, input_ids, attention_mask):
-        """Logits of pi_SFT: the same network with LoRA adapters disabled, or the frozen copy."""
+    def _reference_logits(self, input_ids, attention_mask, logits_to_keep: int = 0):
+        """Logits of pi_SFT (at the last ``logits_to_keep`` positions; 0: all): the same network
+        with LoRA adapters disabled, or the frozen copy."""
         position_ids = position_ids_from_mask(attention_mask)
+        kwargs = dict(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=False,
+                      logits_to_keep=logits_to_keep)
         if self.ref_policy is not None:
-            return self.ref_policy(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
-                                   use_cache=False).logits
+            return self.ref_policy(**kwargs).logits
         policy = self.unwrapped.policy
         with policy.disable_adapter():
-            return policy(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
-                          use_cache=False).logits
+            return policy(**kwargs).logits
 
     @torch.no_grad()
     def _score(self, prompts: list[str], completions: list[str], responses: list[list[int]]):
@@ -727,10 +734,10 @@ class PPOTrainer:
             return x[idx, :width_r].to(device)
 
         mask = response_mask.to(device)
-        with self.accelerator.autocast():
+        with self.accelerator.autocast():  # logits at columns P - 1 .. end only (response_statistics)
             logits, values, ptx_nll = self.model(input_ids, attention_mask, ptx_input_ids=ptx_ids,
-                                                 with_values=self.has_critic)
-        logprobs = core.token_logprobs(logits[:, width_p - 1:-1], input_ids[:, width_p:], cfg.temperature)
+                                                 with_values=self.has_critic, logits_to_keep=width_r + 1)
+        logprobs = core.token_logprobs(logits[:, :-1], input_ids[:, width_p:], cfg.temperature)
         kl_loss = None
         if resolved_kl_in(cfg) == "loss":
             # GRPO's beta x KL per token (Shao et al. 2024, eq. 3) against the rollout's reference
