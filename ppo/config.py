@@ -80,6 +80,7 @@ HONOURED_TRAINING_ARGUMENTS = {
     "adam_beta1", "adam_beta2", "adam_epsilon", "max_grad_norm", "num_train_epochs", "lr_scheduler_type",
     "lr_scheduler_kwargs", "warmup_steps", "logging_steps", "save_steps", "resume_from_checkpoint",
     "report_to", "run_name", "trackio_space_id", "seed", "bf16", "use_cpu", "disable_tqdm",
+    "gradient_checkpointing", "activation_checkpointing",  # TRL's name; transformers 5.x's, the other mirrors it
 }
 
 
@@ -281,7 +282,7 @@ class PPOConfig(TrainingArguments):
 
     def _check_training_arguments(self) -> None:
         """A TrainingArguments field this trainer does not read may not be changed: it would
-        be silently ignored (gradient_checkpointing, fp16, optim, eval_strategy, ...)."""
+        be silently ignored (fp16, optim, eval_strategy, ...)."""
         changed = [name for name, accepted in _training_arguments_defaults(self.use_cpu).items()
                    if name not in HONOURED_TRAINING_ARGUMENTS and name not in PPOConfig.__annotations__
                    and all(getattr(self, name) != value for value in accepted)]

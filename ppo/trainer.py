@@ -483,6 +483,12 @@ class PPOTrainer:
             folder = RewardModel.member_dirs(config.reward_models[0]["path"])[0]  # an ensemble's critic copies its first member
             value_model = AutoModelForSequenceClassification.from_pretrained(folder, dtype=torch.float32)
             disable_dropout_in_model(value_model)
+        if config.gradient_checkpointing:  # keep only each layer's input, recompute the rest in the backward
+            for network in (policy, value_model):  # the frozen reference copy runs without gradients
+                if network is not None:  # renamed in transformers 5.x (the old name warns); the same first argument
+                    enable = (getattr(network, "activation_checkpointing_enable", None)
+                              or network.gradient_checkpointing_enable)
+                    enable({"use_reentrant": False})  # non-reentrant: frozen LoRA embeddings need no grad hook
         model = PolicyAndValue(policy, value_model, with_value_head=self.has_critic)
         self.reward_models = [(TextRewardModel(e["path"], acc.device), e["weight"]) for e in config.reward_models]
         for rm, _ in self.reward_models:  # reward models from elsewhere: statistics from the initial policy

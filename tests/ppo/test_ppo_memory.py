@@ -63,3 +63,25 @@ def test_first_update_micro_batch_has_ratio_one(tmp_path, prompts_file, critic):
     assert abs(stats["val/ratio"].item() - 1.0) < 1e-6
     assert abs(stats["policy/approxkl_avg"].item()) < 1e-6
     assert stats["val/clipfrac_avg"].item() == 0.0  # the values are the rollout's: nothing to clip
+
+
+@pytest.mark.parametrize("critic", ["head", "reward_model"])
+def test_gradient_checkpointing_changes_no_number(tmp_path, prompts_file, critic):
+    """One PPO iteration (rollout, 2 epochs x 2 optimizer steps) with TrainingArguments'
+    gradient_checkpointing on and off: the same metrics and the same trained weights."""
+    runs = {}
+    for checkpointing in (False, True):
+        trainer = trainer_for(tmp_path / str(checkpointing), prompts_file, critic, total_episodes=8,
+                              gradient_checkpointing=checkpointing)
+        networks = [trainer.unwrapped.policy] + ([trainer.unwrapped.value_model] if critic == "reward_model" else [])
+        assert all(net.is_activation_checkpointing == checkpointing for net in networks)
+        metrics = trainer.step()
+        weights = {name: p.detach().clone() for name, p in trainer.unwrapped.named_parameters() if p.requires_grad}
+        runs[checkpointing] = {k: v for k, v in metrics.items() if not k.startswith(("time/", "samples_per"))}, weights
+    (off, off_weights), (on, on_weights) = runs[False], runs[True]
+    assert off.keys() == on.keys() and "loss/value_avg" in on
+    for key in off:
+        assert abs(off[key] - on[key]) < 1e-5, (key, off[key], on[key])
+    assert off_weights.keys() == on_weights.keys()
+    for name in off_weights:
+        torch.testing.assert_close(on_weights[name], off_weights[name], atol=1e-6, rtol=0)
