@@ -15,8 +15,9 @@ per iteration, ``--response-length`` new tokens, one mini-batch, ``--epochs`` PP
 samples), a randomly initialised scalar-head model of the policy's architecture as the
 reward model (throughput does not depend on what it has learnt). The first iteration is a
 warm-up and is not timed. Reported: samples/s, seconds per iteration, the share spent
-in ``generate``, and achieved FLOP/s (an estimate: 2 x parameters per token per forward,
-6 x per token per trained token) against a measured bf16/fp32 matmul peak.
+in ``generate``, achieved FLOP/s (an estimate: 2 x parameters per token per forward,
+6 x per token per trained token) against a measured bf16/fp32 matmul peak, and the peak
+resident memory (VmHWM) of the framework's subprocess (libraries and models included).
 """
 
 from __future__ import annotations
@@ -220,7 +221,8 @@ def main(argv=None) -> int:
     peak = matmul_peak(dtype)
     print(f"model {args.model}, {args.rollout} prompts x {args.response_length} tokens, {args.epochs} epoch(s), "
           f"{args.threads} threads; measured {dtype} matmul peak {peak / 1e9:.1f} GFLOP/s")
-    print(f"{'framework':28} {'samples/s':>10} {'s/iter':>8} {'gen %':>6} {'GFLOP/s':>8} {'% peak':>7}")
+    print(f"{'framework':28} {'samples/s':>10} {'s/iter':>8} {'gen %':>6} {'GFLOP/s':>8} {'% peak':>7} "
+          f"{'peak RSS MB':>12}")
     for r in results:
         if "error" in r:
             print(f"{r['framework']:28} error: {r['error']}")
@@ -228,7 +230,7 @@ def main(argv=None) -> int:
         r["peak_flops"] = peak
         print(f"{r['framework']:28} {r['samples_per_second']:10.3f} {r['seconds_per_iteration']:8.3f} "
               f"{100 * r['generation_share']:6.1f} {r['achieved_flops'] / 1e9:8.2f} "
-              f"{100 * r['achieved_flops'] / peak:7.1f}")
+              f"{100 * r['achieved_flops'] / peak:7.1f} {r['peak_rss_bytes'] / 1e6:12.0f}")
         if "training_share" in r:
             print(f"{'':28} split: generation {100 * r['generation_share']:.0f}%, rollout forwards "
                   f"{100 * r['rollout_forward_share']:.0f}%, scoring {100 * r['scoring_share']:.0f}%, "
