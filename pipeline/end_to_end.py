@@ -244,7 +244,8 @@ def main(argv: list[str] | None = None) -> int:
     before, after = summary["gold_before"], summary["gold_after"]
     console.print(
         f"\n[bold]held-out gold judge[/]: {before['mean']:.3f} -> {after['mean']:.3f} "
-        f"({summary['gold_gain_in_std']:+.2f} initial std, at most {summary['gold_gain_ceiling_in_std']:+.2f}); on topic {before['topical']:.0%} -> {after['topical']:.0%}, "
+        f"({summary['gold_gain_in_std']:+.2f} initial std, at most {summary['gold_gain_ceiling_in_std']:+.2f}); "
+        f"on topic {before['topical']:.0%} -> {after['topical']:.0%}, "
         f"content-free {before['content_free']:.0%} -> {after['content_free']:.0%}; KL/seq {summary['kl_final']:.2f} nats; "
         f"pretraining NLL {summary['nll_before']:.3f} -> {summary['nll_after']:.3f}; {summary['timings']['total']:.0f} s")
     if config.ptx_ablation:
