@@ -3,7 +3,7 @@
 import torch
 
 from ppo.config import PPOConfig
-from rlhf.models import load_model
+from rlhf.models import load_model, load_tokenizer
 
 SHORT_PROMPTS = ["Say hi.", "Name a colour.", "Count to three.", "Pick a fruit.", "Greet me.", "Name a planet.",
                  "Say yes.", "Name a tree.", "Pick a number.", "Say bye.", "Name a bird.", "Name a river."]
@@ -34,3 +34,11 @@ def tiny_config(tmp_path, prompts_file, **overrides) -> PPOConfig:
                   output_dir=str(tmp_path / "run"), disable_tqdm=True, sample_table_every=0, precision="fp32")
     fields.update(overrides)
     return PPOConfig(**fields)
+
+
+def tiny_reward_model(folder, seed):
+    """A randomly initialised one-label reward model folder (no reward_stats.json: the trainer
+    normalises it on the initial policy's responses)."""
+    load_model("tiny-random-llama", kind="seq_cls", seed=seed).save_pretrained(folder)
+    load_tokenizer("tiny-random-llama").save_pretrained(folder)
+    return str(folder)

@@ -30,8 +30,7 @@ from ppo.train import main
 from ppo.trainer import PPOTrainer
 from rlhf.config import ConfigError, run_main
 from rlhf.generation import pad_prompts_and_responses, position_ids_from_mask
-from rlhf.models import load_model, load_tokenizer
-from ppo_test_utils import planted_policy, tiny_config
+from ppo_test_utils import planted_policy, tiny_config, tiny_reward_model
 
 ROOT = Path(__file__).resolve().parents[2]
 CRITIC_FREE = ["grpo", "dr_grpo", "rloo", "reinforce_pp"]
@@ -248,14 +247,6 @@ def test_kl_in_the_loss_is_kl_coef_times_k3_aggregated_with_the_surrogate(tmp_pa
 # ---------------------------------------------------------------------------
 # Everything together
 # ---------------------------------------------------------------------------
-
-
-def tiny_reward_model(folder, seed):
-    """A randomly initialised one-label reward model folder (no reward_stats.json: the trainer
-    normalises it on the initial policy's responses)."""
-    load_model("tiny-random-llama", kind="seq_cls", seed=seed).save_pretrained(folder)
-    load_tokenizer("tiny-random-llama").save_pretrained(folder)
-    return str(folder)
 
 
 @pytest.mark.parametrize("estimator", CRITIC_FREE)

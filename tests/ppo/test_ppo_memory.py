@@ -8,8 +8,7 @@ import torch
 from ppo import core
 from ppo.trainer import PPOTrainer
 from rlhf.generation import chat_prompt_ids, pad_prompts_and_responses
-from ppo_test_utils import planted_policy, tiny_config
-from test_ppo_estimators import tiny_reward_model
+from ppo_test_utils import planted_policy, tiny_config, tiny_reward_model
 
 
 def trainer_for(tmp_path, prompts_file, critic: str, **overrides) -> PPOTrainer:
