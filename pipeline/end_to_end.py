@@ -136,10 +136,11 @@ def gold_summary(texts: list[str], prompts: list[str]) -> dict:
             "properties": {name: float(np.mean([getattr(score, name) for score in scores])) for name in PROPERTIES}}
 
 
-def gold_gain_ceiling(before: dict) -> float:
-    """The largest gold gain, in initial standard deviations, that the held-out measure
-    allows: every answer at the judge's maximum, 1.0."""
-    return (1.0 - before["mean"]) / max(before["std"], 1e-9)
+def gold_gain_in_std(before: dict, after_mean: float) -> float:
+    """The change of the held-out gold mean in units of its initial standard deviation
+    (``before`` as `gold_summary` gives it). With ``after_mean`` = 1.0, the judge's maximum,
+    it is the largest gain the measure allows."""
+    return (after_mean - before["mean"]) / max(before["std"], 1e-9)
 
 
 def rollout_gold(prompts: list, completions: list[str]) -> list[float]:
@@ -209,8 +210,8 @@ def run(config: PipelineConfig, rm_config: RewardModelConfig, ppo_config: PPOCon
         "label_source": "people" if config.labels else f"mistake teacher eps={config.eps}",
         "train_prompts": len(comparisons.train), "heldout_prompts": len(comparisons.heldout),
         "ppo_steps": runs["ppo"]["steps"], "gold_before": before, "gold_after": after_gold,
-        "gold_gain_in_std": (after_gold["mean"] - before["mean"]) / max(before["std"], 1e-9),
-        "gold_gain_ceiling_in_std": gold_gain_ceiling(before),
+        "gold_gain_in_std": gold_gain_in_std(before, after_gold["mean"]),
+        "gold_gain_ceiling_in_std": gold_gain_in_std(before, 1.0),
         "kl_final": history[-1]["objective/kl"],
         "kl_mean_last5": float(np.mean([h["objective/kl"] for h in history[-5:]])),
         "nll_before": nll_before, "nll_after": nll_after, "nll_increase": nll_after - nll_before,

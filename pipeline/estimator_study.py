@@ -34,7 +34,7 @@ import numpy as np  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
-from pipeline.end_to_end import gold_summary, rollout_gold, text_nll  # noqa: E402
+from pipeline.end_to_end import gold_gain_in_std, gold_summary, rollout_gold, text_nll  # noqa: E402
 from pipeline.end_to_end import parse_config as parse_pipeline_config  # noqa: E402
 from ppo.core import ADVANTAGE_ESTIMATORS  # noqa: E402
 from ppo.trainer import PPOTrainer  # noqa: E402
@@ -108,7 +108,7 @@ def run_one(config: EstimatorStudyConfig, estimator: str, seed: int, console: Co
     result = {
         "estimator": estimator, "seed": seed, "num_generations": generations, "episodes": history[-1]["episode"],
         "gold_before": gold_before["mean"], "gold_after": after["mean"],
-        "gold_gain_in_std": (after["mean"] - gold_before["mean"]) / max(gold_before["std"], 1e-9),
+        "gold_gain_in_std": gold_gain_in_std(gold_before, after["mean"]),
         "topical_after": after["topical"], "content_free_after": after["content_free"], "words_after": after["words"],
         "kl_final": history[-1]["objective/kl"], "nll_increase": nll_after - before["nll_before"],
         "ppo_seconds": summary["seconds"], "warnings": [w["message"] for w in summary["warnings"]],
