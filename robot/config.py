@@ -22,13 +22,17 @@ from rlhf.config import ConfigError
 from robot.envs import ENV_IDS, TASKS
 
 MODES = ("learned", "true_reward")
+LEARNERS = ("ppo", "sac")
 QUERY_METHODS = ("disagreement", "random")
 REWARD_FEATURES = ("obs_action", "obs", "relative", "relative_action")
 POSITIVE_INTEGERS = ("num_envs", "episodes_per_rollout", "total_timesteps", "update_epochs", "num_minibatches",
                      "num_rounds", "segment_length", "segments_per_round", "candidate_factor", "ensemble_members",
                      "reward_epochs", "reward_batch_size", "eval_episodes", "hidden_size", "reward_hidden",
-                     "eval_every_rounds", "heldout_segments")
-POSITIVE_NUMBERS = ("learning_rate", "reward_learning_rate", "clip_range", "max_grad_norm", "obs_clip")
+                     "eval_every_rounds", "heldout_segments", "sac_hidden_size", "sac_batch_size", "sac_buffer_size",
+                     "sac_entropy_k")
+POSITIVE_NUMBERS = ("learning_rate", "reward_learning_rate", "clip_range", "max_grad_norm", "obs_clip",
+                    "sac_q_learning_rate", "sac_policy_learning_rate", "sac_init_alpha", "sac_tau",
+                    "sac_updates_per_step")
 
 
 def _fail(name: str, expected: str):
@@ -50,6 +54,8 @@ class RobotConfig:
     episodes_per_rollout: int = 1  # episodes per sub-env per PPO update (batch = num_envs * this * 50 on reach)
     total_timesteps: int = 120_000  # env steps of PPO over the whole run
 
+    learner: str = "ppo"  # ppo (robot.policy) or sac (robot.sac: off-policy, replay buffer relabelled after each refit, PEBBLE)
+
     # --- PPO (CleanRL MuJoCo defaults, adapted to short fixed episodes) --------------------
     learning_rate: float = 3e-4  # Adam, annealed linearly to 0 over the run
     gamma: float = 0.95  # discount; horizon ~20 steps suits 50-step reach (0.99 learned ~3x slower)
@@ -65,6 +71,19 @@ class RobotConfig:
     init_log_std: float = -0.5  # initial state-independent log-std (std ~0.6 of the [-1, 1] range)
     bootstrap_truncated: bool = True  # V(final obs) after the time limit (the task has no terminal state)
     obs_clip: float = 10.0  # clip normalised observations to +-this
+
+    # --- SAC (learner = sac; CleanRL sac_continuous_action defaults unless noted; gamma above) --
+    sac_hidden_size: int = 256  # width of the two ReLU hidden layers of the actor and each Q network
+    sac_q_learning_rate: float = 1e-3  # Adam, twin Q networks and the temperature
+    sac_policy_learning_rate: float = 3e-4  # Adam, actor
+    sac_batch_size: int = 256  # transitions per gradient step
+    sac_buffer_size: int = 200_000  # replay capacity in transitions (FIFO); >= total_timesteps keeps everything
+    sac_tau: float = 0.005  # Polyak step of the target Q networks
+    sac_learning_starts: int = 5_000  # env steps of uniform random actions before the first gradient step
+    sac_updates_per_step: float = 0.25  # gradient steps per env step, taken after each rollout of whole episodes
+    sac_init_alpha: float = 0.1  # initial entropy temperature, then tuned to entropy -dim(A) (B-Pref's init 0.1)
+    pretrain_steps: int = 0  # PEBBLE unsupervised pre-training: env steps on a state-entropy reward before the first labels (sac only)
+    sac_entropy_k: int = 5  # k of the k-nearest-neighbour state-entropy estimate (B-Pref: 5)
 
     # --- preference learning (mode = learned) -------------------------------------------
     label_budget: int = 700  # total comparisons asked for (skipped ones count)
@@ -102,6 +121,16 @@ class RobotConfig:
             _fail("task", f"one of {', '.join(sorted(TASKS))}, got {self.task!r}")
         if self.mode not in MODES:
             _fail("mode", f"one of {MODES}, got {self.mode!r}")
+        if self.learner not in LEARNERS:
+            _fail("learner", f"one of {LEARNERS}, got {self.learner!r}")
+        if self.pretrain_steps < 0 or self.sac_learning_starts < 0:
+            name = "pretrain_steps" if self.pretrain_steps < 0 else "sac_learning_starts"
+            _fail(name, f"an integer >= 0, got {getattr(self, name)!r}")
+        if self.pretrain_steps and (self.learner != "sac" or self.mode != "learned"):
+            _fail("pretrain_steps", "0 unless learner is sac and mode is learned (the state-entropy phase is SAC's, "
+                                    f"before the first labels), got {self.pretrain_steps}")
+        if self.pretrain_steps >= self.total_timesteps:
+            _fail("pretrain_steps", f"fewer than total_timesteps ({self.total_timesteps}), got {self.pretrain_steps}")
         if self.query_selection not in QUERY_METHODS:
             _fail("query_selection", f"one of {QUERY_METHODS}, got {self.query_selection!r}")
         for name in POSITIVE_INTEGERS:

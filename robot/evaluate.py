@@ -3,7 +3,7 @@
     python -m robot.evaluate --checkpoint runs/robot/reach/checkpoint.pt --episodes 100
 
 Prints the mean true return and the success rate (final flange-target distance < 5 cm on
-reach) of the deterministic policy (the Gaussian mean) on fresh episodes.
+reach) of the deterministic policy (the Gaussian mean; SAC: its tanh) on fresh episodes.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import torch
 
 from rlhf.config import ConfigError, parse_config, run_main
 from robot.policy import Agent, evaluate_policy
+from robot.sac import Actor
 
 
 @dataclass
@@ -32,13 +33,16 @@ class EvaluateConfig:
             raise ConfigError("episodes", f"expected >= 1, got {self.episodes}")
 
 
-def load_agent(checkpoint: str | Path) -> tuple[Agent, dict]:
+def load_agent(checkpoint: str | Path) -> tuple[Agent | Actor, dict]:
     path = Path(checkpoint)
     if not path.is_file():
         raise ConfigError(str(path), "checkpoint not found (expected a checkpoint.pt written by robot.train)")
     state = torch.load(path, map_location="cpu", weights_only=False)
     config = state["config"]
-    agent = Agent(state["obs_dim"], state["action_dim"], config["hidden_size"], config["init_log_std"], config["obs_clip"])
+    if config.get("learner", "ppo") == "sac":  # checkpoints older than the SAC learner are PPO's
+        agent = Actor(state["obs_dim"], state["action_dim"], config["sac_hidden_size"])
+    else:
+        agent = Agent(state["obs_dim"], state["action_dim"], config["hidden_size"], config["init_log_std"], config["obs_clip"])
     agent.load_state_dict(state["agent"])
     agent.eval()
     return agent, state

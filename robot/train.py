@@ -36,18 +36,24 @@ from rlhf.outputs import atomic_path, check_output_folder, start_output_folder, 
 from rlhf.preferences import load_comparisons, save_comparisons
 from robot.config import RobotConfig
 from robot.policy import PPO, LearnedReward, TrueReward, evaluate_policy
+from robot.sac import SAC
 from robot.reward import (ask_teacher, build_teacher, choose_queries, feature_columns, fit_reward, label_schedule,
                           make_ensemble, reward_agreement, segment_scores)
 from robot.segments import Segments, check_segment_length, sample_segments
 
 EVAL_SEED = 10_000  # evaluation episodes use seeds disjoint from training envs
+LEARNERS = {"ppo": PPO, "sac": SAC}  # RobotConfig.learner
 
 
-def random_policy_episodes(ppo: PPO, num_segments: int, rng: np.random.Generator) -> dict:
+def random_policy_episodes(learner: PPO | SAC, num_segments: int, rng: np.random.Generator) -> dict:
     """Whole episodes of uniformly random actions, about 2 segments drawn per episode."""
-    cfg = ppo.config
-    rollouts_needed = max(1, math.ceil(num_segments / (2 * cfg.num_envs * cfg.episodes_per_rollout)))
-    return rollout_episodes([ppo.rollout(random_policy=rng) for _ in range(rollouts_needed)])
+    rollouts_needed = rollouts_for_segments(learner.config, num_segments)
+    return rollout_episodes([learner.rollout(random_policy=rng) for _ in range(rollouts_needed)])
+
+
+def rollouts_for_segments(config: RobotConfig, num_segments: int) -> int:
+    """Rollouts (of all sub-envs) that hold about 2 segments per episode for `num_segments`."""
+    return max(1, math.ceil(num_segments / (2 * config.num_envs * config.episodes_per_rollout)))
 
 
 def rollout_episodes(rollouts: list) -> dict:
@@ -64,16 +70,16 @@ def reward_train_config(config: RobotConfig, round_index: int) -> EnsembleTrainC
 
 
 class Run:
-    """State of one training run: PPO, reward model, segments, labels and the metrics log."""
+    """State of one training run: the learner (PPO or SAC), reward model, segments, labels and the metrics log."""
 
     def __init__(self, config: RobotConfig):
         self.config = config
         self.out = start_output_folder(config.out_dir, config.overwrite)  # the config is checked: replace an earlier run
         torch.manual_seed(config.seed)
         self.rng = np.random.default_rng(config.seed)
-        self.ppo = PPO(config)
-        check_segment_length(config.segment_length, self.ppo.envs.max_episode_steps)
-        self.obs_dim = self.ppo.envs.single_observation_space.shape[0]
+        self.learner = LEARNERS[config.learner](config)
+        check_segment_length(config.segment_length, self.learner.envs.max_episode_steps)
+        self.obs_dim = self.learner.envs.single_observation_space.shape[0]
         self.ensemble = None
         self.segments: list[Segments] = []  # every segment drawn, in order
         self.comparisons = []  # every answered comparison
@@ -103,7 +109,7 @@ class Run:
         return segments
 
     def random_policy_episodes(self, num_segments: int) -> dict:
-        return random_policy_episodes(self.ppo, num_segments, self.rng)
+        return random_policy_episodes(self.learner, num_segments, self.rng)
 
     def train_config(self, round_index: int) -> EnsembleTrainConfig:
         return reward_train_config(self.config, round_index)
@@ -111,8 +117,8 @@ class Run:
     # --- evaluation ----------------------------------------------------------------------
     def evaluate(self, round_index: int, extra: dict) -> dict:
         cfg = self.config
-        result = evaluate_policy(self.ppo.agent, cfg.task, cfg.eval_episodes, EVAL_SEED + cfg.seed * 1000)
-        row = {"round": round_index, "timesteps": self.ppo.timesteps, "labels": self.labels_asked,
+        result = evaluate_policy(self.learner.agent, cfg.task, cfg.eval_episodes, EVAL_SEED + cfg.seed * 1000)
+        row = {"round": round_index, "timesteps": self.learner.timesteps, "labels": self.labels_asked,
                "eval_return": result["return"], "eval_success": result["success"], **extra}
         if self.ensemble is not None:
             # Held-out segments: never labelled; random-policy ones plus the evaluation episodes.
@@ -133,7 +139,7 @@ class Run:
         self.evaluate(0, {})
         for round_index in range(1, cfg.num_rounds + 1):
             target = cfg.total_timesteps * round_index // cfg.num_rounds
-            stats = self.ppo.train(target - self.ppo.timesteps, TrueReward(), progress=bar)
+            stats = self.learner.train(target - self.learner.timesteps, TrueReward(), progress=bar)
             self.evaluate(round_index, {"train_true_return": stats[-1]["true_return"] if stats else None})
             self.save_checkpoint()
 
@@ -141,31 +147,36 @@ class Run:
         cfg = self.config
         teacher = None if cfg.labels_file else build_teacher(cfg.teacher, cfg.teacher_kwargs, cfg.seed)
         schedule = label_schedule(cfg.label_budget, cfg.initial_label_fraction, cfg.num_rounds, cfg.schedule_decay)
-        columns = feature_columns(cfg.task, cfg.reward_features, self.obs_dim, self.ppo.action_dim)
-        self.ensemble = make_ensemble(self.obs_dim + self.ppo.action_dim, cfg.ensemble_members, cfg.reward_hidden, cfg.seed,
+        columns = feature_columns(cfg.task, cfg.reward_features, self.obs_dim, self.learner.action_dim)
+        self.ensemble = make_ensemble(self.obs_dim + self.learner.action_dim, cfg.ensemble_members, cfg.reward_hidden, cfg.seed,
                                       cfg.reward_output, columns, cfg.reward_dropout)
 
         # Held-out random-policy segments for the learned/true correlation (never labelled).
         self.heldout = sample_segments(self.random_policy_episodes(cfg.heldout_segments), cfg.segment_length,
                                        max(2, cfg.heldout_segments // 2), self.rng, 0, -1)
+        keep = rollouts_for_segments(cfg, cfg.segments_per_round)
+        if cfg.pretrain_steps:  # PEBBLE: the first labels are asked on the state-entropy policy's segments
+            self.learner.pretrain(cfg.pretrain_steps, keep_last=keep, progress=bar)
         if cfg.labels_file:
             self.import_labels()
         else:
-            pool = self.new_segments(self.random_policy_episodes(cfg.segments_per_round), cfg.segments_per_round, -1)
+            episodes = (rollout_episodes(self.learner.recent_rollouts) if cfg.pretrain_steps
+                        else self.random_policy_episodes(cfg.segments_per_round))
+            pool = self.new_segments(episodes, cfg.segments_per_round, -1)
             self.query(teacher, None, pool, schedule[0])
         fit_stats = fit_reward(self.ensemble, self.all_segments(), self.comparisons, self.train_config(0))
         self.evaluate(0, fit_stats)
 
-        keep = max(1, math.ceil(cfg.segments_per_round / (2 * cfg.num_envs * cfg.episodes_per_rollout)))
+        first = self.learner.timesteps  # rounds share the env steps left after pretraining
         for round_index in range(1, cfg.num_rounds + 1):
-            target = cfg.total_timesteps * round_index // cfg.num_rounds
-            stats = self.ppo.train(target - self.ppo.timesteps, LearnedReward(self.ensemble), keep_last=keep, progress=bar)
+            target = first + (cfg.total_timesteps - first) * round_index // cfg.num_rounds
+            stats = self.learner.train(target - self.learner.timesteps, LearnedReward(self.ensemble), keep_last=keep, progress=bar)
             extra = {"train_true_return": stats[-1]["true_return"] if stats else None}
-            if self.ppo.recent_rollouts:
+            if self.learner.recent_rollouts:
                 # New segments every round; with imported labels they are the next clips to label by hand.
-                episodes = rollout_episodes(self.ppo.recent_rollouts)
+                episodes = rollout_episodes(self.learner.recent_rollouts)
                 pool = self.new_segments(episodes, cfg.segments_per_round, round_index)
-            if teacher is not None and schedule[round_index] > 0 and self.ppo.recent_rollouts:
+            if teacher is not None and schedule[round_index] > 0 and self.learner.recent_rollouts:
                 self.query(teacher, self.ensemble, pool, schedule[round_index])
                 extra.update(fit_reward(self.ensemble, self.all_segments(), self.comparisons,
                                         self.train_config(round_index)))
@@ -198,12 +209,12 @@ class Run:
         path = self.out / "checkpoint.pt"
         with atomic_path(path) as tmp:
             torch.save({
-                "config": dataclasses.asdict(self.config),
+                "config": dataclasses.asdict(self.config),  # its `learner` says which agent class to build
                 "obs_dim": self.obs_dim,
-                "action_dim": self.ppo.action_dim,
-                "agent": self.ppo.agent.state_dict(),
+                "action_dim": self.learner.action_dim,
+                "agent": self.learner.agent.state_dict(),
                 "ensemble": None if self.ensemble is None else self.ensemble.state_dict(),
-                "timesteps": self.ppo.timesteps,
+                "timesteps": self.learner.timesteps,
                 "labels": self.labels_asked,
             }, tmp)
         if self.segments:  # imported segments included, so later labels can refer to old and new ids
@@ -231,7 +242,7 @@ def write_report(run_state: Run) -> Path:
     images = ["learning_curves.png"]
 
     lines = [f"# Robot preference run: {cfg.task}, mode {cfg.mode}, seed {cfg.seed}", "",
-             f"- env steps (PPO): {run_state.ppo.timesteps}",
+             f"- env steps ({cfg.learner.upper()}): {run_state.learner.timesteps}",
              f"- final eval: true return {history[-1]['eval_return']:.2f}, success {history[-1]['eval_success']:.0%} "
              f"over {cfg.eval_episodes} episodes",
              f"- wall time: {time.time() - run_state.started:.0f} s"]
@@ -297,7 +308,7 @@ def run(config: RobotConfig, bar=None) -> dict:
     final = run_state.history[-1]
     return {"report": str(report), "out_dir": str(run_state.out), "eval_return": final["eval_return"],
             "eval_success": final["eval_success"], "labels": run_state.labels_asked,
-            "timesteps": run_state.ppo.timesteps, "seconds": round(time.time() - run_state.started, 1)}
+            "timesteps": run_state.learner.timesteps, "seconds": round(time.time() - run_state.started, 1)}
 
 
 def main(argv: list[str] | None = None) -> int:

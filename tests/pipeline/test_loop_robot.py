@@ -67,6 +67,8 @@ def test_the_task_picks_the_config_and_the_parts(tmp_path):
         robot_config(tmp_path, "--clip_width", "63")
     with pytest.raises(ConfigError, match="initial_labels"):
         robot_config(tmp_path, "--initial_labels", "9")
+    with pytest.raises(ConfigError, match=r"^robot.learner: expected 'ppo' in the live loop"):
+        robot_config(tmp_path, "--robot.learner", "sac")
 
 
 def test_segments_are_saved_whole_with_unique_ids(tmp_path):
