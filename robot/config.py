@@ -82,7 +82,7 @@ class RobotConfig:
     sac_learning_starts: int = 5_000  # env steps of uniform random actions before the first gradient step
     sac_updates_per_step: float = 0.25  # gradient steps per env step, taken after each rollout of whole episodes
     sac_init_alpha: float = 0.1  # initial entropy temperature, then tuned to entropy -dim(A) (B-Pref's init 0.1)
-    pretrain_steps: int = 0  # PEBBLE unsupervised pre-training: env steps on a state-entropy reward before the first labels (sac only)
+    pretrain_steps: int = 0  # PEBBLE unsupervised pre-training: env steps on a state-entropy reward before the first labels (sac only; true_reward runs it too, for equal env steps)
     sac_entropy_k: int = 5  # k of the k-nearest-neighbour state-entropy estimate (B-Pref: 5)
 
     # --- preference learning (mode = learned) -------------------------------------------
@@ -126,9 +126,8 @@ class RobotConfig:
         if self.pretrain_steps < 0 or self.sac_learning_starts < 0:
             name = "pretrain_steps" if self.pretrain_steps < 0 else "sac_learning_starts"
             _fail(name, f"an integer >= 0, got {getattr(self, name)!r}")
-        if self.pretrain_steps and (self.learner != "sac" or self.mode != "learned"):
-            _fail("pretrain_steps", "0 unless learner is sac and mode is learned (the state-entropy phase is SAC's, "
-                                    f"before the first labels), got {self.pretrain_steps}")
+        if self.pretrain_steps and self.learner != "sac":
+            _fail("pretrain_steps", f"0 unless learner is sac (the state-entropy phase is SAC's), got {self.pretrain_steps}")
         if self.pretrain_steps >= self.total_timesteps:
             _fail("pretrain_steps", f"fewer than total_timesteps ({self.total_timesteps}), got {self.pretrain_steps}")
         if self.query_selection not in QUERY_METHODS:

@@ -1,4 +1,4 @@
-"""Study: the true-reward PPO baseline against the learned-reward loop, over several seeds.
+"""Study: the true-reward baseline against the learned-reward loop, over several seeds.
 
     python -m robot.study --config configs/robot/reach.yaml --seeds 0 1 2 [--out_dir runs/robot/study]
     rlhf robot study --config configs/robot/reach.yaml --seeds 0 1 2
@@ -16,7 +16,8 @@ untrained policy and the baseline:
 
     score = (R - R_untrained) / (R_baseline - R_untrained)
 
-0 = no better than the untrained policy, 1 = as good as PPO on the true reward. R_untrained
+0 = no better than the untrained policy, 1 = as good as the same learner (PPO or SAC, the
+config's `learner`) on the true reward. R_untrained
 is the true-reward run's round-0 evaluation (the initial policy, which both modes share:
 same seed, same initialisation, same evaluation episodes); R_baseline is that run's final
 evaluation. Per seed each run is normalised by its own seed's baseline; the study's score
@@ -41,7 +42,7 @@ from robot.config import RobotConfig
 from robot.train import run
 
 MODES = ("true_reward", "learned")
-TARGET_SCORE = 0.9  # learned-reward PPO must reach this normalised score
+TARGET_SCORE = 0.9  # the learned-reward run must reach this normalised score
 TARGET_BASELINE_SUCCESS = 0.9  # and the true-reward baseline this success rate
 
 
@@ -210,14 +211,14 @@ def analyse(out_dir: Path, seeds: list[int]) -> dict:
 
 # --- report ---------------------------------------------------------------------------------
 
-def plot(summary: dict, path: Path) -> Path:
+def plot(summary: dict, path: Path, learner: str = "PPO") -> Path:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     colours = {"true_reward": "tab:blue", "learned": "tab:orange"}
-    names = {"true_reward": "PPO on the true reward", "learned": "PPO on the learned reward"}
+    names = {"true_reward": f"{learner} on the true reward", "learned": f"{learner} on the learned reward"}
     fig, axes = plt.subplots(2, 2, figsize=(11, 8))
     n = len(summary["seeds"])
     for mode, curve in summary["curves"].items():
@@ -260,15 +261,16 @@ def _num(x) -> str:
 
 
 def write_markdown(summary: dict, path: Path, command: str, wall_seconds: float, config) -> Path:
-    mean = summary["mean"]
+    mean, learner = summary["mean"], config.learner.upper()
     lines = [
-        f"# Robot study: {config.task}, true-reward PPO vs learned-reward PPO, {len(summary['seeds'])} seeds", "",
+        f"# Robot study: {config.task}, true-reward {learner} vs learned-reward {learner}, {len(summary['seeds'])} seeds",
+        "",
         f"Command: `{command}`", "",
         f"- env steps per run (both modes): {config.total_timesteps}; labels (learned): {config.label_budget}, "
         f"teacher {config.teacher} {config.teacher_kwargs}, reward features {config.reward_features}",
         f"- wall time of the whole study: {wall_seconds:.0f} s ({wall_seconds / 60:.1f} min), runs one after the other",
         "- normalised score = (R - R_untrained) / (R_baseline - R_untrained) on the true return "
-        "(0: untrained policy, 1: PPO on the true reward); study score from the means over seeds",
+        f"(0: untrained policy, 1: {learner} on the true reward); study score from the means over seeds",
         "",
         "| seed | untrained return | baseline return | baseline success | learned return | learned success | "
         "normalised score | held-out Pearson | held-out Spearman |",
@@ -323,7 +325,7 @@ def main(argv: list[str] | None = None) -> int:
     summary = analyse(out_dir, args.seeds)
     summary["wall_seconds"] = round(wall, 1)
     summary["command"] = command
-    plot(summary, out_dir / "study.png")
+    plot(summary, out_dir / "study.png", configs[0].learner.upper())
     report = write_markdown(summary, out_dir / "study.md", command, wall, configs[0])
     (out_dir / "study.json").write_text(json.dumps(summary, indent=1))
     mean = summary["mean"]

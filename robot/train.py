@@ -137,8 +137,11 @@ class Run:
     def run_true_reward(self, bar) -> None:
         cfg = self.config
         self.evaluate(0, {})
+        if cfg.pretrain_steps:  # the same unsupervised phase as the learned run, so both use the same env steps
+            self.learner.pretrain(cfg.pretrain_steps, progress=bar)
+        first = self.learner.timesteps
         for round_index in range(1, cfg.num_rounds + 1):
-            target = cfg.total_timesteps * round_index // cfg.num_rounds
+            target = first + (cfg.total_timesteps - first) * round_index // cfg.num_rounds
             stats = self.learner.train(target - self.learner.timesteps, TrueReward(), progress=bar)
             self.evaluate(round_index, {"train_true_return": stats[-1]["true_return"] if stats else None})
             self.save_checkpoint()

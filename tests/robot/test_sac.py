@@ -134,3 +134,11 @@ def test_sac_run_with_pretraining_end_to_end(tmp_path):
     assert rows[0]["labels"] == 10 and rows[-1]["labels"] == 40
     assert "env steps (SAC): 4800" in (run_dir / "report.md").read_text()
     assert evaluate_main(["--checkpoint", str(run_dir / "checkpoint.pt"), "--episodes", "4"]) == 0
+
+    # The true-reward baseline takes the same unsupervised phase, after its round-0 evaluation of the untrained actor.
+    baseline_dir = tmp_path / "baseline"
+    assert train_main(["--config", "configs/robot/smoke.yaml", "--out_dir", str(baseline_dir), "--learner", "sac",
+                       "--mode", "true_reward", "--sac_learning_starts", "400", "--pretrain_steps", "800",
+                       "--total_timesteps", "1600", "--num_rounds", "1"]) == 0
+    rows = [json.loads(line) for line in (baseline_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [(row["round"], row["timesteps"]) for row in rows] == [(0, 0), (1, 1600)]
