@@ -124,6 +124,56 @@ def select_queries(member_scores_a: torch.Tensor, member_scores_b: torch.Tensor,
 # Segment rewards: an ensemble of per-step MLPs
 # =====================================================================================
 
+def temporal_crop_masks(num_pairs: int, length: int, crop_range: int,
+                        generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """SURF's temporal cropping (Park et al. 2022, sec. 4.2): per pair one window length L,
+    uniform in [length - crop_range, length], at independent uniform starts in the two
+    segments; a preference is assumed to hold for the windows too. Returns boolean (pairs,
+    length) masks of the steps kept in A and in B.
+
+    SURF's code stores segments with crop_range extra steps on each side and draws L up to
+    length + crop_range; segments here are stored at their labelled length, so windows
+    only shrink."""
+    lengths = torch.randint(length - crop_range, length + 1, (num_pairs,), generator=generator)
+    steps = torch.arange(length)
+    masks = []
+    for _ in range(2):
+        starts = (torch.rand(num_pairs, generator=generator) * (length - lengths + 1)).long()
+        masks.append((steps >= starts[:, None]) & (steps < (starts + lengths)[:, None]))
+    return masks[0], masks[1]
+
+
+def confident_pseudo_labels(scores_a: torch.Tensor, scores_b: torch.Tensor,
+                            threshold: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """SURF's pseudo-labels (Park et al. 2022, sec. 4.1): label = 1 when P(A > B) =
+    sigmoid(score_a - score_b) >= 0.5, else 0; kept (mask 1.0) where max(P, 1 - P) >= threshold."""
+    prob_a = torch.sigmoid(scores_a - scores_b)
+    labels = (prob_a >= 0.5).to(scores_a.dtype)
+    return labels, (torch.maximum(prob_a, 1 - prob_a) >= threshold).to(scores_a.dtype)
+
+
+def cropped_scores(member: nn.Module, segments_a: torch.Tensor, segments_b: torch.Tensor, crop_range: int,
+                   generator: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """A member's segment scores (sums of per-step rewards) of a batch of pairs, over
+    `temporal_crop_masks` windows when crop_range > 0."""
+    steps_a, steps_b = member(segments_a).squeeze(-1), member(segments_b).squeeze(-1)
+    if crop_range == 0:
+        return steps_a.sum(-1), steps_b.sum(-1)
+    mask_a, mask_b = temporal_crop_masks(steps_a.shape[0], steps_a.shape[1], crop_range, generator)
+    return (steps_a * mask_a).sum(-1), (steps_b * mask_b).sum(-1)
+
+
+def pseudo_label_loss(member: nn.Module, unlabeled_a: torch.Tensor, unlabeled_b: torch.Tensor,
+                      config: "EnsembleTrainConfig", generator: torch.Generator | None) -> torch.Tensor:
+    """SURF's unlabelled term: mean over the batch of the cross-entropy of the cropped scores
+    against the member's confident uncropped pseudo-labels (0 where not confident)."""
+    with torch.no_grad():
+        labels, keep = confident_pseudo_labels(member(unlabeled_a).squeeze(-1).sum(-1),
+                                               member(unlabeled_b).squeeze(-1).sum(-1), config.pseudo_label_threshold)
+    score_a, score_b = cropped_scores(member, unlabeled_a, unlabeled_b, config.crop_range, generator)
+    return (bradley_terry_loss(score_a, score_b, labels, reduction="none") * keep).mean()
+
+
 def mlp(input_dim: int, hidden: Sequence[int] = (64, 64), negative_slope: float = 0.01) -> nn.Module:
     """Christiano et al.'s MuJoCo reward net: 2 x 64, leaky ReLU (alpha 0.01), scalar output."""
     layers, width = [], input_dim
@@ -142,6 +192,9 @@ class EnsembleTrainConfig:
     weight_decay: float = 1e-4
     noise: float = 0.0  # Christiano's random-answer probability in the preference model
     seed: int = 0
+    crop_range: int = 0  # SURF temporal cropping: windows up to this many steps shorter (`temporal_crop_masks`); 0 = off
+    pseudo_label_threshold: float = 0.0  # SURF: unlabelled pairs a member is this confident on join the loss; 0 = off
+    pseudo_label_weight: float = 1.0  # SURF's lambda_u: weight of the pseudo-label loss
 
 
 class SegmentRewardEnsemble(nn.Module):
@@ -191,15 +244,27 @@ class SegmentRewardEnsemble(nn.Module):
             norm.fit(scores)
 
     def fit(self, segments_a: torch.Tensor, segments_b: torch.Tensor, labels: torch.Tensor,
-            config: EnsembleTrainConfig | None = None, progress: bool = False) -> list[float]:
+            config: EnsembleTrainConfig | None = None, progress: bool = False,
+            unlabeled: tuple[torch.Tensor, torch.Tensor] | None = None) -> list[float]:
         """Train every member on its own bootstrap resample with the Bradley-Terry loss.
 
         labels = P(A preferred) in [0, 1] (0.5 for ties). Returns each member's final
-        training loss. Normalisation is refit afterwards on all the segments' steps."""
+        training loss. Normalisation is refit afterwards on all the segments' steps.
+
+        SURF (Park et al. 2022), as its official `semi_train_reward` does it: with
+        `config.crop_range` every pair is seen through `temporal_crop_masks` windows; with
+        `config.pseudo_label_threshold` and `unlabeled` = (segments_a, segments_b) each batch
+        also draws as many unlabelled pairs (SURF's mu = 1), labels them by the member's own
+        uncropped prediction (`confident_pseudo_labels`) and adds
+        `pseudo_label_weight` x the mean over the batch of their (cropped) loss, zero where
+        the member is not confident."""
         config = config or EnsembleTrainConfig()
         if not (segments_a.shape == segments_b.shape and segments_a.shape[0] == labels.shape[0]):
             raise ValueError(f"segments_a {tuple(segments_a.shape)}, segments_b {tuple(segments_b.shape)} and "
                              f"labels {tuple(labels.shape)} must agree on the number of pairs")
+        if not 0 <= config.crop_range < segments_a.shape[1]:
+            raise ValueError(f"crop_range must be in [0, segment length {segments_a.shape[1]}), got {config.crop_range}")
+        semi_supervised = config.pseudo_label_threshold > 0 and unlabeled is not None and len(unlabeled[0]) > 0
         generator = torch.Generator().manual_seed(config.seed)
         resamples = bootstrap_indices(labels.shape[0], len(self.members), generator)
         final_losses = []
@@ -214,9 +279,13 @@ class SegmentRewardEnsemble(nn.Module):
                 order = indices[torch.randperm(len(indices), generator=generator)]
                 for start in range(0, len(order), config.batch_size):
                     batch = order[start:start + config.batch_size]
-                    score_a = member(segments_a[batch]).squeeze(-1).sum(-1)
-                    score_b = member(segments_b[batch]).squeeze(-1).sum(-1)
+                    score_a, score_b = cropped_scores(member, segments_a[batch], segments_b[batch], config.crop_range,
+                                                      generator)
                     loss = bradley_terry_loss(score_a, score_b, labels[batch], noise=config.noise)
+                    if semi_supervised:
+                        pick = torch.randint(0, len(unlabeled[0]), (len(batch),), generator=generator)
+                        loss = loss + config.pseudo_label_weight * pseudo_label_loss(
+                            member, unlabeled[0][pick], unlabeled[1][pick], config, generator)
                     optimizer.zero_grad()
                     loss.backward()
                     optimizer.step()

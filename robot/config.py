@@ -29,7 +29,7 @@ POSITIVE_INTEGERS = ("num_envs", "episodes_per_rollout", "total_timesteps", "upd
                      "num_rounds", "segment_length", "segments_per_round", "candidate_factor", "ensemble_members",
                      "reward_epochs", "reward_batch_size", "eval_episodes", "hidden_size", "reward_hidden",
                      "eval_every_rounds", "heldout_segments", "sac_hidden_size", "sac_batch_size", "sac_buffer_size",
-                     "sac_entropy_k")
+                     "sac_entropy_k", "surf_unlabeled_factor")
 POSITIVE_NUMBERS = ("learning_rate", "reward_learning_rate", "clip_range", "max_grad_norm", "obs_clip",
                     "sac_q_learning_rate", "sac_policy_learning_rate", "sac_init_alpha", "sac_tau",
                     "sac_updates_per_step")
@@ -110,6 +110,10 @@ class RobotConfig:
     reward_weight_decay: float = 1e-4  # AdamW decoupled weight decay
     preference_noise: float = 0.1  # Christiano's random-answer probability in the preference model
     heldout_segments: int = 200  # held-out segments (from the last policy) for the learned/true correlation
+    surf_crop_range: int = 0  # SURF temporal cropping: each labelled pair is fitted on windows up to this many steps shorter (SURF: 5); 0 = off
+    surf_pseudo_label_threshold: float = 0.0  # SURF pseudo-labels: unlabelled pairs a member is this sure of join its loss (SURF's code: 0.95); 0 = off
+    surf_unlabeled_factor: int = 10  # SURF: random unlabelled pairs drawn from each query's pool per label asked
+    surf_pseudo_label_weight: float = 1.0  # SURF's lambda_u: weight of the pseudo-label loss
 
     # --- evaluation ------------------------------------------------------------------------
     eval_episodes: int = 32  # deterministic-policy episodes per evaluation
@@ -130,6 +134,12 @@ class RobotConfig:
             _fail("pretrain_steps", f"0 unless learner is sac (the state-entropy phase is SAC's), got {self.pretrain_steps}")
         if self.pretrain_steps >= self.total_timesteps:
             _fail("pretrain_steps", f"fewer than total_timesteps ({self.total_timesteps}), got {self.pretrain_steps}")
+        if not 0 <= self.surf_crop_range < self.segment_length:
+            _fail("surf_crop_range", f"in [0, segment_length = {self.segment_length}), got {self.surf_crop_range}")
+        if not 0.0 <= self.surf_pseudo_label_threshold < 1.0 or 0 < self.surf_pseudo_label_threshold <= 0.5:
+            _fail("surf_pseudo_label_threshold", f"0 (off) or in (0.5, 1), got {self.surf_pseudo_label_threshold}")
+        if self.surf_pseudo_label_weight < 0:
+            _fail("surf_pseudo_label_weight", f"a number >= 0, got {self.surf_pseudo_label_weight}")
         if self.query_selection not in QUERY_METHODS:
             _fail("query_selection", f"one of {QUERY_METHODS}, got {self.query_selection!r}")
         for name in POSITIVE_INTEGERS:

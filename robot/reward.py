@@ -165,15 +165,23 @@ def comparison_arrays(comparisons: list[Comparison], segments: Segments) -> tupl
 
 
 def fit_reward(ensemble: SegmentRewardEnsemble, segments: Segments, comparisons: list[Comparison],
-               train_config: EnsembleTrainConfig, progress: bool = False) -> dict:
-    """Refit every member on all comparisons so far; returns training stats."""
+               train_config: EnsembleTrainConfig, progress: bool = False,
+               unlabeled_pairs: list[tuple[str, str]] | None = None) -> dict:
+    """Refit every member on all comparisons so far; returns training stats.
+
+    unlabeled_pairs: segment-id pairs for SURF's pseudo-labels (used when the train config's
+    `pseudo_label_threshold` is set)."""
     index_a, index_b, labels = comparison_arrays(comparisons, segments)
     features = segments.features()
     set_feature_scale(ensemble, features)  # first fit: the random-policy segments set the scale
+    unlabeled = None
+    if unlabeled_pairs:
+        ids_a, ids_b = zip(*unlabeled_pairs)
+        unlabeled = (features[segments.index_of(list(ids_a))], features[segments.index_of(list(ids_b))])
     ensemble.train()  # dropout (if any) only while fitting
     try:
         losses = ensemble.fit(features[index_a], features[index_b], torch.from_numpy(labels), train_config,
-                              progress=progress)
+                              progress=progress, unlabeled=unlabeled)
     finally:
         ensemble.eval()
     if any(isinstance(m, nn.Dropout) for m in ensemble.modules()):
@@ -184,7 +192,10 @@ def fit_reward(ensemble: SegmentRewardEnsemble, segments: Segments, comparisons:
     n = len(labels)
     # Ties (label 0.5) are left out; NaN when every label is a tie.
     accuracy = pairwise_accuracy(scores[:n].numpy(), scores[n:].numpy(), labels, labelled_ties="skip")
-    return {"reward_loss": float(np.mean(losses)), "reward_train_accuracy": accuracy, "num_comparisons": n}
+    stats = {"reward_loss": float(np.mean(losses)), "reward_train_accuracy": accuracy, "num_comparisons": n}
+    if unlabeled is not None:
+        stats["num_unlabeled_pairs"] = len(unlabeled_pairs)
+    return stats
 
 
 @torch.no_grad()

@@ -39,7 +39,7 @@ from robot.policy import PPO, LearnedReward, TrueReward, evaluate_policy
 from robot.sac import SAC
 from robot.reward import (ask_teacher, build_teacher, choose_queries, feature_columns, fit_reward, label_schedule,
                           make_ensemble, reward_agreement, segment_scores)
-from robot.segments import Segments, check_segment_length, sample_segments
+from robot.segments import Segments, check_segment_length, random_pairs, sample_segments
 
 EVAL_SEED = 10_000  # evaluation episodes use seeds disjoint from training envs
 LEARNERS = {"ppo": PPO, "sac": SAC}  # RobotConfig.learner
@@ -66,7 +66,9 @@ def reward_train_config(config: RobotConfig, round_index: int) -> EnsembleTrainC
     """The ensemble's training settings for the fit of one round (its own seed)."""
     return EnsembleTrainConfig(epochs=config.reward_epochs, batch_size=config.reward_batch_size,
                                learning_rate=config.reward_learning_rate, weight_decay=config.reward_weight_decay,
-                               noise=config.preference_noise, seed=config.seed * 1000 + round_index)
+                               noise=config.preference_noise, seed=config.seed * 1000 + round_index,
+                               crop_range=config.surf_crop_range, pseudo_label_threshold=config.surf_pseudo_label_threshold,
+                               pseudo_label_weight=config.surf_pseudo_label_weight)
 
 
 class Run:
@@ -83,6 +85,7 @@ class Run:
         self.ensemble = None
         self.segments: list[Segments] = []  # every segment drawn, in order
         self.comparisons = []  # every answered comparison
+        self.unlabeled_pairs: list[tuple[str, str]] = []  # SURF: random pairs of each query's pool, never asked
         self.labels_asked = 0  # includes skipped queries: they cost the teacher time
         self.heldout: Segments | None = None  # random-policy held-out segments (never labelled)
         self.last_heldout: Segments | None = None  # those plus segments of the latest evaluation
@@ -167,7 +170,8 @@ class Run:
                         else self.random_policy_episodes(cfg.segments_per_round))
             pool = self.new_segments(episodes, cfg.segments_per_round, -1)
             self.query(teacher, None, pool, schedule[0])
-        fit_stats = fit_reward(self.ensemble, self.all_segments(), self.comparisons, self.train_config(0))
+        fit_stats = fit_reward(self.ensemble, self.all_segments(), self.comparisons, self.train_config(0),
+                               unlabeled_pairs=self.unlabeled_pairs)
         self.evaluate(0, fit_stats)
 
         first = self.learner.timesteps  # rounds share the env steps left after pretraining
@@ -182,7 +186,7 @@ class Run:
             if teacher is not None and schedule[round_index] > 0 and self.learner.recent_rollouts:
                 self.query(teacher, self.ensemble, pool, schedule[round_index])
                 extra.update(fit_reward(self.ensemble, self.all_segments(), self.comparisons,
-                                        self.train_config(round_index)))
+                                        self.train_config(round_index), unlabeled_pairs=self.unlabeled_pairs))
             self.evaluate(round_index, extra)
             self.save_checkpoint()
 
@@ -193,6 +197,9 @@ class Run:
         index_a, index_b = choose_queries(ensemble, pool, num_queries, cfg.candidate_factor, method, self.rng,
                                           cfg.disagreement_method)
         answers = ask_teacher(teacher, pool, index_a, index_b)
+        if cfg.surf_pseudo_label_threshold > 0:
+            unlabeled_a, unlabeled_b = random_pairs(len(pool), cfg.surf_unlabeled_factor * num_queries, self.rng)
+            self.unlabeled_pairs += list(zip(pool.ids[unlabeled_a].tolist(), pool.ids[unlabeled_b].tolist()))
         self.labels_asked += len(answers)
         self.comparisons += [c for c in answers if c is not None]
         if self.comparisons:

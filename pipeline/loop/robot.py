@@ -104,6 +104,9 @@ def parse_config(argv: list[str] | None = None, prog: str = "rlhf loop") -> tupl
     robot = stages["robot"]
     if robot.query_selection == "disagreement" and robot.ensemble_members < 2:
         raise ConfigError("robot.ensemble_members", ">= 2 to choose queries by disagreement")
+    if robot.surf_pseudo_label_threshold > 0:  # the reward part sees only the clips sent as queries
+        raise ConfigError("robot.surf_pseudo_label_threshold", "expected 0 in the live loop (its reward part has no "
+                          f"unlabelled pairs; surf_crop_range works), got {robot.surf_pseudo_label_threshold}")
     if robot.learner != "ppo":  # the policy part's checkpoint and resume are PPO's (docs/loop.md, left out)
         raise ConfigError("robot.learner", f"expected 'ppo' in the live loop (sac runs in python -m robot.train), got {robot.learner!r}")
     return config, robot, robot

@@ -69,6 +69,8 @@ def test_the_task_picks_the_config_and_the_parts(tmp_path):
         robot_config(tmp_path, "--initial_labels", "9")
     with pytest.raises(ConfigError, match=r"^robot.learner: expected 'ppo' in the live loop"):
         robot_config(tmp_path, "--robot.learner", "sac")
+    with pytest.raises(ConfigError, match=r"^robot.surf_pseudo_label_threshold: expected 0 in the live loop"):
+        robot_config(tmp_path, "--robot.surf_pseudo_label_threshold", "0.95")
 
 
 def test_segments_are_saved_whole_with_unique_ids(tmp_path):
