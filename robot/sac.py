@@ -152,6 +152,8 @@ class ReplayBuffer:
     def relabel(self, reward_fn, rows: np.ndarray | None = None) -> None:
         """rewards[rows] = reward_fn(obs, action, true reward) (all stored rows by default)."""
         rows = np.arange(self.size) if rows is None else rows
+        if len(rows) == 0:  # nothing stored yet (a reward model may not take an empty batch)
+            return
         self.rewards[rows] = reward_fn(self.obs[rows], self.actions[rows], self.true_rewards[rows])
 
     def sample(self, batch_size: int, generator: np.random.Generator) -> dict[str, torch.Tensor]:

@@ -10,7 +10,8 @@ import torch
 
 from rlhf.config import ConfigError
 from robot.config import RobotConfig
-from robot.policy import Rollout
+from robot.policy import LearnedReward, Rollout
+from robot.reward import make_ensemble
 from robot.sac import (SAC, ReplayBuffer, actor_loss, knn_distances, soft_q_target, squashed_gaussian_log_prob,
                        temperature_loss)
 
@@ -91,7 +92,11 @@ def small_config(**overrides) -> RobotConfig:
 
 def test_train_relabels_the_whole_buffer_with_the_newest_reward():
     sac = SAC(small_config())
-    sac.train(400, lambda obs, actions, true: np.full(len(obs), 1.0))
+    ensemble = make_ensemble(30, 2, 8, seed=0)
+    sac.train(200, LearnedReward(ensemble))  # from an empty buffer, as a learned run's first round starts
+    np.testing.assert_allclose(sac.buffer.rewards[:200], LearnedReward(ensemble)(
+        sac.buffer.obs[:200], sac.buffer.actions[:200], sac.buffer.true_rewards[:200]), rtol=1e-6)
+    sac.train(200, lambda obs, actions, true: np.full(len(obs), 1.0))
     assert sac.buffer.size == 400 and (sac.buffer.rewards[:400] == 1.0).all()
     stats = sac.train(200, lambda obs, actions, true: np.full(len(obs), -3.0))  # a refitted reward
     assert sac.buffer.size == 600 and (sac.buffer.rewards[:600] == -3.0).all()
