@@ -5,12 +5,15 @@
 mode = learned:
   0. segments from the random (untrained) policy; the first 25 % of the label budget is
      asked on uniformly chosen pairs of them; the reward ensemble is fitted;
-  1. each round: PPO on the current learned reward -> segments of the new policy ->
+  1. each round: the learner (`learner`: PPO, or SAC with its replay buffer relabelled) on
+     the current learned reward -> segments of the new policy ->
      10x candidate pairs -> keep the most disputed (or random) -> teacher labels ->
      refit the ensemble on all labels; the labels per round decrease.
   With `labels_file` (e.g. human labels from the labelling app) the labels are read once
-  instead, the ensemble is fitted on them, and PPO trains on that fixed reward.
-mode = true_reward: PPO on the env's reward, same budget and evaluation points.
+  instead, the ensemble is fitted on them, and the learner trains on that fixed reward.
+  With `pretrain_steps` (SAC) the first labels are asked on segments of a policy pre-trained
+  on a state-entropy reward (PEBBLE) instead of the random policy's.
+mode = true_reward: the learner on the env's reward, same budget and evaluation points.
 
 Writes to out_dir: metrics.jsonl, checkpoint.pt, segments.npz (every segment the run drew,
 so clips and labels can refer to them by id), labels.jsonl, report.md and PNG curves.
@@ -36,9 +39,9 @@ from rlhf.outputs import atomic_path, check_output_folder, start_output_folder, 
 from rlhf.preferences import load_comparisons, save_comparisons
 from robot.config import RobotConfig
 from robot.policy import PPO, LearnedReward, TrueReward, evaluate_policy
-from robot.sac import SAC
 from robot.reward import (ask_teacher, build_teacher, choose_queries, feature_columns, fit_reward, label_schedule,
                           make_ensemble, reward_agreement, segment_scores)
+from robot.sac import SAC
 from robot.segments import Segments, check_segment_length, random_pairs, sample_segments
 
 EVAL_SEED = 10_000  # evaluation episodes use seeds disjoint from training envs
