@@ -3,6 +3,10 @@ the replay buffer's transitions and relabelling, and a whole `robot.train` run w
 
 import json
 import math
+import os
+import re
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -147,3 +151,14 @@ def test_sac_run_with_pretraining_end_to_end(tmp_path):
                        "--total_timesteps", "1600", "--num_rounds", "1"]) == 0
     rows = [json.loads(line) for line in (baseline_dir / "metrics.jsonl").read_text().splitlines()]
     assert [(row["round"], row["timesteps"]) for row in rows] == [(0, 0), (1, 1600)]
+
+
+def test_learner_throughput_benchmark_prints_both_learners_and_the_ratio():
+    result = subprocess.run([sys.executable, "benchmarks/robot_learner_throughput.py", "--config", "configs/robot/smoke.yaml",
+                             "--steps", "400", "--rounds", "1", "--sac_learning_starts", "0"],
+                            capture_output=True, text=True, check=True, env={**os.environ, "PYTHONPATH": os.getcwd()})
+    rates = {line.split()[0]: float(line.split()[1]) for line in result.stdout.splitlines()
+             if line.split() and line.split()[0] in ("ppo", "sac")}
+    ratio = float(re.search(r"ratio SAC / PPO \(CPU time\): ([\d.]+)x", result.stdout).group(1))
+    assert rates["ppo"] > 0 and rates["sac"] > 0
+    assert ratio == pytest.approx(rates["sac"] / rates["ppo"], rel=0.02)  # printed rounded to whole steps/s
