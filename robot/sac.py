@@ -9,11 +9,11 @@ automatically tuned entropy temperature), rearranged around the preference loop:
   rollout the learner takes `sac_updates_per_step` gradient steps per env step.
 * The replay buffer keeps (obs, action, next obs) and the true reward; the reward SAC
   learns from is a column that is recomputed for the whole buffer whenever training starts
-  against a reward (PEBBLE, Lee et al. 2021, sec. 4: "relabel the entire replay buffer"
+  against a reward (PEBBLE, Lee et al. 2021, sec. 4.3: relabelling the whole replay buffer
   after each reward-model update), so no transition is ever scored by a stale reward model.
 * `pretrain(steps)`: PEBBLE's unsupervised pre-training. The reward is the state entropy
   estimate of each sampled state, its distance to the k-th nearest state in the buffer
-  (Lee et al. 2021, eq. 4, after Liu & Abbeel 2021), divided by the running std of those
+  (Lee et al. 2021, sec. 4.1, after Liu & Abbeel 2021), divided by the running std of those
   distances as the official B-Pref code does; the first labelled segments then come from
   diverse behaviour instead of random flailing.
 
