@@ -34,7 +34,8 @@ from gymnasium import spaces
 
 # robot.render sets MUJOCO_GL (default egl) before importing mujoco and turns a
 # bad backend setting into an error that names the Debian packages to install.
-from robot.render import DEFAULT_CAMERA, DEFAULT_HEIGHT, DEFAULT_WIDTH, make_renderer, mujoco
+from robot.render import (DEFAULT_CAMERA, DEFAULT_HEIGHT, DEFAULT_WIDTH, add_target_marker, make_renderer, mujoco,
+                          scene_option)
 
 ASSETS = Path(__file__).resolve().parent / "assets"
 
@@ -258,7 +259,8 @@ class Iiwa14Env(gym.Env):
             return None  # Gymnasium convention when no render_mode was requested
         if self._renderer is None:
             self._renderer = make_renderer(self.model, self.width, self.height)
-        self._renderer.update_scene(self.data, camera=self.camera)
+        self._renderer.update_scene(self.data, camera=self.camera, scene_option=scene_option())
+        add_target_marker(self._renderer.scene, self.model, self.data)  # the same marker as in clips
         return self._renderer.render()
 
     def close(self):
