@@ -24,7 +24,7 @@ import torch
 from tqdm.auto import tqdm
 
 from rlhf.config import ConfigError, parse_config, run_main
-from robot.render import write_clip
+from robot.render import CLIP_HEIGHT, CLIP_WIDTH, write_clip
 from robot.reward import choose_queries, ensemble_from_checkpoint
 from robot.segments import Segments
 from robot.vec_env import make_vec_env
@@ -46,7 +46,7 @@ def select_pairs(run_dir: Path, num_pairs: int, seed: int, rounds: str) -> tuple
 
 
 def write_clips(run_dir: str | Path, num_pairs: int, out_dir: str | Path, seed: int = 0, rounds: str = "last",
-                width: int = 320, height: int = 240, progress: bool = True) -> Path:
+                width: int = CLIP_WIDTH, height: int = CLIP_HEIGHT, progress: bool = True) -> Path:
     run_dir, out_dir = Path(run_dir), Path(out_dir)
     for name in ("segments.npz", "checkpoint.pt"):
         if not (run_dir / name).is_file():
@@ -79,16 +79,19 @@ class ClipsConfig:
     pairs: int = field(default=20, metadata={"help": "number of pairs to render"})
     seed: int = field(default=0, metadata={"help": "candidate-pair sampling seed"})
     rounds: str = field(default="last", metadata={"help": "segments of the last round (last) or all"})
-    width: int = field(default=320, metadata={"help": "clip width in pixels"})
-    height: int = field(default=240, metadata={"help": "clip height in pixels"})
+    width: int = field(default=CLIP_WIDTH, metadata={"help": "clip width in pixels (even): the front and side views "
+                                                             "side by side, each half of it"})
+    height: int = field(default=CLIP_HEIGHT, metadata={"help": "clip height in pixels (even)"})
 
     def __post_init__(self):
         if self.pairs < 1:
             raise ConfigError("pairs", f"expected >= 1, got {self.pairs}")
         if self.rounds not in ("last", "all"):
             raise ConfigError("rounds", f"expected 'last' or 'all', got {self.rounds!r}")
-        if self.width < 1 or self.height < 1:
-            raise ConfigError("width" if self.width < 1 else "height", "expected a positive number of pixels")
+        for name in ("width", "height"):
+            value = getattr(self, name)
+            if value < 2 or value % 2:  # yuv420p video; two views of width / 2
+                raise ConfigError(name, f"an even number of pixels >= 2, got {value}")
 
 
 def main(argv: list[str] | None = None) -> int:

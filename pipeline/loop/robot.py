@@ -50,7 +50,7 @@ from rlhf.outputs import cut_log
 from rlhf.preferences import Comparison, load_comparisons
 from robot.config import RobotConfig
 from robot.policy import PPO, LearnedReward, evaluate_policy
-from robot.render import encode_video, render_qpos
+from robot.render import CLIP_HEIGHT, CLIP_WIDTH, encode_video, render_qpos
 from robot.reward import (choose_queries, comparison_arrays, ensemble_from_checkpoint, feature_columns, fit_reward,
                           make_ensemble, reward_agreement, segment_scores)
 from robot.segments import Segments, check_segment_length, sample_segments
@@ -73,8 +73,9 @@ class RobotLoopConfig(LoopFields):
 
     task: str = field(default="robot", metadata={"help": "robot (this page); text: `LoopConfig`"})
     out: str = field(default="runs/loop/robot", metadata={"help": "output folder"})
-    clip_width: int = field(default=320, metadata={"help": "clip width in pixels (even)"})
-    clip_height: int = field(default=240, metadata={"help": "clip height in pixels (even)"})
+    clip_width: int = field(default=CLIP_WIDTH, metadata={
+        "help": "clip width in pixels (even): the front and side views side by side, each half of it"})
+    clip_height: int = field(default=CLIP_HEIGHT, metadata={"help": "clip height in pixels (even)"})
     baseline_return: float | None = field(default=None, metadata={
         "help": "eval return of true-reward PPO with the same `robot:` settings (e.g. from robot.study); "
                 "with it the report gives the normalised score"})
