@@ -7,11 +7,12 @@ the few segments that are shown to a labeller are rendered afterwards:
     encode_video(frames, "clip.webm", fps=25)                     # VP9, plays in browsers
 
 What a person judging a clip sees: two views side by side in each frame (`front` and
-`side` of robot/assets/iiwa14.xml, so that no distance hides along a line of sight), the
-target as a bright green ball on a pole down to the table (Reach) or the goal as a green
-disc of the success radius on the table (Push), and a faint blue trail of the flange's path
-so far. Every clip of a model has the same cameras and size. Nothing shows the reward or a
-distance as a number: the person is the judge.
+`side` of robot/assets/iiwa14.xml, or Push's closer `push_front` and `push_side`), so that
+no distance hides along a line of sight; the target as a bright green ball in a see-through
+bubble on a pole down to the table (Reach) or the goal as a green disc of the success radius
+on the table (Push); and a faint blue trail of the flange's path so far. Every clip of a
+model has the same cameras and size.
+Nothing shows the reward or a distance as a number: the person is the judge.
 
 Backend: MuJoCo picks its OpenGL backend from the MUJOCO_GL environment variable
 when it is first imported. Without a display we want EGL (Mesa software rendering
@@ -56,7 +57,8 @@ except RuntimeError as err:  # mujoco rejects an unknown MUJOCO_GL value at impo
 
 DEFAULT_CAMERA = "overview"  # fixed camera defined in robot/assets/iiwa14.xml
 DEFAULT_WIDTH, DEFAULT_HEIGHT = 320, 240  # env.render()
-CLIP_CAMERAS = ("front", "side")  # views of a clip, side by side (robot/assets/iiwa14.xml)
+CLIP_CAMERAS = ("front", "side")  # views of a Reach clip, side by side (robot/assets/iiwa14.xml)
+PUSH_CLIP_CAMERAS = ("push_front", "push_side")  # the same, closer to the table (iiwa14_push.xml)
 # Two 320 x 320 views: shown at about this size in a column of the labelling app (half a
 # page wide), so the 3.5 cm target ball is ~16 pixels across.
 CLIP_WIDTH, CLIP_HEIGHT = 640, 320
@@ -65,9 +67,13 @@ CLIP_WIDTH, CLIP_HEIGHT = 640, 320
 # observations cannot change). The model's own 2.5 cm target site is in the hidden group.
 TARGET_SITE_GROUP = 2
 TARGET_RGBA = np.array([0.1, 0.85, 0.2, 1.0], dtype=np.float32)  # bright opaque green
+BUBBLE_RGBA = np.array([0.1, 0.85, 0.2, 0.3], dtype=np.float32)  # the same, see-through
 FOOT_RGBA = np.array([0.05, 0.5, 0.1, 1.0], dtype=np.float32)  # pole and foot: darker green
 TRAIL_RGBA = np.array([0.1, 0.3, 0.9, 0.45], dtype=np.float32)  # the flange site's blue, faint
-TARGET_RADIUS = 0.035  # m, the Reach ball
+# Reach: an opaque core at the target inside a see-through bubble wider than the links at
+# the flange (link 7: 4.5 cm, link 6: 6 cm), so a flange on the target sits visibly in the
+# bubble instead of hiding the marker.
+CORE_RADIUS, BUBBLE_RADIUS = 0.025, 0.07  # m
 POLE_WIDTH, FOOT_RADIUS = 0.004, 0.03  # m; the pole and its foot show the ball's height and place
 GOAL_RADIUS = 0.05  # m, the Push goal disc: robot.envs.SUCCESS_DISTANCE (block centre within it)
 TRAIL_WIDTH = 0.005  # m
@@ -135,14 +141,20 @@ def goal_on_table(model: mujoco.MjModel) -> bool:
     return mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_BODY, "block") >= 0
 
 
+def clip_cameras(model: mujoco.MjModel) -> tuple[str, ...]:
+    return PUSH_CLIP_CAMERAS if goal_on_table(model) else CLIP_CAMERAS
+
+
 def add_target_marker(scene: mujoco.MjvScene, model: mujoco.MjModel, data: mujoco.MjData) -> None:
-    """Reach: a ball on a thin pole down to a foot on the table (its height and place on the
-    table are visible in any view). Push: a flat disc of the success radius on the table."""
+    """Reach: a ball in a bubble on a thin pole down to a foot on the table (its height and
+    place on the table are visible in any view). Push: a flat disc of the success radius on
+    the table."""
     x, y, z = data.mocap_pos[0]
     if goal_on_table(model):
         add_geom(scene, mujoco.mjtGeom.mjGEOM_CYLINDER, [GOAL_RADIUS, 0, 0.001], [x, y, 0.001], TARGET_RGBA)
         return
-    add_geom(scene, mujoco.mjtGeom.mjGEOM_SPHERE, [TARGET_RADIUS, 0, 0], [x, y, z], TARGET_RGBA)
+    add_geom(scene, mujoco.mjtGeom.mjGEOM_SPHERE, [CORE_RADIUS, 0, 0], [x, y, z], TARGET_RGBA)
+    add_geom(scene, mujoco.mjtGeom.mjGEOM_SPHERE, [BUBBLE_RADIUS, 0, 0], [x, y, z], BUBBLE_RGBA)
     add_segment(scene, [x, y, 0], [x, y, z], POLE_WIDTH, FOOT_RGBA)
     add_geom(scene, mujoco.mjtGeom.mjGEOM_CYLINDER, [FOOT_RADIUS, 0, 0.001], [x, y, 0.001], FOOT_RGBA)
 
@@ -159,16 +171,19 @@ def render_qpos(
     mocap_pos: np.ndarray | None = None,
     width: int = CLIP_WIDTH,
     height: int = CLIP_HEIGHT,
-    cameras: str | tuple[str, ...] = CLIP_CAMERAS,
+    cameras: str | tuple[str, ...] | None = None,
 ) -> np.ndarray:
-    """Render one frame per stored state: the views of `cameras` side by side, each
-    width / len(cameras) x height, with the target marker and the flange's trail so far.
+    """Render one frame per stored state: the views of `cameras` (default: the task's
+    `clip_cameras`) side by side, each width / len(cameras) x height, with the target marker
+    and the flange's trail so far.
 
     qpos:      (T, model.nq) joint positions.
     mocap_pos: optional (model.nmocap, 3) fixed for the clip, or (T, model.nmocap, 3),
                e.g. the reach target, which is not part of qpos.
     Returns (T, height, width, 3) uint8 frames.
     """
+    if cameras is None:
+        cameras = clip_cameras(model)
     cameras = (cameras,) if isinstance(cameras, str) else tuple(cameras)
     if not cameras or width % len(cameras):
         raise ValueError(f"width {width} must split evenly into the {len(cameras)} views {cameras}")
@@ -253,7 +268,7 @@ def write_clip(
     mocap_pos: np.ndarray | None = None,
     width: int = CLIP_WIDTH,
     height: int = CLIP_HEIGHT,
-    cameras: str | tuple[str, ...] = CLIP_CAMERAS,
+    cameras: str | tuple[str, ...] | None = None,
 ) -> Path:
     """Render stored states and encode them in one call (fps = 1 / env dt plays in real time)."""
     frames = render_qpos(model, qpos, mocap_pos=mocap_pos, width=width, height=height, cameras=cameras)

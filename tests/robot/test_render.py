@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 import torch
 
-from robot.clips import write_clips
+from rlhf.config import ConfigError
+from robot.clips import ClipsConfig, write_clips
 from robot.envs import HOME_QPOS, Iiwa14PushEnv, Iiwa14ReachEnv
 from robot.render import CLIP_CAMERAS, encode_video, make_renderer, mujoco, render_qpos, write_clip
 from robot.segments import Segments
@@ -101,7 +102,7 @@ def test_two_views_side_by_side():
 
 def test_target_marker_is_plainly_visible():
     """The target covers many times the pixels it did in a clip before, at the default sizes
-    (measured: Reach 587 against 67 pixels here, Push 609 against 36)."""
+    (measured: Reach 818 against 67 pixels here, Push 991 against 36)."""
     model = Iiwa14ReachEnv().model
     qpos, target = HOME_QPOS, np.array([[0.55, -0.2, 0.45]])  # in the air, clear of the arm
     clip = render_qpos(model, qpos[None], mocap_pos=target)[0]
@@ -201,6 +202,8 @@ def test_bad_render_inputs_raise(reach_segment, tmp_path):
         encode_video(np.zeros((3, 47, 64, 3), dtype=np.uint8), tmp_path / "clip.webm", fps=25)
     with pytest.raises(ValueError, match="uint8"):
         encode_video(frames.astype(float), tmp_path / "clip.webm", fps=25)
+    with pytest.raises(ConfigError, match="^width: an even number of pixels >= 2, got 63$"):
+        ClipsConfig(run="run", out="clips", width=63)
 
 
 def run_python(code, **env_overrides):
