@@ -81,7 +81,7 @@ TRAIL_WIDTH = 0.005  # m
 # Encoder settings per container. VP9 in WebM is royalty-free and plays in all
 # current browsers; H.264 MP4 is the fallback for old Safari. `deadline realtime`
 # and `cpu-used 8` make libvpx fast enough for short clips on a CPU. Constant quality
-# crf 30 (was 35) keeps the thin pole and trail crisp: ~70 kB per 1 s 640 x 320 clip.
+# crf 30 (was 35) keeps the thin pole and trail crisp: 40-70 kB per 1 s 640 x 320 clip.
 CODECS = {
     ".webm": dict(
         codec="libvpx-vp9",
