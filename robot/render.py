@@ -11,8 +11,8 @@ What a person judging a clip sees: two views side by side in each frame (`front`
 no distance hides along a line of sight; the target as a bright green ball in a see-through
 bubble on a pole down to the table (Reach) or the goal as a green disc of the success radius
 on the table (Push); and a faint blue trail of the flange's path so far. Every clip of a
-model has the same cameras and size.
-Nothing shows the reward or a distance as a number: the person is the judge.
+model has the same cameras and size. Nothing shows the reward or a distance as a number:
+the person is the judge.
 
 Backend: MuJoCo picks its OpenGL backend from the MUJOCO_GL environment variable
 when it is first imported. Without a display we want EGL (Mesa software rendering
@@ -60,7 +60,7 @@ DEFAULT_WIDTH, DEFAULT_HEIGHT = 320, 240  # env.render()
 CLIP_CAMERAS = ("front", "side")  # views of a Reach clip, side by side (robot/assets/iiwa14.xml)
 PUSH_CLIP_CAMERAS = ("push_front", "push_side")  # the same, closer to the table (iiwa14_push.xml)
 # Two 320 x 320 views: shown at about this size in a column of the labelling app (half a
-# page wide), so the 3.5 cm target ball is ~16 pixels across.
+# page wide); the Reach target's 14 cm bubble is then ~35 pixels across.
 CLIP_WIDTH, CLIP_HEIGHT = 640, 320
 
 # Markers drawn into the scene (visual only: scene geoms, not model geoms, so physics and
