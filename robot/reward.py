@@ -20,7 +20,7 @@ from rlhf.labelers import make_teacher
 from rlhf.metrics import pairwise_accuracy
 from rlhf.preferences import Comparison
 from robot.envs import ENV_IDS, TASKS
-from robot.segments import Segments, random_pairs
+from robot.segments import Segments, distinct_pairs, random_pairs
 
 
 class Standardize(nn.Module):
@@ -227,8 +227,11 @@ def choose_queries(ensemble: SegmentRewardEnsemble | None, pool: Segments, num_q
     """Sample `candidate_factor * num_queries` candidate pairs from the pool, keep `num_queries`.
 
     With method "disagreement" the kept pairs are those the ensemble members disagree on most;
-    without a trained ensemble (the first batch) the choice is uniform, as in B-Pref."""
-    a, b = random_pairs(len(pool), num_queries * candidate_factor, rng)
+    without a trained ensemble (the first batch) the choice is uniform, as in B-Pref. A pair
+    drawn twice is a candidate once, so no query repeats within a batch (a repeated pair
+    costs a label for nothing, and the labelling app refuses an item id twice in a request)."""
+    a, b = distinct_pairs(*random_pairs(len(pool), num_queries * candidate_factor, rng))
+    num_queries = min(num_queries, len(a))
     if ensemble is None or method == "random":
         keep = rng.permutation(len(a))[:num_queries]
         return a[keep], b[keep]

@@ -111,9 +111,17 @@ def sample_segments(episodes: dict[str, np.ndarray], length: int, count: int, rn
 
 
 def random_pairs(num_segments: int, num_pairs: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """Index pairs (a, b) with a != b, drawn uniformly."""
+    """Index pairs (a, b) with a != b, drawn uniformly (with replacement: a pair may repeat)."""
     if num_segments < 2:
         raise ValueError("need at least 2 segments to form pairs")
     a = rng.integers(0, num_segments, size=num_pairs)
     b = (a + rng.integers(1, num_segments, size=num_pairs)) % num_segments  # never equal to a
     return a, b
+
+
+def distinct_pairs(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The pairs with each unordered pair {a, b} once, at its first occurrence, in order."""
+    keys = np.minimum(a, b) * (int(max(a.max(initial=0), b.max(initial=0))) + 1) + np.maximum(a, b)
+    _, first = np.unique(keys, return_index=True)
+    first = np.sort(first)
+    return a[first], b[first]

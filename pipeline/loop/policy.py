@@ -80,10 +80,15 @@ class QueryingPart:
     def send(self, items: list[dict], priorities: dict[str, float]) -> int:
         """Items to the app, recorded in sent.jsonl; returns how many are new there. Re-sending
         is a no-op in the app, so an item the app already holds (sent before a crash) counts
-        as sent."""
+        as sent. An app that does not answer (or fails, 5xx) is tried again later; a request
+        it refuses (4xx) would be refused every time, so it stops the part with the app's reason."""
         try:
             reply = self.client.add_items(items, priorities)
-        except (ApiError, httpx.HTTPError):
+        except ApiError as err:
+            if err.status < 500:
+                raise RuntimeError(f"the labelling app refused the items: {err}") from None
+            return 0
+        except httpx.HTTPError:
             return 0
         held = set(reply["added"]) | set(reply["existing"])
         new = [item for item in items if item["id"] in held and item["id"] not in self.sent_ids]

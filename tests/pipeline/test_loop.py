@@ -16,7 +16,7 @@ import pytest
 from labeling_app.http_client import AdminClient, ApiError
 
 from pipeline.loop.config import LoopPaths, parse_config
-from pipeline.loop.policy import gain_in_std
+from pipeline.loop.policy import QueryingPart, gain_in_std
 from pipeline.loop.reward import RewardPart, is_heldout, publish, read_labels
 from reward_model.modeling import RewardModel
 from rlhf.config import ConfigError
@@ -132,6 +132,29 @@ def test_publish_replaces_the_pointer_by_rename(tmp_path):
 def test_gain_in_std_by_hand():
     initial, now = np.array([0.2, 0.4, 0.6]), np.array([0.5, 0.7, 0.9])
     assert gain_in_std(now, initial) == pytest.approx(0.3 / np.std([0.2, 0.4, 0.6]))
+
+
+class RefusingClient:
+    """An app that answers every item request with the given error."""
+
+    def __init__(self, error: Exception):
+        self.error, self.calls = error, 0
+
+    def add_items(self, items, priorities):
+        self.calls += 1
+        raise self.error
+
+
+def test_a_refused_request_stops_the_part_and_an_unanswered_one_is_tried_later(tmp_path):
+    config = loop_config(tmp_path)[0]
+    refused = ApiError(400, "items[1] (id 'a-b'), field 'id': the id appears twice in this request", "http://app/items")
+    part = QueryingPart(config, client=RefusingClient(refused))
+    with pytest.raises(RuntimeError, match="the labelling app refused the items: .*the id appears twice"):
+        part.send_initial_and_wait([{"id": "a-b"}, {"id": "a-b"}])  # once, not a silent retry forever
+    assert part.client.calls == 1
+    for error in (ApiError(503, "busy", "http://app/items"), httpx.ReadTimeout("slow")):
+        part = QueryingPart(config, client=RefusingClient(error))
+        assert part.send([{"id": "a-b"}], {}) == 0 and part.items_sent == 0
 
 
 def test_config_errors_name_the_field(tmp_path):

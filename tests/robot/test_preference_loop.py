@@ -16,7 +16,7 @@ from rlhf.config import ConfigError, parse_config
 from robot.config import RobotConfig
 from robot.policy import PPO, TrueReward, evaluate_policy
 from robot.reward import choose_queries, fit_reward, label_schedule, make_ensemble, reward_agreement
-from robot.segments import Segments, random_pairs, sample_segments
+from robot.segments import Segments, distinct_pairs, random_pairs, sample_segments
 from robot.vec_env import make_vec_env
 
 torch.set_num_threads(1)
@@ -109,6 +109,22 @@ def test_query_selection_prefers_high_disagreement_pairs(segments):
     np.testing.assert_allclose(np.sort(chosen), np.sort(candidates)[-20:], rtol=1e-5)
     # ...so they are far more disputed than a random selection.
     assert chosen.mean() > 2 * spread(random_a, random_b).mean()
+
+
+def test_distinct_pairs_keep_each_unordered_pair_once_in_order():
+    a, b = distinct_pairs(np.array([3, 1, 4, 3, 0, 2]), np.array([1, 3, 0, 1, 4, 5]))
+    assert a.tolist() == [3, 4, 2] and b.tolist() == [1, 0, 5]  # (1, 3) and (0, 4) repeat reversed
+
+
+def test_queries_never_repeat_a_pair_even_from_a_tiny_pool(segments):
+    pool = segments.subset(np.arange(4))  # 6 possible pairs: 50 candidates repeat many of them
+    for method in ("random", "disagreement"):
+        ensemble = None if method == "random" else make_ensemble(30, members=2, hidden=8, seed=0)
+        a, b = choose_queries(ensemble, pool, 5, 10, method, np.random.default_rng(0))
+        pairs = {tuple(sorted(pair)) for pair in zip(a.tolist(), b.tolist())}
+        assert len(a) == 5 and len(pairs) == 5, method
+    a, b = choose_queries(None, pool, 9, 10, "random", np.random.default_rng(0))
+    assert len(a) == 6  # only 6 distinct pairs exist
 
 
 def test_label_schedule_decreases_and_sums_to_budget():
