@@ -126,7 +126,7 @@ def select_queries(member_scores_a: torch.Tensor, member_scores_b: torch.Tensor,
 
 def temporal_crop_masks(num_pairs: int, length: int, crop_range: int,
                         generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """SURF's temporal cropping (Park et al. 2022, sec. 4.2): per pair one window length L,
+    """SURF's temporal cropping (Park et al. 2022, "temporal data augmentation"): per pair one window length L,
     uniform in [length - crop_range, length], at independent uniform starts in the two
     segments; a preference is assumed to hold for the windows too. Returns boolean (pairs,
     length) masks of the steps kept in A and in B.
@@ -145,7 +145,7 @@ def temporal_crop_masks(num_pairs: int, length: int, crop_range: int,
 
 def confident_pseudo_labels(scores_a: torch.Tensor, scores_b: torch.Tensor,
                             threshold: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """SURF's pseudo-labels (Park et al. 2022, sec. 4.1): label = 1 when P(A > B) =
+    """SURF's pseudo-labels (Park et al. 2022, "semi-supervised reward learning"): label = 1 when P(A > B) =
     sigmoid(score_a - score_b) >= 0.5, else 0; kept (mask 1.0) where max(P, 1 - P) >= threshold."""
     prob_a = torch.sigmoid(scores_a - scores_b)
     labels = (prob_a >= 0.5).to(scores_a.dtype)
