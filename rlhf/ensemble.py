@@ -192,7 +192,7 @@ class EnsembleTrainConfig:
     weight_decay: float = 1e-4
     noise: float = 0.0  # Christiano's random-answer probability in the preference model
     seed: int = 0
-    crop_range: int = 0  # SURF temporal cropping: windows up to this many steps shorter (`temporal_crop_masks`); 0 = off
+    crop_range: int = 0  # SURF temporal cropping: windows up to this many steps shorter (temporal_crop_masks); 0 = off
     pseudo_label_threshold: float = 0.0  # SURF: unlabelled pairs a member is this confident on join the loss; 0 = off
     pseudo_label_weight: float = 1.0  # SURF's lambda_u: weight of the pseudo-label loss
 
@@ -263,7 +263,8 @@ class SegmentRewardEnsemble(nn.Module):
             raise ValueError(f"segments_a {tuple(segments_a.shape)}, segments_b {tuple(segments_b.shape)} and "
                              f"labels {tuple(labels.shape)} must agree on the number of pairs")
         if not 0 <= config.crop_range < segments_a.shape[1]:
-            raise ValueError(f"crop_range must be in [0, segment length {segments_a.shape[1]}), got {config.crop_range}")
+            raise ValueError(f"crop_range must be in [0, segment length {segments_a.shape[1]}), "
+                             f"got {config.crop_range}")
         semi_supervised = config.pseudo_label_threshold > 0 and unlabeled is not None and len(unlabeled[0]) > 0
         generator = torch.Generator().manual_seed(config.seed)
         resamples = bootstrap_indices(labels.shape[0], len(self.members), generator)

@@ -179,11 +179,11 @@ class SAC:
         self.action_dim = self.envs.single_action_space.shape[0]
         hidden = config.sac_hidden_size
         self.agent = Actor(obs_dim, self.action_dim, hidden)
-        self.q1, self.q2 = SoftQ(obs_dim, self.action_dim, hidden), SoftQ(obs_dim, self.action_dim, hidden)
-        self.q1_target, self.q2_target = SoftQ(obs_dim, self.action_dim, hidden), SoftQ(obs_dim, self.action_dim, hidden)
+        self.q1, self.q2, self.q1_target, self.q2_target = (SoftQ(obs_dim, self.action_dim, hidden) for _ in range(4))
         self.q1_target.load_state_dict(self.q1.state_dict())
         self.q2_target.load_state_dict(self.q2.state_dict())
-        self.q_optimizer = torch.optim.Adam([*self.q1.parameters(), *self.q2.parameters()], lr=config.sac_q_learning_rate)
+        self.q_optimizer = torch.optim.Adam([*self.q1.parameters(), *self.q2.parameters()],
+                                            lr=config.sac_q_learning_rate)
         self.actor_optimizer = torch.optim.Adam(self.agent.parameters(), lr=config.sac_policy_learning_rate)
         self.target_entropy = -float(self.action_dim)  # Haarnoja et al. 2018b: -dim(A)
         self.log_alpha = torch.tensor(float(np.log(config.sac_init_alpha)), requires_grad=True)
@@ -224,8 +224,8 @@ class SAC:
             if reward_fn is not None:
                 self.buffer.relabel(reward_fn, rows)
             self.timesteps += self.batch_steps
-            updates = [] if self.timesteps < cfg.sac_learning_starts else [
-                self.update(intrinsic=reward_fn is None) for _ in range(round(self.batch_steps * cfg.sac_updates_per_step))]
+            num_updates = 0 if self.timesteps < cfg.sac_learning_starts else round(self.batch_steps * cfg.sac_updates_per_step)
+            updates = [self.update(intrinsic=reward_fn is None) for _ in range(num_updates)]
             row = {"timesteps": self.timesteps, "true_return": float(rollout.episode_returns().mean()),
                    "success": float(rollout.final_success().mean())}
             if updates:

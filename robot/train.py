@@ -70,7 +70,8 @@ def reward_train_config(config: RobotConfig, round_index: int) -> EnsembleTrainC
     return EnsembleTrainConfig(epochs=config.reward_epochs, batch_size=config.reward_batch_size,
                                learning_rate=config.reward_learning_rate, weight_decay=config.reward_weight_decay,
                                noise=config.preference_noise, seed=config.seed * 1000 + round_index,
-                               crop_range=config.surf_crop_range, pseudo_label_threshold=config.surf_pseudo_label_threshold,
+                               crop_range=config.surf_crop_range,
+                               pseudo_label_threshold=config.surf_pseudo_label_threshold,
                                pseudo_label_weight=config.surf_pseudo_label_weight)
 
 
@@ -157,8 +158,8 @@ class Run:
         teacher = None if cfg.labels_file else build_teacher(cfg.teacher, cfg.teacher_kwargs, cfg.seed)
         schedule = label_schedule(cfg.label_budget, cfg.initial_label_fraction, cfg.num_rounds, cfg.schedule_decay)
         columns = feature_columns(cfg.task, cfg.reward_features, self.obs_dim, self.learner.action_dim)
-        self.ensemble = make_ensemble(self.obs_dim + self.learner.action_dim, cfg.ensemble_members, cfg.reward_hidden, cfg.seed,
-                                      cfg.reward_output, columns, cfg.reward_dropout)
+        self.ensemble = make_ensemble(self.obs_dim + self.learner.action_dim, cfg.ensemble_members, cfg.reward_hidden,
+                                      cfg.seed, cfg.reward_output, columns, cfg.reward_dropout)
 
         # Held-out random-policy segments for the learned/true correlation (never labelled).
         self.heldout = sample_segments(self.random_policy_episodes(cfg.heldout_segments), cfg.segment_length,
@@ -180,7 +181,8 @@ class Run:
         first = self.learner.timesteps  # rounds share the env steps left after pretraining
         for round_index in range(1, cfg.num_rounds + 1):
             target = first + (cfg.total_timesteps - first) * round_index // cfg.num_rounds
-            stats = self.learner.train(target - self.learner.timesteps, LearnedReward(self.ensemble), keep_last=keep, progress=bar)
+            stats = self.learner.train(target - self.learner.timesteps, LearnedReward(self.ensemble), keep_last=keep,
+                                       progress=bar)
             extra = {"train_true_return": stats[-1]["true_return"] if stats else None}
             if self.learner.recent_rollouts:
                 # New segments every round; with imported labels they are the next clips to label by hand.
