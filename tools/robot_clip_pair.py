@@ -2,8 +2,9 @@
 app shows them (clip A left, clip B right), rendered by robot.render.
 
 Both clips are 1 s (25 steps) of the same episode start, driven by a scripted controller
-(damped least-squares steps of the flange towards an aim point): A aims at the target, B at
-a point 10 cm beside and 6 cm below it. Run: .venv/bin/python tools/robot_clip_pair.py
+(robot.scripted.flange_action: damped least-squares steps of the flange towards an aim
+point): A aims at the target, B at a point 10 cm beside and 6 cm below it.
+Run: .venv/bin/python tools/robot_clip_pair.py
 """
 
 from pathlib import Path
@@ -11,8 +12,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from robot.envs import ACTION_SCALE, Iiwa14ReachEnv
-from robot.render import mujoco, render_qpos
+from robot.envs import Iiwa14ReachEnv
+from robot.render import render_qpos
+from robot.scripted import flange_action
 
 SEED, STEPS = 4, 25
 MISS = np.array([-0.06, 0.08, -0.06])  # B's aim point relative to the target (m)
@@ -23,14 +25,9 @@ def scripted_clip(offset: np.ndarray) -> np.ndarray:
     env = Iiwa14ReachEnv()
     env.reset(seed=SEED)
     model, data = env.model, env.data
-    flange, jacobian = model.site("flange").id, np.zeros((3, model.nv))
     qpos, mocap = [], []
     for _ in range(STEPS):
-        error = data.mocap_pos[0] + offset - data.site_xpos[flange]
-        mujoco.mj_jacSite(model, data, jacobian, None, flange)
-        arm = jacobian[:, :7]
-        step = arm.T @ np.linalg.solve(arm @ arm.T + 1e-3 * np.eye(3), error)  # joint step (rad)
-        env.step(np.clip(0.3 * step / ACTION_SCALE, -1, 1))
+        env.step(flange_action(model, data, data.mocap_pos[0] + offset, gain=0.3))
         qpos.append(data.qpos.copy())
         mocap.append(data.mocap_pos.copy())
     return render_qpos(model, np.array(qpos), mocap_pos=np.array(mocap))[-1]

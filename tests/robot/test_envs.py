@@ -18,6 +18,7 @@ from robot.envs import (
     Iiwa14ReachEnv,
     mujoco,
 )
+from robot.scripted import ScriptedPusher, flange_action
 from robot.vec_env import make_vec_env
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -172,6 +173,37 @@ def test_push_reset_and_reward():
     mujoco.mj_forward(env.model, env.data)
     _, _, _, _, info = env.step(np.zeros(7))
     assert info["success"] and info["block_to_goal"] < 0.05
+
+
+def test_flange_action_is_the_damped_least_squares_step():
+    env = Iiwa14ReachEnv()
+    env.reset(seed=0)
+    model, data = env.model, env.data
+    aim = data.site_xpos[model.site("flange").id] + [0.01, -0.02, 0.005]
+    jacobian = np.zeros((3, model.nv))
+    mujoco.mj_jacSite(model, data, jacobian, None, model.site("flange").id)
+    arm, error = jacobian[:, :7], aim - data.site_xpos[model.site("flange").id]
+    # Damped least squares as the normal equations of min |J dq - e|^2 + 1e-3 |dq|^2 (Wampler 1986).
+    joint_step = np.linalg.solve(arm.T @ arm + 1e-3 * np.eye(7), arm.T @ error)
+    np.testing.assert_allclose(flange_action(model, data, aim), np.clip(joint_step / ACTION_SCALE, -1, 1), atol=1e-8)
+
+
+def test_push_is_solvable_in_one_episode_by_a_scripted_pusher():
+    # Push's 100 steps are enough to move the block onto the goal: a scripted pusher gets
+    # there at some step in 17 of 20 episodes and ends there in 13 (measured; 50 episodes:
+    # 90 % and 68 %). A learner that never succeeds is limited by learning, not by the task.
+    env = Iiwa14PushEnv()
+    reached, ended = 0, 0
+    for seed in range(20):
+        env.reset(seed=seed)
+        pusher = ScriptedPusher(env.task)
+        success_seen = False
+        for _ in range(env.task.max_episode_steps):
+            _, _, _, _, info = env.step(pusher(env.model, env.data))
+            success_seen |= info["success"]
+        reached += success_seen
+        ended += info["success"]
+    assert reached >= 16 and ended >= 11
 
 
 @pytest.mark.parametrize("task", ["reach", "push"])
