@@ -88,7 +88,6 @@ def test_fit_with_both_options_learns_the_planted_reward():
     with torch.no_grad():
         scores_a, scores_b = ensemble.member_segment_scores(test_a).mean(0), ensemble.member_segment_scores(test_b).mean(0)
     accuracy = ((scores_a > scores_b).float() == test_labels).float().mean().item()
-    print(f"held-out accuracy with cropping and pseudo-labels, 60 labels: {accuracy:.3f}")
     assert accuracy > 0.85
     with pytest.raises(ValueError, match="crop_range must be in"):
         ensemble.fit(train_a, train_b, labels, EnsembleTrainConfig(crop_range=8))
