@@ -178,6 +178,17 @@ def collect_rollout(envs: Iiwa14VecEnv, agent: Agent, obs: np.ndarray, num_episo
 
 # --- PPO -----------------------------------------------------------------------------------
 
+def track_rollout(learner, rollout: Rollout, stats: dict, keep_last: int, progress) -> None:
+    """After each training rollout of either learner (PPO, robot.sac.SAC): keep the last
+    `keep_last` rollouts in `learner.recent_rollouts` (segments of the current policy) and
+    advance the progress bar by the rollout's env steps, showing its return and success."""
+    if keep_last:
+        learner.recent_rollouts = (learner.recent_rollouts + [rollout])[-keep_last:]
+    if progress is not None:
+        progress.update(learner.batch_steps)
+        progress.set_postfix(ret=f"{stats['true_return']:.1f}", succ=f"{stats['success']:.2f}")
+
+
 class PPO:
     """Owns the envs, the agent and its optimiser; `train(steps, reward_fn)` runs PPO updates."""
 
@@ -210,11 +221,7 @@ class PPO:
             rollout = self.rollout()
             self.timesteps += self.batch_steps
             stats.append(self.update(rollout, reward_fn))
-            if keep_last:
-                self.recent_rollouts = (self.recent_rollouts + [rollout])[-keep_last:]
-            if progress is not None:
-                progress.update(self.batch_steps)
-                progress.set_postfix(ret=f"{stats[-1]['true_return']:.1f}", succ=f"{stats[-1]['success']:.2f}")
+            track_rollout(self, rollout, stats[-1], keep_last, progress)
         return stats
 
     def update(self, rollout: Rollout, reward_fn) -> dict:

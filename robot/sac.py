@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from robot.policy import Rollout, RunningMeanStd, collect_rollout
+from robot.policy import Rollout, RunningMeanStd, collect_rollout, track_rollout
 from robot.vec_env import Iiwa14VecEnv, make_vec_env
 
 LOG_STD_MIN, LOG_STD_MAX = -5.0, 2.0  # CleanRL's bounds on the actor's log-std
@@ -231,11 +231,7 @@ class SAC:
             if updates:
                 row.update({name: float(np.mean([u[name] for u in updates])) for name in updates[0]})
             stats.append(row)
-            if keep_last:
-                self.recent_rollouts = (self.recent_rollouts + [rollout])[-keep_last:]
-            if progress is not None:
-                progress.update(self.batch_steps)
-                progress.set_postfix(ret=f"{row['true_return']:.1f}", succ=f"{row['success']:.2f}")
+            track_rollout(self, rollout, row, keep_last, progress)
         return stats
 
     def update(self, intrinsic: bool = False) -> dict:
