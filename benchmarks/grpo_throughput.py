@@ -98,8 +98,9 @@ def ours_config(args, work: Path, estimator: str) -> PPOConfig:
                      num_mini_batches=1, local_rollout_forward_batch_size=batch, num_ppo_epochs=args.num_iterations,
                      total_episodes=(args.steps + 1) * batch, response_length=args.response_length,
                      temperature=TEMPERATURE, cliprange=0.2, kl_coef=KL[estimator]["kl_coef"],
-                     learning_rate=LEARNING_RATE, bf16=args.bf16, output_dir=str(work / "out"), disable_tqdm=True,
-                     sample_table_every=0, logging_steps=10**6, use_cpu=True)
+                     learning_rate=LEARNING_RATE, output_dir=str(work / "out"), disable_tqdm=True,
+                     # pinned as TRL's run is (precision: auto could pick bf16 against TRL's fp32)
+                     precision="bf16" if args.bf16 else "fp32", sample_table_every=0, logging_steps=10**6, use_cpu=True)
 
 
 def trl_config(args, work: Path, estimator: str):

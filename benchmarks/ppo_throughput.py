@@ -98,9 +98,10 @@ def run_ours(args, work: Path) -> dict:
                        gradient_accumulation_steps=args.rollout // args.micro, num_mini_batches=1,
                        num_ppo_epochs=args.epochs, total_episodes=(args.steps + 1) * args.rollout,
                        response_length=args.response_length, temperature=0.7,
-                       stop_token="<|endoftext|>" if args.no_stop else "eos", learning_rate=1e-6, bf16=args.bf16,
-                       output_dir=str(work / "out"), disable_tqdm=True, sample_table_every=0,
-                       logging_steps=10**6, use_cpu=True)
+                       stop_token="<|endoftext|>" if args.no_stop else "eos", learning_rate=1e-6,
+                       # pinned as TRL's run is (precision: auto could pick bf16 against TRL's fp32)
+                       precision="bf16" if args.bf16 else "fp32", output_dir=str(work / "out"), disable_tqdm=True,
+                       sample_table_every=0, logging_steps=10**6, use_cpu=True)
     trainer = PPOTrainer(config)
     history = trainer.train()["history"][1:]
     seconds = sum(h["time/step"] for h in history)
