@@ -477,6 +477,13 @@ class PPOTrainer:
             print("note: " + ", ".join(f"{key} {value}" for key, value in resolved_settings(config).items()
                                        if key != "critic") + ("" if self.has_critic else "; no value model"),
                   file=sys.stderr)
+        # TRL GRPO's shortcut (num_iterations 1): with one optimizer step per rollout the policy
+        # that sampled is the one the update differentiates, so the update's own forward gives
+        # the old log-probs (ratio 1) and the rollout skips the policy's forward. Only where
+        # nothing before the update reads them: no critic (its values come from that forward)
+        # and the KL in the loss, not in the reward.
+        self.logprobs_from_update = (not self.has_critic and resolved_kl_in(config) == "loss"
+                                     and config.num_ppo_epochs == 1 and config.num_mini_batches == 1)
         if acc.is_main_process and config.value_init == "reward_model" and not self.has_critic:
             print(f"note: value_init reward_model ignored: {config.advantage_estimator} has no critic", file=sys.stderr)
         if config.value_init == "reward_model" and self.has_critic:
@@ -555,8 +562,10 @@ class PPOTrainer:
                                     temperature=self.config.temperature, seed=seed, keep_scores=keep_scores)
 
     @torch.no_grad()
-    def response_statistics(self, prompt_ids: list[list[int]], responses: list[list[int]]) -> ResponseStatistics:
-        """Policy and reference log-probs, values and entropy of given responses, in one forward pass."""
+    def response_statistics(self, prompt_ids: list[list[int]], responses: list[list[int]],
+                            with_policy: bool = True) -> ResponseStatistics:
+        """Policy and reference log-probs, values and entropy of given responses, in one forward pass.
+        ``with_policy=False``: the reference's alone (the policy's entries are 0)."""
         temperature, device = self.config.temperature, self.accelerator.device
         input_ids, attention_mask, _, width_p = pad_prompts_and_responses(prompt_ids, responses,
                                                                            self.tokenizer.pad_token_id)
@@ -565,15 +574,18 @@ class PPOTrainer:
         # logits at column P + j - 1 predict response token j: only columns P - 1 .. end go through the LM head
         keep = tokens.shape[1] + 1
         with self.accelerator.autocast():
-            logits, values, _ = self.unwrapped(input_ids, attention_mask, with_values=self.has_critic,
-                                               logits_to_keep=keep)
             ref_logits = self._reference_logits(input_ids, attention_mask, logits_to_keep=keep)
-        tempered = logits[:, :-1].float() / temperature
-        logprobs = core.token_logprobs(tempered, tokens)
+            if with_policy:
+                logits, critic_values, _ = self.unwrapped(input_ids, attention_mask, with_values=self.has_critic,
+                                                          logits_to_keep=keep)
         ref_logprobs = core.token_logprobs(ref_logits[:, :-1], tokens, temperature)
-        # no critic: values 0, so the Rollout keeps one shape for every estimator
-        values = values[:, width_p - 1:-1] if values is not None else torch.zeros_like(logprobs)
-        entropy = core.entropy_from_logits(tempered)
+        logprobs = entropy = values = torch.zeros_like(ref_logprobs)
+        if with_policy:
+            tempered = logits[:, :-1].float() / temperature
+            logprobs, entropy = core.token_logprobs(tempered, tokens), core.entropy_from_logits(tempered)
+            # no critic: values 0, so the Rollout keeps one shape for every estimator
+            if critic_values is not None:
+                values = critic_values[:, width_p - 1:-1]
         lengths = [len(r) for r in responses]
         return ResponseStatistics(*([x[i, :n].cpu() for i, n in enumerate(lengths)]
                                     for x in (logprobs, ref_logprobs, values, entropy)))
@@ -631,7 +643,8 @@ class PPOTrainer:
         micro = cfg.per_device_train_batch_size
         for start in range(0, len(responses), micro):
             end = start + micro
-            stats += self.response_statistics(prompt_ids[start:end], responses[start:end])
+            stats += self.response_statistics(prompt_ids[start:end], responses[start:end],
+                                              with_policy=not self.logprobs_from_update)
         timings["time/forward"] = time.perf_counter() - t0
 
         t0 = time.perf_counter()
@@ -646,7 +659,11 @@ class PPOTrainer:
         ref_logprobs = right_pad(stats.ref_logprobs, INVALID_LOGPROB)
         values = right_pad(stats.values)
         has_stop = torch.tensor(has_stop)
-        kl = core.kl_penalty(logprobs, ref_logprobs, resolved_kl_estimator(cfg), clamp=cfg.kl_clamp)
+        if self.logprobs_from_update:  # filled in by update(); the reward holds no KL (kl_in "loss")
+            logprobs = torch.where(mask, logprobs, INVALID_LOGPROB)
+            kl = torch.zeros_like(logprobs)
+        else:
+            kl = core.kl_penalty(logprobs, ref_logprobs, resolved_kl_estimator(cfg), clamp=cfg.kl_clamp)
         # kl_in "loss" (GRPO): the KL is a loss term (_micro_loss), the reward holds the score alone.
         kl_coef_in_reward = self.kl_ctl.value if resolved_kl_in(cfg) == "reward" else 0.0
         rewards, non_score_rewards = core.token_rewards(
@@ -696,7 +713,9 @@ class PPOTrainer:
     # -- update ----------------------------------------------------------------------
 
     def update(self, rollout: Rollout, step: int) -> dict:
-        """num_ppo_epochs x num_mini_batches shuffled mini-batches; one optimizer step per mini-batch."""
+        """num_ppo_epochs x num_mini_batches shuffled mini-batches; one optimizer step per mini-batch.
+        With ``logprobs_from_update`` it also fills in the rollout's policy log-probs, entropy and
+        KL from its forward passes (the rollout skipped them)."""
         cfg, acc, device = self.config, self.accelerator, self.accelerator.device
         local_mini, micro = self.sizes.local_mini_batch_size, cfg.per_device_train_batch_size
         micro_per_mini = cfg.gradient_accumulation_steps
@@ -724,6 +743,8 @@ class PPOTrainer:
                 self.optimizer.step()
                 self.optimizer.zero_grad()
         self.scheduler.step()
+        if self.logprobs_from_update:
+            rollout.kl_per_sequence = core.sequence_kl(rollout.logprobs, rollout.ref_logprobs, rollout.response_mask)
         return {key: value / count for key, value in totals.items()}
 
     def _micro_loss(self, rollout: Rollout, idx: list[int], ptx_ids):
@@ -744,6 +765,13 @@ class PPOTrainer:
             logits, values, ptx_nll = self.model(input_ids, attention_mask, ptx_input_ids=ptx_ids,
                                                  with_values=self.has_critic, logits_to_keep=width_r + 1)
         logprobs = core.token_logprobs(logits[:, :-1], input_ids[:, width_p:], cfg.temperature)
+        old_logprobs = rows(rollout.logprobs)
+        if self.logprobs_from_update:  # this forward stands in for the rollout's (see __init__)
+            old_logprobs = logprobs.detach()
+            with torch.no_grad():
+                entropy = core.entropy_from_logits(logits[:, :-1].float() / cfg.temperature)
+            rollout.logprobs[idx, :width_r] = torch.where(mask.bool(), old_logprobs, INVALID_LOGPROB).cpu()
+            rollout.entropy[idx, :width_r] = torch.where(mask.bool(), entropy, 0.0).cpu()
         kl_loss = None
         if resolved_kl_in(cfg) == "loss":
             # GRPO's beta x KL per token (Shao et al. 2024, eq. 3) against the rollout's reference
@@ -751,7 +779,7 @@ class PPOTrainer:
             ref_logprobs = torch.where(mask.bool(), rows(rollout.ref_logprobs), logprobs.detach())
             token_kl = core.kl_penalty(logprobs, ref_logprobs, resolved_kl_estimator(cfg), clamp=cfg.kl_clamp)
             kl_loss = self.kl_ctl.value * token_kl
-        pg_loss, pg_stats = core.policy_loss(logprobs, rows(rollout.logprobs), rows(rollout.advantages), mask,
+        pg_loss, pg_stats = core.policy_loss(logprobs, old_logprobs, rows(rollout.advantages), mask,
                                              cfg.cliprange, aggregation=resolved_loss_aggregation(cfg),
                                              normalizer=cfg.response_length, extra_token_loss=kl_loss)
         loss = pg_loss

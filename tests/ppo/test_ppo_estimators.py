@@ -244,6 +244,46 @@ def test_kl_in_the_loss_is_kl_coef_times_k3_aggregated_with_the_surrogate(tmp_pa
     assert "loss/value_avg" not in stats
 
 
+@pytest.mark.parametrize("estimator", ["grpo", "dr_grpo"])
+def test_one_step_per_rollout_takes_the_old_logprobs_from_the_update(tmp_path, prompts_file, estimator):
+    """TRL GRPO's shortcut: with one epoch of one mini-batch the rollout skips the policy's
+    forward and the update's forward gives the old log-probs. Two iterations give the metrics
+    (1e-5) and weights (1e-6) of the run that makes the rollout's forward."""
+    one_step = dict(num_ppo_epochs=1, num_mini_batches=1, gradient_accumulation_steps=4, total_episodes=16)
+    fast = grouped_trainer(tmp_path, prompts_file, estimator, output_dir=str(tmp_path / "fast"), **one_step)
+    plain = grouped_trainer(tmp_path, prompts_file, estimator, output_dir=str(tmp_path / "plain"), **one_step)
+    assert fast.logprobs_from_update
+    plain.logprobs_from_update = False
+    calls = {"fast": 0, "plain": 0}  # forwards of policy (+ value) outside generation
+    for name, trainer in (("fast", fast), ("plain", plain)):
+        trainer.unwrapped.register_forward_hook(lambda *_, name=name: calls.__setitem__(name, calls[name] + 1))
+    fast_metrics, plain_metrics = fast.step(), plain.step()
+    assert calls == {"fast": 4, "plain": 8}  # 8 episodes in micro-batches of 2: update only vs rollout + update
+    fast_metrics, plain_metrics = fast.step(), plain.step()
+    timing = {key for key in plain_metrics if key.startswith("time/") or key == "samples_per_second"}
+    assert set(fast_metrics) == set(plain_metrics)
+    for key in set(plain_metrics) - timing:
+        assert abs(fast_metrics[key] - plain_metrics[key]) < 1e-5, (key, fast_metrics[key], plain_metrics[key])
+    assert plain_metrics["objective/kl"] > 1e-3 and plain_metrics["objective/entropy"] > 0.1
+    for a, b in zip(fast.unwrapped.parameters(), plain.unwrapped.parameters()):
+        torch.testing.assert_close(a, b, atol=1e-6, rtol=0)
+    torch.testing.assert_close(fast.last_rollout.logprobs, plain.last_rollout.logprobs, atol=1e-5, rtol=0)
+    torch.testing.assert_close(fast.last_rollout.entropy, plain.last_rollout.entropy, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("estimator, overrides", [("gae", {}), ("rloo", {}), ("reinforce_pp", {}),
+                                                  ("grpo", {"kl_in": "reward"}), ("grpo", {"num_ppo_epochs": 2}),
+                                                  ("grpo", {"num_mini_batches": 2})])
+def test_the_rollout_keeps_its_policy_forward_where_something_reads_it_first(tmp_path, prompts_file, estimator,
+                                                                               overrides):
+    """A critic's values, a KL in the reward, or a second optimizer step on the same rollout."""
+    fields = dict(num_ppo_epochs=1, num_mini_batches=1, gradient_accumulation_steps=4, total_episodes=16) | overrides
+    if fields["num_mini_batches"] == 2:
+        fields["gradient_accumulation_steps"] = 2
+    trainer = grouped_trainer(tmp_path, prompts_file, estimator, **fields)
+    assert not trainer.logprobs_from_update
+
+
 # ---------------------------------------------------------------------------
 # Everything together
 # ---------------------------------------------------------------------------
