@@ -44,7 +44,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from transformers import AutoConfig, AutoTokenizer, HfArgumentParser, TrainingArguments
+from transformers import AutoConfig, AutoTokenizer, HfArgumentParser, Trainer, TrainingArguments
 
 from ppo.core import ADVANTAGE_ESTIMATORS, KL_ESTIMATORS, LOSS_AGGREGATIONS
 from reward_model.modeling import NotARewardModelError, RewardModel
@@ -81,6 +81,7 @@ HONOURED_TRAINING_ARGUMENTS = {
     "lr_scheduler_kwargs", "warmup_steps", "logging_steps", "save_steps", "resume_from_checkpoint",
     "report_to", "run_name", "trackio_space_id", "seed", "bf16", "use_cpu", "disable_tqdm",
     "gradient_checkpointing", "activation_checkpointing",  # TRL's name; transformers 5.x's, the other mirrors it
+    "optim", "optim_args",  # the optimizer, built by transformers' Trainer.get_optimizer_cls_and_kwargs
 }
 
 
@@ -282,7 +283,7 @@ class PPOConfig(TrainingArguments):
 
     def _check_training_arguments(self) -> None:
         """A TrainingArguments field this trainer does not read may not be changed: it would
-        be silently ignored (fp16, optim, eval_strategy, ...)."""
+        be silently ignored (fp16, eval_strategy, ...)."""
         changed = [name for name, accepted in _training_arguments_defaults(self.use_cpu).items()
                    if name not in HONOURED_TRAINING_ARGUMENTS and name not in PPOConfig.__annotations__
                    and all(getattr(self, name) != value for value in accepted)]
@@ -514,6 +515,10 @@ def validate_inputs(config: PPOConfig, world_size: int = 1, tokenizer=None) -> d
     so the trainer does not read the files twice.
     """
     check_report_to(config.report_to)
+    try:  # an optimizer whose library is missing fails here, not after the weights load
+        Trainer.get_optimizer_cls_and_kwargs(config)
+    except (ImportError, ValueError) as err:
+        _fail("optim", f"{getattr(config.optim, 'value', config.optim)!r} cannot be built: {err}")
     sizes = batch_sizes(config, world_size)
     if sizes.local_batch_size % sizes.local_rollout_forward_batch_size:
         _fail("local_rollout_forward_batch_size",

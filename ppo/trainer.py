@@ -59,7 +59,7 @@ from rich.console import Console
 from rich.table import Table
 from torch import nn
 from tqdm.auto import tqdm
-from transformers import AutoModelForSequenceClassification, get_scheduler
+from transformers import AutoModelForSequenceClassification, Trainer, get_scheduler
 from trl.trainer.utils import disable_dropout_in_model
 
 from ppo import core
@@ -502,9 +502,11 @@ class PPOTrainer:
             rm.fit_stats_on_policy(policy.to(acc.device), self.tokenizer, self.prompts, self.prompt_ids, config,
                                    self.sizes, self.stop_id, verbose=acc.is_main_process)
 
-        optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=config.learning_rate,
-                                      betas=(config.adam_beta1, config.adam_beta2), eps=config.adam_epsilon,
-                                      weight_decay=config.weight_decay)
+        # TrainingArguments' optim (default adamw_torch_fused: 4x the for-loop AdamW's speed on a
+        # CPU) with its learning rate, betas and epsilon, as transformers' Trainer builds it.
+        optimizer_cls, optimizer_kwargs = Trainer.get_optimizer_cls_and_kwargs(config)
+        optimizer = optimizer_cls([{"params": [p for p in model.parameters() if p.requires_grad],
+                                    "weight_decay": config.weight_decay}], **optimizer_kwargs)
         self.model, self.optimizer = acc.prepare(model, optimizer)
         # One scheduler step per PPO iteration; not passed to prepare() (which would step it
         # once per optimizer step and process), but checkpointed with the run.

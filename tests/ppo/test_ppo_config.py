@@ -106,7 +106,8 @@ def test_old_names_are_aliases_with_a_warning(tmp_path, capsys, monkeypatch):
 def test_training_arguments_the_trainer_does_not_read_are_refused():
     for field, kwargs in [("fp16", dict(fp16=True)),
                           ("gradient_checkpointing_kwargs", dict(gradient_checkpointing_kwargs={"use_reentrant": True})),
-                          ("eval_strategy", dict(eval_strategy="steps")), ("optim", dict(optim="sgd"))]:
+                          ("eval_strategy", dict(eval_strategy="steps")),
+                          ("label_smoothing_factor", dict(label_smoothing_factor=0.1))]:
         expect(field, lambda: PPOConfig(**kwargs))
     # gradient checkpointing is honoured, under TRL's name and under transformers 5.x's (which mirror each other)
     assert PPOConfig(gradient_checkpointing=True).gradient_checkpointing is True

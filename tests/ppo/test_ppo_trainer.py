@@ -4,11 +4,15 @@ LoRA reference is the base model, and a gold judge is logged and watched by the 
 
 import torch
 import pytest
+import yaml
 from torch import nn
 from trl.trainer.utils import disable_dropout_in_model
 
+from ppo.config import PPOConfigError, validate_inputs
 from ppo.core import token_logprobs
+from ppo.train import main
 from ppo.trainer import PPOTrainer
+from rlhf.config import run_main
 from rlhf.generation import SampledResponses, chat_prompt_ids, pad_prompts_and_responses
 from rlhf.models import load_model
 from ppo_test_utils import planted_policy, tiny_config
@@ -172,3 +176,40 @@ def test_gold_fn_scores_each_rollout_and_the_monitor_warns_once(tmp_path, prompt
     assert second["monitor/entropy_collapse"] == 1.0 and "entropy_collapse" not in capsys.readouterr().err
     assert trainer.state.state_dict()["monitor_state"]["warnings"] == [
         {"iteration": 1, "check": "entropy_collapse", "seen": trainer.monitor.warnings[0].seen}]
+
+
+def test_optim_builds_the_optimizer_as_transformers_trainer_does(tmp_path, prompts_file):
+    """TrainingArguments' optim: adamw_torch_fused by default (as TRL's trainers), adamw_torch
+    the for-loop AdamW; both take the config's learning rate, betas, epsilon and weight decay
+    and give the same weights after an iteration (1e-6)."""
+    hyper = dict(learning_rate=3e-3, adam_beta1=0.8, adam_beta2=0.95, adam_epsilon=1e-6, weight_decay=0.1)
+    weights = {}
+    for optim in ("adamw_torch_fused", "adamw_torch"):
+        policy, reward = planted_policy()
+        config = tiny_config(tmp_path, prompts_file, output_dir=str(tmp_path / optim), total_episodes=8, **hyper)
+        if optim != "adamw_torch_fused":
+            config = tiny_config(tmp_path, prompts_file, output_dir=str(tmp_path / optim), total_episodes=8,
+                                 optim=optim, **hyper)
+        trainer = PPOTrainer(config, reward_fn=reward, policy=policy)
+        optimizer = trainer.optimizer.optimizer
+        assert type(optimizer) is torch.optim.AdamW
+        group = optimizer.param_groups[0]
+        assert (group["fused"], group["lr"], group["betas"], group["eps"], group["weight_decay"]) == \
+            (True if optim == "adamw_torch_fused" else None, 3e-3, (0.8, 0.95), 1e-6, 0.1)
+        trainer.step()
+        weights[optim] = [p.detach().clone() for p in trainer.unwrapped.parameters()]
+    moved = max((a - b).abs().max().item() for a, b in zip(weights["adamw_torch"], planted_policy()[0].parameters()))
+    assert moved > 1e-3  # the iteration changed the weights, so the comparison below means something
+    for fused, plain in zip(weights["adamw_torch_fused"], weights["adamw_torch"]):
+        torch.testing.assert_close(fused, plain, atol=1e-6, rtol=0)
+
+
+def test_an_optimizer_that_cannot_be_built_is_refused_before_the_model_loads(tmp_path, prompts_file, capsys,
+                                                                             forbid_model_loading):
+    with pytest.raises(PPOConfigError, match="^optim: 'adamw_bnb_8bit' cannot be built: You need to install"):
+        validate_inputs(tiny_config(tmp_path, prompts_file, optim="adamw_bnb_8bit"))
+    argv = ["--prompts", str(prompts_file), "--output_dir", str(tmp_path / "run"), "--reward_model_path", "x",
+            "--optim", "adamw_bnb_8bit"]
+    assert run_main(main, argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: optim: 'adamw_bnb_8bit' cannot be built: You need to install `bitsandbytes`"), err
