@@ -121,6 +121,33 @@ def mean_token_logprob(policy: nn.Module, temperature: float) -> torch.Tensor:
 # ---------------------------------------------------------------------------
 
 
+def shared_prompt_logits(causal_lm: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                         prompt_width: int, group_size: int) -> torch.Tensor:
+    """The logits at columns ``prompt_width - 1`` .. end (those that predict the response
+    tokens: ``logits_to_keep`` = R + 1) of rows whose prompt repeats in consecutive groups of
+    ``group_size`` rows (the G answers to one prompt), with each prompt run once.
+
+    The distinct prompts go through the network with a KV cache, which transformers'
+    ``DynamicCache.batch_repeat_interleave`` repeats G times for the responses. Gradients flow
+    through the cache into the prompts' activations, so this is the full forward's function up
+    to float rounding (tests/ppo/test_shared_prompt.py) at k P + G k R token passes instead of
+    G k (P + R) for k prompts of width P and responses of width R.
+    """
+    rows, width = input_ids.shape
+    prompt_ids, prompt_mask = input_ids[::group_size, :prompt_width], attention_mask[::group_size, :prompt_width]
+    if rows % group_size or not torch.equal(input_ids[:, :prompt_width],
+                                            prompt_ids.repeat_interleave(group_size, dim=0)):
+        raise ValueError(f"the {rows} rows are not groups of {group_size} answers to one prompt")
+    prompt = causal_lm(input_ids=prompt_ids, attention_mask=prompt_mask, position_ids=position_ids_from_mask(prompt_mask),
+                       use_cache=True, logits_to_keep=1)
+    cache = prompt.cache
+    cache.batch_repeat_interleave(group_size)
+    responses = causal_lm(input_ids=input_ids[:, prompt_width:], attention_mask=attention_mask,
+                          position_ids=position_ids_from_mask(attention_mask)[:, prompt_width:], cache=cache,
+                          use_cache=True)
+    return torch.cat([prompt.logits.repeat_interleave(group_size, dim=0), responses.logits], dim=1)
+
+
 class PolicyAndValue(nn.Module):
     """Policy (causal LM, optionally PEFT) + critic, one module so one optimizer and one
     DDP/FSDP wrapper cover both.
@@ -148,13 +175,21 @@ class PolicyAndValue(nn.Module):
             self.value_head = None
 
     def forward(self, input_ids, attention_mask, ptx_input_ids=None, with_values: bool = True,
-                logits_to_keep: int = 0):
+                logits_to_keep: int = 0, prompt_groups: tuple[int, int] | None = None):
         """(logits, values, ptx_nll). ``logits_to_keep`` > 0: logits at the last that many
         positions only (transformers' argument: the hidden states are cut before the LM head,
-        whose vocabulary-wide output dominates the activations); values stay full width."""
+        whose vocabulary-wide output dominates the activations); values stay full width.
+        ``prompt_groups`` = (prompt width P, G), without values: the rows are groups of G
+        answers to one prompt and each prompt runs once (``shared_prompt_logits``; the
+        logits are those of ``logits_to_keep`` = R + 1)."""
         position_ids = position_ids_from_mask(attention_mask)
         with_values = with_values and self.has_critic
         shared_trunk = with_values and self.value_model is None
+        if prompt_groups is not None:
+            if with_values:
+                raise ValueError("prompt_groups: the values are read at every prompt column; expected no values")
+            logits = shared_prompt_logits(self.policy, input_ids, attention_mask, *prompt_groups)
+            return logits, None, self._ptx_nll(ptx_input_ids)
         out = self.policy(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
                           output_hidden_states=shared_trunk, use_cache=False, logits_to_keep=logits_to_keep)
         values = None
@@ -169,11 +204,12 @@ class PolicyAndValue(nn.Module):
                                   use_cache=False).last_hidden_state
                 values = hf.score(hidden).squeeze(-1)
             values = values.float()
-        ptx_nll = None
-        if ptx_input_ids is not None:
-            ptx_logits = self.policy(input_ids=ptx_input_ids, use_cache=False).logits
-            ptx_nll = core.pretraining_nll(ptx_logits, ptx_input_ids)
-        return out.logits, values, ptx_nll
+        return out.logits, values, self._ptx_nll(ptx_input_ids)
+
+    def _ptx_nll(self, ptx_input_ids):
+        if ptx_input_ids is None:
+            return None
+        return core.pretraining_nll(self.policy(input_ids=ptx_input_ids, use_cache=False).logits, ptx_input_ids)
 
 
 # ---------------------------------------------------------------------------
@@ -484,6 +520,10 @@ class PPOTrainer:
         # and the KL in the loss, not in the reward.
         self.logprobs_from_update = (not self.has_critic and resolved_kl_in(config) == "loss"
                                      and config.num_ppo_epochs == 1 and config.num_mini_batches == 1)
+        # G answers per prompt: a micro-batch of whole groups runs each prompt once in the reference's
+        # forward, and in the policy's when it has no critic (shared_prompt_logits). Not with
+        # gradient checkpointing, which turns transformers' KV cache off.
+        self.share_prompts = config.num_generations > 1 and not config.gradient_checkpointing
         if acc.is_main_process and config.value_init == "reward_model" and not self.has_critic:
             print(f"note: value_init reward_model ignored: {config.advantage_estimator} has no critic", file=sys.stderr)
         if config.value_init == "reward_model" and self.has_critic:
@@ -563,11 +603,20 @@ class PPOTrainer:
                                     stop_id=self.stop_id, max_new_tokens=max_new_tokens or self.config.response_length,
                                     temperature=self.config.temperature, seed=seed, keep_scores=keep_scores)
 
+    def _whole_groups(self, rows) -> bool:
+        """Whether the rollout rows ``rows`` are whole groups in order (the G answers to a prompt
+        are consecutive rows from a multiple of G), so that each prompt can run once."""
+        group = self.config.num_generations
+        return (self.share_prompts and len(rows) % group == 0
+                and all(rows[i] == rows[i - i % group] + i % group and rows[i - i % group] % group == 0
+                        for i in range(len(rows))))
+
     @torch.no_grad()
     def response_statistics(self, prompt_ids: list[list[int]], responses: list[list[int]],
-                            with_policy: bool = True) -> ResponseStatistics:
+                            with_policy: bool = True, whole_groups: bool = False) -> ResponseStatistics:
         """Policy and reference log-probs, values and entropy of given responses, in one forward pass.
-        ``with_policy=False``: the reference's alone (the policy's entries are 0)."""
+        ``with_policy=False``: the reference's alone (the policy's entries are 0). ``whole_groups``:
+        the rows are groups of num_generations answers to one prompt (each prompt runs once)."""
         temperature, device = self.config.temperature, self.accelerator.device
         input_ids, attention_mask, _, width_p = pad_prompts_and_responses(prompt_ids, responses,
                                                                            self.tokenizer.pad_token_id)
@@ -575,11 +624,13 @@ class PPOTrainer:
         tokens = input_ids[:, width_p:]
         # logits at column P + j - 1 predict response token j: only columns P - 1 .. end go through the LM head
         keep = tokens.shape[1] + 1
+        groups = (width_p, self.config.num_generations) if whole_groups else None
         with self.accelerator.autocast():
-            ref_logits = self._reference_logits(input_ids, attention_mask, logits_to_keep=keep)
+            ref_logits = self._reference_logits(input_ids, attention_mask, logits_to_keep=keep, prompt_groups=groups)
             if with_policy:
                 logits, critic_values, _ = self.unwrapped(input_ids, attention_mask, with_values=self.has_critic,
-                                                          logits_to_keep=keep)
+                                                          logits_to_keep=keep,
+                                                          prompt_groups=None if self.has_critic else groups)
         ref_logprobs = core.token_logprobs(ref_logits[:, :-1], tokens, temperature)
         logprobs = entropy = values = torch.zeros_like(ref_logprobs)
         if with_policy:
@@ -592,17 +643,17 @@ class PPOTrainer:
         return ResponseStatistics(*([x[i, :n].cpu() for i, n in enumerate(lengths)]
                                     for x in (logprobs, ref_logprobs, values, entropy)))
 
-    def _reference_logits(self, input_ids, attention_mask, logits_to_keep: int = 0):
+    def _reference_logits(self, input_ids, attention_mask, logits_to_keep: int = 0, prompt_groups=None):
         """Logits of pi_SFT (at the last ``logits_to_keep`` positions; 0: all): the same network
-        with LoRA adapters disabled, or the frozen copy."""
-        position_ids = position_ids_from_mask(attention_mask)
-        kwargs = dict(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=False,
-                      logits_to_keep=logits_to_keep)
-        if self.ref_policy is not None:
-            return self.ref_policy(**kwargs).logits
-        policy = self.unwrapped.policy
-        with policy.disable_adapter():
-            return policy(**kwargs).logits
+        with LoRA adapters disabled, or the frozen copy. ``prompt_groups`` as in
+        ``PolicyAndValue.forward``."""
+        network = self.ref_policy if self.ref_policy is not None else self.unwrapped.policy
+        adapters_off = self.unwrapped.policy.disable_adapter() if self.ref_policy is None else contextlib.nullcontext()
+        with adapters_off:
+            if prompt_groups is not None:
+                return shared_prompt_logits(network, input_ids, attention_mask, *prompt_groups)
+            return network(input_ids=input_ids, attention_mask=attention_mask, use_cache=False,
+                           position_ids=position_ids_from_mask(attention_mask), logits_to_keep=logits_to_keep).logits
 
     @torch.no_grad()
     def _score(self, prompts: list[str], completions: list[str], responses: list[list[int]]):
@@ -646,7 +697,8 @@ class PPOTrainer:
         for start in range(0, len(responses), micro):
             end = start + micro
             stats += self.response_statistics(prompt_ids[start:end], responses[start:end],
-                                              with_policy=not self.logprobs_from_update)
+                                              with_policy=not self.logprobs_from_update,
+                                              whole_groups=self._whole_groups(range(start, min(end, len(responses)))))
         timings["time/forward"] = time.perf_counter() - t0
 
         t0 = time.perf_counter()
@@ -725,8 +777,11 @@ class PPOTrainer:
         totals: dict[str, float] = {}
         count = 0
         self.model.train()
+        group = cfg.num_generations
         for epoch in range(cfg.num_ppo_epochs):
-            order = torch.randperm(n, generator=generator(cfg.seed, "shuffle", step, epoch)).tolist()
+            # whole groups shuffled, so a micro-batch of them runs each prompt once (G = 1: rows shuffled)
+            groups = torch.randperm(n // group, generator=generator(cfg.seed, "shuffle", step, epoch))
+            order = (groups[:, None] * group + torch.arange(group)).flatten().tolist()
             for mini_start in range(0, n, local_mini):
                 mini = order[mini_start:mini_start + local_mini]
                 for k in range(micro_per_mini):
@@ -763,9 +818,11 @@ class PPOTrainer:
             return x[idx, :width_r].to(device)
 
         mask = response_mask.to(device)
+        groups = (width_p, cfg.num_generations) if self._whole_groups(idx) and not self.has_critic else None
         with self.accelerator.autocast():  # logits at columns P - 1 .. end only (response_statistics)
             logits, values, ptx_nll = self.model(input_ids, attention_mask, ptx_input_ids=ptx_ids,
-                                                 with_values=self.has_critic, logits_to_keep=width_r + 1)
+                                                 with_values=self.has_critic, logits_to_keep=width_r + 1,
+                                                 prompt_groups=groups)
         logprobs = core.token_logprobs(logits[:, :-1], input_ids[:, width_p:], cfg.temperature)
         old_logprobs = rows(rollout.logprobs)
         if self.logprobs_from_update:  # this forward stands in for the rollout's (see __init__)
