@@ -520,9 +520,10 @@ class PPOTrainer:
         # and the KL in the loss, not in the reward.
         self.logprobs_from_update = (not self.has_critic and resolved_kl_in(config) == "loss"
                                      and config.num_ppo_epochs == 1 and config.num_mini_batches == 1)
-        # G answers per prompt: a micro-batch of whole groups runs each prompt once in the reference's
-        # forward, and in the policy's when it has no critic (shared_prompt_logits). Not with
-        # gradient checkpointing, which turns transformers' KV cache off.
+        # G answers per prompt: each prompt runs once in the sampler's prompt forward and, for a
+        # micro-batch of whole groups, in the reference's forward and in the policy's when it has
+        # no critic (shared_prompt_logits). Not with gradient checkpointing, which turns
+        # transformers' KV cache off.
         self.share_prompts = config.num_generations > 1 and not config.gradient_checkpointing
         if acc.is_main_process and config.value_init == "reward_model" and not self.has_critic:
             print(f"note: value_init reward_model ignored: {config.advantage_estimator} has no critic", file=sys.stderr)
@@ -595,13 +596,15 @@ class PPOTrainer:
         return indices
 
     def sample(self, prompt_ids: list[list[int]], seed: int, max_new_tokens: int | None = None,
-               keep_scores: bool = False) -> SampledResponses:
+               keep_scores: bool = False, group_size: int = 1) -> SampledResponses:
         """One response per prompt from the current policy: ``rlhf.generation.sample_responses``
-        with this run's temperature, stop token, response length and mixed precision."""
+        with this run's temperature, stop token, response length and mixed precision
+        (``group_size``: consecutive groups of equal prompts, each run once)."""
         with self.accelerator.autocast():
             return sample_responses(self.unwrapped.policy, prompt_ids, pad_token_id=self.tokenizer.pad_token_id,
                                     stop_id=self.stop_id, max_new_tokens=max_new_tokens or self.config.response_length,
-                                    temperature=self.config.temperature, seed=seed, keep_scores=keep_scores)
+                                    temperature=self.config.temperature, seed=seed, keep_scores=keep_scores,
+                                    group_size=group_size)
 
     def _whole_groups(self, rows) -> bool:
         """Whether the rollout rows ``rows`` are whole groups in order (the G answers to a prompt
@@ -686,7 +689,8 @@ class PPOTrainer:
         for c in range(chunks_per_process):
             global_chunk = acc.process_index * chunks_per_process + c  # seeds do not depend on the process count
             sampled = self.sample(prompt_ids[c * chunk_size:(c + 1) * chunk_size],
-                                  seed=derive_seed(cfg.seed, "sample", step, global_chunk))
+                                  seed=derive_seed(cfg.seed, "sample", step, global_chunk),
+                                  group_size=cfg.num_generations if self.share_prompts else 1)
             responses += sampled.responses
             has_stop += sampled.has_stop
         timings["time/generation"] = time.perf_counter() - t0

@@ -145,7 +145,7 @@ class SampledResponses:
 
 @torch.no_grad()
 def sample_responses(model, prompt_ids: list[list[int]], *, pad_token_id: int, stop_id: int, max_new_tokens: int,
-                     temperature: float, seed: int, keep_scores: bool = False) -> SampledResponses:
+                     temperature: float, seed: int, keep_scores: bool = False, group_size: int = 1) -> SampledResponses:
     """One sampled response per prompt, in one ``generate`` call on left-padded prompts.
 
     Tokens are drawn from softmax(logits / temperature) with no top-k/top-p, so the
@@ -153,25 +153,49 @@ def sample_responses(model, prompt_ids: list[list[int]], *, pad_token_id: int, s
     generation stops at ``stop_id`` and each response is cut after its first stop token.
     torch's global RNG is seeded with ``seed`` just before the call. The model runs in eval
     mode and is given back in the mode it was in. Mixed precision is the caller's (wrap the
-    call in an autocast context)."""
+    call in an autocast context).
+
+    ``group_size`` G > 1: the prompts come in consecutive groups of G equal ones (GRPO's G
+    answers per prompt), and each distinct prompt is run once: its KV cache (all but the last
+    token) is repeated G times and handed to ``generate``, which then starts from the last
+    prompt token. The same distribution, a G-th of the prompt forward."""
     device = next(model.parameters()).device
     input_ids, attention_mask = pad_sequences(prompt_ids, pad_token_id, padding_side="left")
+    input_ids, attention_mask = input_ids.to(device), attention_mask.to(device)
     generation_config = GenerationConfig(
         do_sample=True, temperature=temperature, top_k=0, top_p=1.0, max_new_tokens=max_new_tokens,
         eos_token_id=stop_id, pad_token_id=pad_token_id, use_cache=True, output_scores=keep_scores,
         return_dict_in_generate=True,
     )
-    torch.manual_seed(seed)
     was_training = model.training
     model.eval()
     try:
-        out = model.generate(input_ids=input_ids.to(device), attention_mask=attention_mask.to(device),
-                             generation_config=generation_config)
+        prefilled = {}
+        if group_size > 1:
+            prefilled["cache"] = shared_prompt_cache(model, input_ids, attention_mask, group_size)
+        torch.manual_seed(seed)
+        out = model.generate(input_ids=input_ids, attention_mask=attention_mask, generation_config=generation_config,
+                             **prefilled)
     finally:
         model.train(was_training)
     cut = [truncate_at_stop(row, stop_id) for row in out.sequences[:, input_ids.shape[1]:].tolist()]
     return SampledResponses([tokens for tokens, _ in cut], [stopped for _, stopped in cut],
                             out.scores if keep_scores else None)
+
+
+@torch.no_grad()
+def shared_prompt_cache(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, group_size: int):
+    """The KV cache of every left-padded prompt row but its last token, computed once per group
+    of ``group_size`` equal consecutive rows and repeated for each (transformers'
+    ``DynamicCache.batch_repeat_interleave``)."""
+    rows = input_ids.shape[0]
+    distinct_ids, distinct_mask = input_ids[::group_size, :-1], attention_mask[::group_size, :-1]
+    if rows % group_size or not torch.equal(input_ids, input_ids[::group_size].repeat_interleave(group_size, dim=0)):
+        raise ValueError(f"the {rows} prompts are not groups of {group_size} equal ones")
+    cache = model(input_ids=distinct_ids, attention_mask=distinct_mask, position_ids=position_ids_from_mask(distinct_mask),
+                  use_cache=True, logits_to_keep=1).cache
+    cache.batch_repeat_interleave(group_size)
+    return cache
 
 
 def decode_responses(tokenizer, responses: list[list[int]]) -> list[str]:

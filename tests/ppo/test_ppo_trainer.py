@@ -81,7 +81,7 @@ def test_score_on_last_real_token_when_responses_stop_early(tmp_path, prompts_fi
     stop = trainer.stop_id
     planted = [[11, 12, stop], [13, stop], [14, 15, 16, 17, 18, 19], [20, 21, 22, 23, stop]]
 
-    def fake_sample(prompt_ids, seed, max_new_tokens=None, keep_scores=False):
+    def fake_sample(prompt_ids, seed, max_new_tokens=None, keep_scores=False, group_size=1):
         return SampledResponses([list(r) for r in planted], [r[-1] == stop for r in planted])
 
     monkeypatch.setattr(trainer, "sample", fake_sample)

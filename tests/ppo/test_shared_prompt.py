@@ -8,8 +8,8 @@ import torch
 
 import ppo.trainer
 from ppo.trainer import PPOTrainer, shared_prompt_logits
-from rlhf.generation import pad_prompts_and_responses, position_ids_from_mask
-from rlhf.models import load_model
+from rlhf.generation import pad_prompts_and_responses, position_ids_from_mask, sample_responses
+from rlhf.models import load_model, load_tokenizer
 from ppo_test_utils import planted_policy, tiny_config
 
 
@@ -44,14 +44,32 @@ def test_rows_that_are_not_groups_are_refused():
     input_ids, attention_mask, _, width_p = grouped_batch()
     with pytest.raises(ValueError, match="not groups of 2 answers to one prompt"):
         shared_prompt_logits(model, input_ids, attention_mask, width_p, 2)  # rows 2-3 hold two prompts
+    with pytest.raises(ValueError, match="the 6 prompts are not groups of 2 equal ones"):
+        sample_responses(model, [[5, 6, 7]] * 3 + [[10, 11]] * 3, pad_token_id=0, stop_id=2, max_new_tokens=4,
+                         temperature=1.0, seed=0, group_size=2)
+
+
+def test_sampling_with_each_prompt_run_once_draws_the_same_tokens():
+    """The prompt's KV cache computed once per group: the same seeded tokens, and per-step
+    scores (logits / T) equal to 1e-5."""
+    model, tokenizer = load_model("tiny-random-llama", seed=0), load_tokenizer("tiny-random-llama")
+    prompts = [[5, 6, 7, 8, 9]] * 4 + [[10, 11]] * 4 + [[12, 13, 14]] * 4
+    kwargs = dict(pad_token_id=tokenizer.pad_token_id, stop_id=tokenizer.eos_token_id, max_new_tokens=12,
+                  temperature=0.7, seed=5, keep_scores=True)
+    plain, shared = sample_responses(model, prompts, **kwargs), sample_responses(model, prompts, group_size=4, **kwargs)
+    assert shared.responses == plain.responses and shared.has_stop == plain.has_stop
+    assert len({tuple(r) for r in plain.responses[:4]}) == 4  # four different answers to one prompt
+    assert len(shared.step_scores) == len(plain.step_scores) == 12
+    for a, b in zip(shared.step_scores, plain.step_scores):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=0)
 
 
 @pytest.mark.parametrize("estimator, overrides", [("grpo", {}), ("grpo", {"use_lora": True, "lora_r": 4}),
                                                   ("rloo", {})])
 def test_a_run_with_shared_prompts_is_the_run_without(tmp_path, prompts_file, estimator, overrides, monkeypatch):
-    """Two iterations: metrics (1e-5, relative above 1) and weights (1e-5) as with a full forward per row; the
-    reference's forward shares prompts in the rollout, the policy's in the rollout and the
-    update (micro-batches of 4 = two groups of G = 2)."""
+    """Two iterations: metrics (1e-5, relative above 1) and weights (1e-5) as with a full
+    forward per row; the sampler shares prompts, the reference's forward in the rollout, the
+    policy's in the rollout and the update (micro-batches of 4 = two groups of G = 2)."""
     calls = []
     original = ppo.trainer.shared_prompt_logits
     monkeypatch.setattr(ppo.trainer, "shared_prompt_logits", lambda *a: calls.append(a[-1]) or original(*a))
