@@ -84,6 +84,7 @@ from rlhf.generation import (
     decode_responses,
     derive_seed,
     generate_completions,
+    grouped_prompt_forward,
     pad_prompts_and_responses,
     position_ids_from_mask,
     prompt_messages,
@@ -127,25 +128,18 @@ def shared_prompt_logits(causal_lm: nn.Module, input_ids: torch.Tensor, attentio
     tokens: ``logits_to_keep`` = R + 1) of rows whose prompt repeats in consecutive groups of
     ``group_size`` rows (the G answers to one prompt), with each prompt run once.
 
-    The distinct prompts go through the network with a KV cache, which transformers'
-    ``DynamicCache.batch_repeat_interleave`` repeats G times for the responses. Gradients flow
-    through the cache into the prompts' activations, so this is the full forward's function up
+    The distinct prompts go through the network with a KV cache, repeated G times for the
+    responses (``rlhf.generation.grouped_prompt_forward``). Gradients flow through the cache
+    into the prompts' activations, so this is the full forward's function up
     to float rounding (tests/ppo/test_shared_prompt.py) at k P + G k R token passes instead of
     G k (P + R) for k prompts of width P and responses of width R.
     """
-    rows, width = input_ids.shape
-    prompt_ids, prompt_mask = input_ids[::group_size, :prompt_width], attention_mask[::group_size, :prompt_width]
-    if rows % group_size or not torch.equal(input_ids[:, :prompt_width],
-                                            prompt_ids.repeat_interleave(group_size, dim=0)):
-        raise ValueError(f"the {rows} rows are not groups of {group_size} answers to one prompt")
-    prompt = causal_lm(input_ids=prompt_ids, attention_mask=prompt_mask, position_ids=position_ids_from_mask(prompt_mask),
-                       use_cache=True, logits_to_keep=1)
-    cache = prompt.cache
-    cache.batch_repeat_interleave(group_size)
+    prompt_logits, cache = grouped_prompt_forward(causal_lm, input_ids[:, :prompt_width],
+                                                  attention_mask[:, :prompt_width], group_size)
     responses = causal_lm(input_ids=input_ids[:, prompt_width:], attention_mask=attention_mask,
                           position_ids=position_ids_from_mask(attention_mask)[:, prompt_width:], cache=cache,
                           use_cache=True)
-    return torch.cat([prompt.logits.repeat_interleave(group_size, dim=0), responses.logits], dim=1)
+    return torch.cat([prompt_logits, responses.logits], dim=1)
 
 
 class PolicyAndValue(nn.Module):
@@ -606,9 +600,10 @@ class PPOTrainer:
                                     temperature=self.config.temperature, seed=seed, keep_scores=keep_scores,
                                     group_size=group_size)
 
-    def _whole_groups(self, rows) -> bool:
-        """Whether the rollout rows ``rows`` are whole groups in order (the G answers to a prompt
-        are consecutive rows from a multiple of G), so that each prompt can run once."""
+    def _can_share_prompts(self, rows) -> bool:
+        """Whether prompts are shared and the rollout rows ``rows`` are whole groups in order (the
+        G answers to a prompt are consecutive rows from a multiple of G), so that each prompt
+        can run once."""
         group = self.config.num_generations
         return (self.share_prompts and len(rows) % group == 0
                 and all(rows[i] == rows[i - i % group] + i % group and rows[i - i % group] % group == 0
@@ -702,7 +697,7 @@ class PPOTrainer:
             end = start + micro
             stats += self.response_statistics(prompt_ids[start:end], responses[start:end],
                                               with_policy=not self.logprobs_from_update,
-                                              whole_groups=self._whole_groups(range(start, min(end, len(responses)))))
+                                              whole_groups=self._can_share_prompts(range(start, min(end, len(responses)))))
         timings["time/forward"] = time.perf_counter() - t0
 
         t0 = time.perf_counter()
@@ -822,7 +817,7 @@ class PPOTrainer:
             return x[idx, :width_r].to(device)
 
         mask = response_mask.to(device)
-        groups = (width_p, cfg.num_generations) if self._whole_groups(idx) and not self.has_critic else None
+        groups = (width_p, cfg.num_generations) if self._can_share_prompts(idx) and not self.has_critic else None
         with self.accelerator.autocast():  # logits at columns P - 1 .. end only (response_statistics)
             logits, values, ptx_nll = self.model(input_ids, attention_mask, ptx_input_ids=ptx_ids,
                                                  with_values=self.has_critic, logits_to_keep=width_r + 1,

@@ -171,8 +171,8 @@ def sample_responses(model, prompt_ids: list[list[int]], *, pad_token_id: int, s
     model.eval()
     try:
         prefilled = {}
-        if group_size > 1:
-            prefilled["cache"] = shared_prompt_cache(model, input_ids, attention_mask, group_size)
+        if group_size > 1:  # the cache of all but the last prompt token: generate starts from that one
+            _, prefilled["cache"] = grouped_prompt_forward(model, input_ids[:, :-1], attention_mask[:, :-1], group_size)
         torch.manual_seed(seed)
         out = model.generate(input_ids=input_ids, attention_mask=attention_mask, generation_config=generation_config,
                              **prefilled)
@@ -183,19 +183,21 @@ def sample_responses(model, prompt_ids: list[list[int]], *, pad_token_id: int, s
                             out.scores if keep_scores else None)
 
 
-@torch.no_grad()
-def shared_prompt_cache(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, group_size: int):
-    """The KV cache of every left-padded prompt row but its last token, computed once per group
-    of ``group_size`` equal consecutive rows and repeated for each (transformers'
-    ``DynamicCache.batch_repeat_interleave``)."""
-    rows = input_ids.shape[0]
-    distinct_ids, distinct_mask = input_ids[::group_size, :-1], attention_mask[::group_size, :-1]
-    if rows % group_size or not torch.equal(input_ids, input_ids[::group_size].repeat_interleave(group_size, dim=0)):
-        raise ValueError(f"the {rows} prompts are not groups of {group_size} equal ones")
-    cache = model(input_ids=distinct_ids, attention_mask=distinct_mask, position_ids=position_ids_from_mask(distinct_mask),
-                  use_cache=True, logits_to_keep=1).cache
-    cache.batch_repeat_interleave(group_size)
-    return cache
+def grouped_prompt_forward(model, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, group_size: int):
+    """Left-padded prompt rows that come in consecutive groups of ``group_size`` equal ones (the
+    G answers to one prompt), each group's prompt run once with a KV cache.
+
+    Returns the logits at the last prompt column, (rows, 1, vocab), and the cache, both
+    repeated for every row (the cache by transformers' ``DynamicCache.batch_repeat_interleave``).
+    Gradients, where enabled, flow through both into the prompts' activations."""
+    rows = prompt_ids.shape[0]
+    if rows % group_size or not torch.equal(prompt_ids, prompt_ids[::group_size].repeat_interleave(group_size, dim=0)):
+        raise ValueError(f"the {rows} rows are not groups of {group_size} equal prompts")
+    distinct_mask = prompt_mask[::group_size]
+    out = model(input_ids=prompt_ids[::group_size], attention_mask=distinct_mask,
+                position_ids=position_ids_from_mask(distinct_mask), use_cache=True, logits_to_keep=1)
+    out.cache.batch_repeat_interleave(group_size)
+    return out.logits.repeat_interleave(group_size, dim=0), out.cache
 
 
 def decode_responses(tokenizer, responses: list[list[int]]) -> list[str]:

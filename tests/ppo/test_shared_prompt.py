@@ -42,9 +42,9 @@ def test_the_logits_and_gradients_are_the_full_forwards():
 def test_rows_that_are_not_groups_are_refused():
     model = load_model("tiny-random-llama", seed=0)
     input_ids, attention_mask, _, width_p = grouped_batch()
-    with pytest.raises(ValueError, match="not groups of 2 answers to one prompt"):
+    with pytest.raises(ValueError, match="the 6 rows are not groups of 2 equal prompts"):
         shared_prompt_logits(model, input_ids, attention_mask, width_p, 2)  # rows 2-3 hold two prompts
-    with pytest.raises(ValueError, match="the 6 prompts are not groups of 2 equal ones"):
+    with pytest.raises(ValueError, match="the 6 rows are not groups of 2 equal prompts"):
         sample_responses(model, [[5, 6, 7]] * 3 + [[10, 11]] * 3, pad_token_id=0, stop_id=2, max_new_tokens=4,
                          temperature=1.0, seed=0, group_size=2)
 
