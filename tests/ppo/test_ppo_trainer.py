@@ -2,9 +2,10 @@
 log-probabilities use the same temperature, the score sits on the last real token, the
 LoRA reference is the base model, and a gold judge is logged and watched by the monitor."""
 
-import torch
+import dataclasses
+
 import pytest
-import yaml
+import torch
 from torch import nn
 from trl.trainer.utils import disable_dropout_in_model
 
@@ -187,9 +188,8 @@ def test_optim_builds_the_optimizer_as_transformers_trainer_does(tmp_path, promp
     for optim in ("adamw_torch_fused", "adamw_torch"):
         policy, reward = planted_policy()
         config = tiny_config(tmp_path, prompts_file, output_dir=str(tmp_path / optim), total_episodes=8, **hyper)
-        if optim != "adamw_torch_fused":
-            config = tiny_config(tmp_path, prompts_file, output_dir=str(tmp_path / optim), total_episodes=8,
-                                 optim=optim, **hyper)
+        if optim != "adamw_torch_fused":  # the default is left unset
+            config = dataclasses.replace(config, optim=optim)
         trainer = PPOTrainer(config, reward_fn=reward, policy=policy)
         optimizer = trainer.optimizer.optimizer
         assert type(optimizer) is torch.optim.AdamW
