@@ -128,14 +128,15 @@ def run_ours(args, work: Path) -> dict:
     flops = flops_per_iteration(params, prompt_tokens, response, args.rollout, 2 * args.epochs, 3) * len(history)
     networks = [n for n in (trainer.unwrapped.policy, trainer.unwrapped.value_model) if n is not None]
     update_flops = args.epochs * args.rollout * sum(trained_flops(n, prompt_tokens, response) for n in networks)
+    update_seconds = sum(h["time/update"] for h in history)
     return {"framework": "ours (ppo.trainer)", "seconds_per_iteration": seconds / len(history),
             "samples_per_second": args.rollout * len(history) / seconds,
             "generation_share": sum(h["time/generation"] for h in history) / seconds,
             "scoring_share": sum(h["time/scoring"] for h in history) / seconds,
             "rollout_forward_share": sum(h["time/forward"] for h in history) / seconds,
-            "training_share": sum(h["time/update"] for h in history) / seconds,
+            "training_share": update_seconds / seconds,
             "mean_response_length": response, "achieved_flops": flops / seconds,
-            "training_flops": update_flops * len(history) / sum(h["time/update"] for h in history)}
+            "training_flops": update_flops * len(history) / update_seconds}
 
 
 def run_rloo(args, work: Path) -> dict:

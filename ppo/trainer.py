@@ -176,14 +176,14 @@ class PolicyAndValue(nn.Module):
         ``prompt_groups`` = (prompt width P, G), without values: the rows are groups of G
         answers to one prompt and each prompt runs once (``shared_prompt_logits``; the
         logits are those of ``logits_to_keep`` = R + 1)."""
-        position_ids = position_ids_from_mask(attention_mask)
         with_values = with_values and self.has_critic
-        shared_trunk = with_values and self.value_model is None
         if prompt_groups is not None:
             if with_values:
                 raise ValueError("prompt_groups: the values are read at every prompt column; expected no values")
             logits = shared_prompt_logits(self.policy, input_ids, attention_mask, *prompt_groups)
             return logits, None, self._ptx_nll(ptx_input_ids)
+        position_ids = position_ids_from_mask(attention_mask)
+        shared_trunk = with_values and self.value_model is None
         out = self.policy(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
                           output_hidden_states=shared_trunk, use_cache=False, logits_to_keep=logits_to_keep)
         values = None
@@ -712,8 +712,7 @@ class PPOTrainer:
         ref_logprobs = right_pad(stats.ref_logprobs, INVALID_LOGPROB)
         values = right_pad(stats.values)
         has_stop = torch.tensor(has_stop)
-        if self.logprobs_from_update:  # filled in by update(); the reward holds no KL (kl_in "loss")
-            logprobs = torch.where(mask, logprobs, INVALID_LOGPROB)
+        if self.logprobs_from_update:  # logprobs filled in by update(); the reward holds no KL (kl_in "loss")
             kl = torch.zeros_like(logprobs)
         else:
             kl = core.kl_penalty(logprobs, ref_logprobs, resolved_kl_estimator(cfg), clamp=cfg.kl_clamp)
@@ -822,12 +821,13 @@ class PPOTrainer:
             logits, values, ptx_nll = self.model(input_ids, attention_mask, ptx_input_ids=ptx_ids,
                                                  with_values=self.has_critic, logits_to_keep=width_r + 1,
                                                  prompt_groups=groups)
-        logprobs = core.token_logprobs(logits[:, :-1], input_ids[:, width_p:], cfg.temperature)
+        tempered = logits[:, :-1].float() / cfg.temperature  # one tempered copy for log-probs and entropy
+        logprobs = core.token_logprobs(tempered, input_ids[:, width_p:])
         old_logprobs = rows(rollout.logprobs)
         if self.logprobs_from_update:  # this forward stands in for the rollout's (see __init__)
             old_logprobs = logprobs.detach()
             with torch.no_grad():
-                entropy = core.entropy_from_logits(logits[:, :-1].float() / cfg.temperature)
+                entropy = core.entropy_from_logits(tempered)
             rollout.logprobs[idx, :width_r] = torch.where(mask.bool(), old_logprobs, INVALID_LOGPROB).cpu()
             rollout.entropy[idx, :width_r] = torch.where(mask.bool(), entropy, 0.0).cpu()
         kl_loss = None
