@@ -6,12 +6,14 @@ import json
 
 import pytest
 import torch
-from transformers import GenerationConfig
+from scipy.stats import chisquare
+from transformers import GenerationConfig, LogitsProcessorList
 
 from ppo.config import validate_inputs
 from ppo_test_utils import tiny_config
 from reward_model.modeling import RewardModel
 from rlhf.generation import (
+    InverseCDFSampling,
     chat_prompt_ids,
     derive_seed,
     generate_completions,
@@ -94,7 +96,7 @@ def test_derive_seed_is_pinned():
 
 
 def test_generate_completions_is_one_seeded_generate_call_per_batch(tokenizer):
-    """Reference: pad by hand, seed, call generate with T-scaled sampling, cut at EOS, decode."""
+    """Reference: pad by hand, seed, call generate with the T-scaled inverse-CDF sampler, cut at EOS, decode."""
     torch.set_num_threads(1)
     model = load_model("tiny-random-llama", seed=0, initializer_range=0.3)
     texts = generate_completions(model, PROMPTS, tokenizer, max_new_tokens=6, temperature=0.8, seed=4, batch_size=2)
@@ -106,14 +108,47 @@ def test_generate_completions_is_one_seeded_generate_call_per_batch(tokenizer):
         attention_mask = torch.tensor([[0] * (width - len(i)) + [1] * len(i) for i in ids])
         torch.manual_seed(derive_seed(4, "eval", start))
         out = model.generate(input_ids=input_ids, attention_mask=attention_mask, generation_config=GenerationConfig(
-            do_sample=True, temperature=0.8, top_k=0, top_p=1.0, max_new_tokens=6,
-            eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id))
+            do_sample=False, max_new_tokens=6, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id),
+            logits_processor=LogitsProcessorList([InverseCDFSampling(0.8)]))
         for row in out[:, width:].tolist():
             if tokenizer.eos_token_id in row:
                 row = row[:row.index(tokenizer.eos_token_id) + 1]
             expected.append(tokenizer.decode(row, skip_special_tokens=True).strip())
     assert texts == expected
     assert len(set(texts)) == len(texts)  # sampled, not one repeated string
+
+
+def test_inverse_cdf_sampling_picks_the_token_whose_interval_holds_u(monkeypatch):
+    """A plain loop over the cumulative probabilities, against the sampler, for fixed u."""
+    scores = torch.log(torch.tensor([[0.1, 0.0, 0.2, 0.7, 0.0]]))  # zero-probability tokens inside and at the end
+    probs = [0.1, 0.0, 0.2, 0.7, 0.0]
+    for u in [0.0, 0.05, 0.0999, 0.1001, 0.25, 0.3001, 0.5, 0.9999, 1.0 - 2 ** -24]:
+        monkeypatch.setattr(torch, "rand_like", lambda total, u=u: torch.full_like(total, u))
+        out = InverseCDFSampling(temperature=1.0)(None, scores)
+        cumulative, expected = 0.0, None
+        for token, p in enumerate(probs):
+            cumulative += p
+            if u < cumulative:
+                expected = token
+                break
+        assert out[0].argmax().item() == expected, u
+        assert out[0, expected] == 0 and torch.isinf(out[0]).sum() == 4
+
+
+def test_inverse_cdf_sampling_draws_from_softmax_of_scores_over_temperature():
+    """Seeded draws against softmax(logits / T): chi-square on 4,000 draws per row, and the
+    mean over rows near the exact probabilities."""
+    torch.manual_seed(0)
+    logits = torch.randn(3, 6) * 2
+    temperature = 0.7
+    probs = torch.softmax(logits / temperature, dim=-1)
+    sampler = InverseCDFSampling(temperature)
+    rows = logits.repeat_interleave(4000, dim=0)
+    draws = sampler(None, rows).argmax(dim=-1).view(3, 4000)
+    for row in range(3):
+        counts = torch.bincount(draws[row], minlength=6).double()
+        assert chisquare(counts.numpy(), (probs[row].double() / probs[row].double().sum() * 4000).numpy()).pvalue > 0.01
+        torch.testing.assert_close(counts / 4000, probs[row].double(), atol=0.025, rtol=0)
 
 
 def test_sample_responses_keeps_the_models_mode_and_the_temperature(tokenizer):
@@ -124,7 +159,7 @@ def test_sample_responses_keeps_the_models_mode_and_the_temperature(tokenizer):
                                max_new_tokens=4, temperature=0.5, seed=1, keep_scores=True)
     assert model.training  # given back in train mode
     assert [len(r) for r in sampled.responses] == [4, 4] and sampled.has_stop == [False, False]
-    # generate's processed scores are the logits / T of the model on the same prefix
+    # the scores the sampler drew from are the logits / T of the model on the same prefix
     input_ids, attention_mask = pad_sequences([ids[0] + sampled.responses[0][:2]], tokenizer.pad_token_id)
     model.eval()
     with torch.no_grad():

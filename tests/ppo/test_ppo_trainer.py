@@ -57,7 +57,7 @@ def test_temperature_is_the_same_for_sampling_and_logprobs(tmp_path, prompts_fil
     responses, scores = sampled.responses, sampled.step_scores
     stats = trainer.response_statistics(prompts, responses)
     for i, response in enumerate(responses):
-        # generate's processed scores are logits / T; their log-softmax at the sampled token
+        # the scores the sampler drew from are logits / T; their log-softmax at the sampled token
         # must equal the stored log-probs (left padding and KV cache included).
         from_generate = torch.stack([torch.log_softmax(scores[t][i].float(), -1)[tok]
                                      for t, tok in enumerate(response)])
