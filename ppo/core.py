@@ -147,6 +147,23 @@ def token_logprobs(logits: torch.Tensor, tokens: torch.Tensor, temperature: floa
     return logp.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
 
 
+def token_logprobs_and_entropy(logits: torch.Tensor, tokens: torch.Tensor,
+                               temperature: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """``token_logprobs`` and the per-position entropy of softmax(logits / temperature)
+    (``entropy_from_logits``; the textbook's eq. 11.1, ch. 11), from one log-softmax.
+
+    The log-softmax over the vocabulary is the costly step of both (49,152 columns for
+    SmolLM2); computing it once halves that work where a forward needs both (the rollout's
+    statistics, the update's logging). The log-probs carry gradient; the entropy does not.
+    """
+    logp = torch.log_softmax(logits.float() / temperature, dim=-1)
+    logprobs = logp.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
+    with torch.no_grad():
+        detached = logp.detach()
+        entropy = -detached.exp().mul_(detached).sum(-1)
+    return logprobs, entropy
+
+
 def sequence_kl(logprobs: torch.Tensor, ref_logprobs: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
     """KL(pi || pi_ref) per sequence: the k1 estimate summed over each row's valid tokens.
 

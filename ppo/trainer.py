@@ -632,8 +632,7 @@ class PPOTrainer:
         ref_logprobs = core.token_logprobs(ref_logits[:, :-1], tokens, temperature)
         logprobs = entropy = values = torch.zeros_like(ref_logprobs)
         if with_policy:
-            tempered = logits[:, :-1].float() / temperature
-            logprobs, entropy = core.token_logprobs(tempered, tokens), core.entropy_from_logits(tempered)
+            logprobs, entropy = core.token_logprobs_and_entropy(logits[:, :-1], tokens, temperature)
             # no critic: values 0, so the Rollout keeps one shape for every estimator
             if critic_values is not None:
                 values = critic_values[:, width_p - 1:-1]
@@ -821,15 +820,15 @@ class PPOTrainer:
             logits, values, ptx_nll = self.model(input_ids, attention_mask, ptx_input_ids=ptx_ids,
                                                  with_values=self.has_critic, logits_to_keep=width_r + 1,
                                                  prompt_groups=groups)
-        tempered = logits[:, :-1].float() / cfg.temperature  # one tempered copy for log-probs and entropy
-        logprobs = core.token_logprobs(tempered, input_ids[:, width_p:])
         old_logprobs = rows(rollout.logprobs)
         if self.logprobs_from_update:  # this forward stands in for the rollout's (see __init__)
+            logprobs, entropy = core.token_logprobs_and_entropy(logits[:, :-1], input_ids[:, width_p:],
+                                                                cfg.temperature)
             old_logprobs = logprobs.detach()
-            with torch.no_grad():
-                entropy = core.entropy_from_logits(tempered)
             rollout.logprobs[idx, :width_r] = torch.where(mask.bool(), old_logprobs, INVALID_LOGPROB).cpu()
             rollout.entropy[idx, :width_r] = torch.where(mask.bool(), entropy, 0.0).cpu()
+        else:
+            logprobs = core.token_logprobs(logits[:, :-1], input_ids[:, width_p:], cfg.temperature)
         kl_loss = None
         if resolved_kl_in(cfg) == "loss":
             # GRPO's beta x KL per token (Shao et al. 2024, eq. 3) against the rollout's reference

@@ -21,6 +21,7 @@ from ppo.core import (
     pretraining_nll,
     sequence_kl,
     token_logprobs,
+    token_logprobs_and_entropy,
     token_rewards,
     value_loss,
     whiten,
@@ -94,6 +95,23 @@ def test_token_logprobs_vs_loop():
                 expected = row[tokens[i, t]] - math.log(sum(math.exp(v) for v in row))
                 assert close(got[i, t], expected, 1e-6)  # computed in float32, as the trainer does
     assert got.dtype == torch.float32
+
+
+def test_token_logprobs_and_entropy_vs_loop():
+    gen = torch.Generator().manual_seed(13)
+    logits = torch.randn(2, 3, 5, generator=gen, dtype=torch.float64).requires_grad_()
+    tokens = torch.tensor([[1, 4, 0], [2, 2, 3]])
+    logprobs, entropy = token_logprobs_and_entropy(logits, tokens, 0.7)
+    for i in range(2):
+        for t in range(3):
+            row = [v / 0.7 for v in logits[i, t].tolist()]
+            log_z = math.log(sum(math.exp(v) for v in row))
+            assert close(logprobs[i, t], row[tokens[i, t]] - log_z, 1e-6)
+            assert close(entropy[i, t], -sum(math.exp(v - log_z) * (v - log_z) for v in row), 1e-5)
+    # the same numbers as the two functions apart, bit for bit
+    assert torch.equal(logprobs, token_logprobs(logits, tokens, 0.7))
+    assert torch.equal(entropy, entropy_from_logits(logits.detach().float() / 0.7))
+    assert logprobs.requires_grad and not entropy.requires_grad
 
 
 def test_sequence_kl_vs_loop():
