@@ -81,10 +81,11 @@ from ppo.monitors import RewardHackingMonitor
 from reward_model.modeling import RewardModel
 from rlhf.generation import (
     SampledResponses,
+    check_prompt_groups,
     decode_responses,
     derive_seed,
     generate_completions,
-    grouped_prompt_forward,
+    grouped_prompt_cache,
     pad_prompts_and_responses,
     position_ids_from_mask,
     prompt_messages,
@@ -128,18 +129,32 @@ def shared_prompt_logits(causal_lm: nn.Module, input_ids: torch.Tensor, attentio
     tokens: ``logits_to_keep`` = R + 1) of rows whose prompt repeats in consecutive groups of
     ``group_size`` rows (the G answers to one prompt), with each prompt run once.
 
-    The distinct prompts go through the network with a KV cache, repeated G times for the
-    responses (``rlhf.generation.grouped_prompt_forward``). Gradients flow through the cache
-    into the prompts' activations, so this is the full forward's function up
-    to float rounding (tests/ppo/test_shared_prompt.py) at k P + G k R token passes instead of
-    G k (P + R) for k prompts of width P and responses of width R.
+    All but the last column of the distinct prompts go through the decoder with a KV cache,
+    repeated G times (``rlhf.generation.grouped_prompt_cache``); the last prompt column and
+    the responses then go through the whole network on that cache. Gradients flow through
+    the cache into the prompts' activations, so this is the full forward's function up to
+    float rounding (tests/ppo/test_shared_prompt.py) at k (P - 1) + G k (R + 1) token passes
+    instead of G k (P + R) for k prompts of width P and responses of width R.
+
+    The tokens of both parts are embedded in one call and the LM head runs once: where the
+    embedding and the head share one weight (SmolLM2, 49,152 x 576), each call adds a dense
+    gradient of that size, and the second embedding's would arrive in the middle of the
+    backward pass, while the prompts' activations are still held.
     """
-    prompt_logits, cache = grouped_prompt_forward(causal_lm, input_ids[:, :prompt_width],
-                                                  attention_mask[:, :prompt_width], group_size)
-    responses = causal_lm(input_ids=input_ids[:, prompt_width:], attention_mask=attention_mask,
-                          position_ids=position_ids_from_mask(attention_mask)[:, prompt_width:], cache=cache,
-                          use_cache=True)
-    return torch.cat([prompt_logits, responses.logits], dim=1)
+    check_prompt_groups(input_ids[:, :prompt_width], group_size)
+    prefix = prompt_width - 1
+    if prefix == 0:  # one-token prompts: nothing to share
+        return causal_lm(input_ids=input_ids, attention_mask=attention_mask,
+                         position_ids=position_ids_from_mask(attention_mask), use_cache=False).logits
+    distinct = input_ids[::group_size, :prefix]
+    tail = input_ids[:, prefix:]  # the last prompt column and the responses
+    embeddings = causal_lm.get_input_embeddings()(torch.cat([distinct.flatten(), tail.flatten()]))
+    prefix_embeds, tail_embeds = embeddings.split([distinct.numel(), tail.numel()])
+    cache = grouped_prompt_cache(causal_lm, input_ids[:, :prefix], attention_mask[:, :prefix], group_size,
+                                 prompt_embeds=prefix_embeds.view(*distinct.shape, -1))
+    return causal_lm(inputs_embeds=tail_embeds.view(*tail.shape, -1), attention_mask=attention_mask,
+                     position_ids=position_ids_from_mask(attention_mask)[:, prefix:], cache=cache,
+                     use_cache=True).logits
 
 
 class PolicyAndValue(nn.Module):

@@ -206,7 +206,7 @@ def sample_responses(model, prompt_ids: list[list[int]], *, pad_token_id: int, s
     try:
         prefilled = {}
         if group_size > 1:  # the cache of all but the last prompt token: generate starts from that one
-            _, prefilled["cache"] = grouped_prompt_forward(model, input_ids[:, :-1], attention_mask[:, :-1], group_size)
+            prefilled["cache"] = grouped_prompt_cache(model, input_ids[:, :-1], attention_mask[:, :-1], group_size)
         torch.manual_seed(seed)
         out = model.generate(input_ids=input_ids, attention_mask=attention_mask, generation_config=generation_config,
                              logits_processor=LogitsProcessorList([sampler]), **prefilled)
@@ -219,21 +219,28 @@ def sample_responses(model, prompt_ids: list[list[int]], *, pad_token_id: int, s
     return SampledResponses([tokens for tokens, _ in cut], [stopped for _, stopped in cut], step_scores)
 
 
-def grouped_prompt_forward(model, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, group_size: int):
-    """Left-padded prompt rows that come in consecutive groups of ``group_size`` equal ones (the
-    G answers to one prompt), each group's prompt run once with a KV cache.
-
-    Returns the logits at the last prompt column, (rows, 1, vocab), and the cache, both
-    repeated for every row (the cache by transformers' ``DynamicCache.batch_repeat_interleave``).
-    Gradients, where enabled, flow through both into the prompts' activations."""
+def check_prompt_groups(prompt_ids: torch.Tensor, group_size: int) -> None:
+    """Raise unless the rows come in consecutive groups of ``group_size`` equal prompts."""
     rows = prompt_ids.shape[0]
     if rows % group_size or not torch.equal(prompt_ids, prompt_ids[::group_size].repeat_interleave(group_size, dim=0)):
         raise ValueError(f"the {rows} rows are not groups of {group_size} equal prompts")
+
+
+def grouped_prompt_cache(model, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, group_size: int,
+                         prompt_embeds: torch.Tensor | None = None):
+    """The KV cache of left-padded prompt rows that come in consecutive groups of
+    ``group_size`` equal ones (the G answers to one prompt), each group's prompt run once
+    through the decoder (no LM head), then repeated for every row (transformers'
+    ``DynamicCache.batch_repeat_interleave``). ``prompt_embeds``: the distinct prompts' token
+    embeddings, (groups, width, hidden), when the caller embeds them itself. Gradients,
+    where enabled, flow through the cache into the prompts' activations."""
+    check_prompt_groups(prompt_ids, group_size)
     distinct_mask = prompt_mask[::group_size]
-    out = model(input_ids=prompt_ids[::group_size], attention_mask=distinct_mask,
-                position_ids=position_ids_from_mask(distinct_mask), use_cache=True, logits_to_keep=1)
-    out.cache.batch_repeat_interleave(group_size)
-    return out.logits.repeat_interleave(group_size, dim=0), out.cache
+    tokens = {"inputs_embeds": prompt_embeds} if prompt_embeds is not None else {"input_ids": prompt_ids[::group_size]}
+    cache = model.get_decoder()(**tokens, attention_mask=distinct_mask, position_ids=position_ids_from_mask(distinct_mask),
+                                use_cache=True).cache
+    cache.batch_repeat_interleave(group_size)
+    return cache
 
 
 def decode_responses(tokenizer, responses: list[list[int]]) -> list[str]:

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from scipy.stats import linregress
 
 import rlhf.config
 from ppo import core
@@ -316,15 +317,16 @@ def test_estimators_with_ptx_adaptive_kl_lora_and_two_reward_models(tmp_path, pr
 @pytest.mark.slow
 @pytest.mark.parametrize("estimator", CRITIC_FREE)
 def test_planted_reward_rises_without_a_critic(tmp_path, prompts_file, estimator):
-    """test_ppo_trainer's learning check for each critic-free estimator (measured: the score's
-    mean over the first 3 iterations ~0.55, over the last 3 0.71-0.75; GAE 0.78)."""
+    """test_ppo_trainer's learning check for each critic-free estimator. The rise is the
+    least-squares line through all 15 iterations' scores (less noisy than the first and last
+    few; measured: a rise of 0.15-0.26 over the run, one-sided p below 0.006)."""
     policy, reward = planted_policy()
     config = tiny_config(tmp_path, prompts_file, per_device_train_batch_size=8, gradient_accumulation_steps=2,
                          num_mini_batches=1, total_episodes=15 * 16, response_length=8, kl_coef=0.05,
                          advantage_estimator=estimator, num_generations=1 if estimator == "reinforce_pp" else 4)
     history = PPOTrainer(config, reward_fn=reward, policy=policy).train()["history"]
     scores = [h["objective/scores"] for h in history]
-    first, last = sum(scores[:3]) / 3, sum(scores[-3:]) / 3
-    assert 0.35 < first < 0.65
-    assert last > first + 0.1, scores
+    assert 0.35 < sum(scores[:3]) / 3 < 0.65
+    trend = linregress(range(len(scores)), scores)
+    assert trend.slope * (len(scores) - 1) > 0.1 and trend.pvalue / 2 < 0.01, (scores, trend)
     assert max(h["objective/kl"] for h in history) < 15.0

@@ -13,18 +13,20 @@ from rlhf.models import load_model, load_tokenizer
 from ppo_test_utils import planted_policy, tiny_config
 
 
-def grouped_batch(group_size: int = 3):
+def grouped_batch(group_size: int = 3, prompts=([5, 6, 7, 8, 9], [10, 11])):
     """Two prompts of different lengths (left padding), each answered group_size times with
     responses of different lengths (right padding)."""
-    prompts = [[5, 6, 7, 8, 9], [10, 11]]
     responses = [[20 + i + j for j in range(2 + (i % 4))] for i in range(2 * group_size)]
     rows = [p for p in prompts for _ in range(group_size)]
     return pad_prompts_and_responses(rows, responses, pad_token_id=0)
 
 
-def test_the_logits_and_gradients_are_the_full_forwards():
+@pytest.mark.parametrize("prompts", [([5, 6, 7, 8, 9], [10, 11]),
+                                     ([5, 6, 7, 8, 9], [10]),  # the cached part of [10] is all padding
+                                     ([5], [10])])  # nothing to cache
+def test_the_logits_and_gradients_are_the_full_forwards(prompts):
     model = load_model("tiny-random-llama", seed=0)
-    input_ids, attention_mask, response_mask, width_p = grouped_batch()
+    input_ids, attention_mask, response_mask, width_p = grouped_batch(prompts=prompts)
     width_r = response_mask.shape[1]
     full = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids_from_mask(attention_mask),
                  use_cache=False, logits_to_keep=width_r + 1).logits
