@@ -31,6 +31,8 @@ loss reduction               GRPO: sequence_mean; RLOO: token_mean  GRPO: loss_t
                              (the estimators' defaults)             (a sequence-level ratio, see docs/ppo.md)
 iterations                   (--steps + 1) calls of step()          max_steps = (--steps + 1) x
                                                                     --num-iterations (optimizer steps)
+gradient checkpointing       gradient_checkpointing = --gradient-   gradient_checkpointing = --gradient-
+                             checkpointing (default off)            checkpointing (TRL's default is on)
 ============================ ===================================== ======================================
 
 The first iteration is a warm-up and is not timed. Reported per framework: samples/s
@@ -100,7 +102,8 @@ def ours_config(args, work: Path, estimator: str) -> PPOConfig:
                      temperature=TEMPERATURE, cliprange=0.2, kl_coef=KL[estimator]["kl_coef"],
                      learning_rate=LEARNING_RATE, output_dir=str(work / "out"), disable_tqdm=True,
                      # pinned as TRL's run is (precision: auto could pick bf16 against TRL's fp32)
-                     precision="bf16" if args.bf16 else "fp32", sample_table_every=0, logging_steps=10**6, use_cpu=True)
+                     precision="bf16" if args.bf16 else "fp32", gradient_checkpointing=args.gradient_checkpointing,
+                     sample_table_every=0, logging_steps=10**6, use_cpu=True)
 
 
 def trl_config(args, work: Path, estimator: str):
@@ -117,7 +120,8 @@ def trl_config(args, work: Path, estimator: str):
                         beta=KL[estimator]["kl_coef"], epsilon=0.2, learning_rate=LEARNING_RATE,
                         max_steps=(args.steps + 1) * args.num_iterations, use_vllm=False, use_cpu=True,
                         bf16=args.bf16, report_to=[], save_strategy="no", logging_strategy="no", eval_strategy="no",
-                        disable_tqdm=True)
+                        # pinned as ours: TRL's default (on) recomputes the forward in the backward pass
+                        gradient_checkpointing=args.gradient_checkpointing, disable_tqdm=True)
 
 
 def run_ours(args, work: Path, estimator: str) -> dict:
@@ -224,6 +228,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--steps", type=int, default=3, help="timed iterations (after one warm-up)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--bf16", action="store_true")
+    parser.add_argument("--gradient-checkpointing", action="store_true",
+                        help="both frameworks recompute activations in the backward pass (default: neither)")
     parser.add_argument("--only", nargs="+", default=list(PARTS), choices=list(PARTS))
     parser.add_argument("--part", help=argparse.SUPPRESS)
     parser.add_argument("--output", default=None, help="write the results and ratios as JSON here")

@@ -13,7 +13,9 @@ Every framework runs in its own subprocess with the same settings: ``--rollout``
 per iteration, ``--response-length`` new tokens, one mini-batch, ``--epochs`` PPO epochs
 (RLOO: 1 iteration per generation, 2 generations per prompt so the same number of
 samples), a randomly initialised scalar-head model of the policy's architecture as the
-reward model (throughput does not depend on what it has learnt). The first iteration is a
+reward model (throughput does not depend on what it has learnt), no gradient checkpointing
+(``--gradient-checkpointing`` for ours and RLOO; TRL's configs default to it, but its 1.9 PPO
+trainer never turns it on). The first iteration is a
 warm-up and is not timed. Reported: samples/s, seconds per iteration, the share spent
 in ``generate``, achieved FLOP/s (an estimate: 2 x parameters per token per forward,
 6 x per token per trained token) against a measured bf16/fp32 matmul peak, and the peak
@@ -116,7 +118,8 @@ def run_ours(args, work: Path) -> dict:
                        response_length=args.response_length, temperature=0.7,
                        stop_token="<|endoftext|>" if args.no_stop else "eos", learning_rate=1e-6,
                        # pinned as TRL's run is (precision: auto could pick bf16 against TRL's fp32)
-                       precision="bf16" if args.bf16 else "fp32", output_dir=str(work / "out"), disable_tqdm=True,
+                       precision="bf16" if args.bf16 else "fp32", gradient_checkpointing=args.gradient_checkpointing,
+                       output_dir=str(work / "out"), disable_tqdm=True,
                        sample_table_every=0, logging_steps=10**6, use_cpu=True)
     trainer = PPOTrainer(config)
     history = trainer.train()["history"][1:]
@@ -155,7 +158,8 @@ def run_rloo(args, work: Path) -> dict:
                         num_generations=2, generation_batch_size=args.rollout, max_completion_length=args.response_length,
                         temperature=0.7, max_steps=args.steps + 1, learning_rate=1e-6, use_cpu=True, bf16=args.bf16,
                         logging_steps=1, report_to="none", save_strategy="no", num_iterations=args.epochs,
-                        disable_tqdm=True)
+                        # pinned as ours: TRL's default (on) recomputes the forward in the backward pass
+                        gradient_checkpointing=args.gradient_checkpointing, disable_tqdm=True)
     trainer = RLOOTrainer(model=str(work / "policy"), reward_funcs=reward_model, args=config, train_dataset=dataset,
                           processing_class=tokenizer, reward_processing_classes=tokenizer)
     policy = trainer.model
@@ -213,6 +217,9 @@ def main(argv=None) -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--bf16", action="store_true")
     parser.add_argument("--no-stop", action="store_true", help="never stop early: fixed-length responses")
+    parser.add_argument("--gradient-checkpointing", action="store_true",
+                        help="ours and TRL's RLOO recompute activations in the backward pass (default: neither; "
+                             "TRL 1.9's PPO trainer never turns it on)")
     parser.add_argument("--only", nargs="+", default=["ours", "rloo", "trl19"])
     parser.add_argument("--setup-trl19", action="store_true")
     parser.add_argument("--part", help=argparse.SUPPRESS)
